@@ -1,0 +1,531 @@
+"""HyParView: the overlay's connectivity (Leitão, Pereira, Rodrigues, DSN 2007).
+
+Rules of this module: it owns the active and passive views and nothing else.
+It never does I/O; every decision comes back as outputs (`overlay.io`).
+
+Theory of operation
+-------------------
+Each node keeps a small *active view* (default 5) of peers it holds an open
+connection to, and a larger *passive view* (default 30) of peers it merely
+knows. The active view is symmetric: if A has B active, B has A active. The
+layers above (Plumtree) broadcast over the active view only; the passive view
+is the reserve from which a lost active peer is replaced at once.
+
+- Joining: the joiner sends JOIN to a contact. The contact takes it into its
+  active view and sends FORWARD_JOIN to each of its other active peers. Each
+  walk goes ARWL hops; the node where it ends (TTL 0, or a node with a single
+  neighbour) takes the joiner into its active view, and the node that sees
+  TTL == PRWL takes it into its passive view (paper sec. 4.2, Alg. 1).
+- Adding a peer to a full active view first drops a random active peer to the
+  passive view, with a DISCONNECT so it does the same (sec. 4.2).
+- Repair: when an active peer is lost (connection broken, DISCONNECT, or the
+  failure detector), a random passive peer is asked with NEIGHBOR; high
+  priority if the active view is empty (must be accepted), low otherwise
+  (accepted only with a free slot). A reject, a timeout or a failed dial moves
+  on to the next candidate (sec. 4.3).
+- Shuffle: periodically a sample of the node's views (itself, ka active, kp
+  passive) walks shuffle_ttl hops; the node where it stops answers straight
+  to the origin with as many of its passive entries, and both merge what they
+  got into their passive views, dropping first what they just sent (sec. 4.4).
+
+Every handler below documents the paper rule it implements.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+from overlay.config import HyParViewConfig
+from overlay.ids import NodeId
+from overlay.io import (
+    CancelTimer,
+    CloseConnection,
+    ConnectFailed,
+    ConnectionDown,
+    ConnectionUp,
+    DownReason,
+    Input,
+    JoinCluster,
+    Leave,
+    NeighborDown,
+    NeighborUp,
+    Output,
+    Received,
+    Send,
+    SetTimer,
+    Timer,
+    TimerFired,
+    UpReason,
+    is_seed,
+)
+from overlay.messages import (
+    Disconnect,
+    ForwardJoin,
+    Join,
+    Message,
+    Neighbor,
+    NeighborReply,
+    Shuffle,
+    ShuffleReply,
+)
+
+# How many shuffles we remember the samples of, to prefer dropping those
+# entries when the reply arrives (one per period is usual; a few cover
+# replies that arrive late).
+_SHUFFLE_MEMORY = 4
+
+
+class HvTimer(enum.Enum):
+    SHUFFLE = "shuffle"
+    REPAIR = "repair"
+    JOIN_RETRY = "join_retry"
+    NEIGHBOR_TIMEOUT = "neighbor_timeout"  # key: the peer asked
+
+
+_SHUFFLE_TIMER = Timer(HvTimer.SHUFFLE)
+_REPAIR_TIMER = Timer(HvTimer.REPAIR)
+_JOIN_TIMER = Timer(HvTimer.JOIN_RETRY)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSnapshot:
+    active: tuple[NodeId, ...]
+    passive: tuple[NodeId, ...]
+    pending: tuple[NodeId, ...]
+
+
+class HyParView:
+    def __init__(self, me: NodeId, config: HyParViewConfig, rng: random.Random) -> None:
+        self.me = me
+        self.cfg = config
+        self.rng = rng
+        # dicts, not sets: insertion order keeps every pick reproducible.
+        self.active: dict[NodeId, None] = {}
+        self.passive: dict[NodeId, None] = {}
+        self.pending: dict[NodeId, int] = {}  # NEIGHBOR asked, no reply yet: its nonce
+        self.seeds: list[NodeId] = []
+        self._seed_index = 0
+        self._join_backoff = config.join_retry_initial
+        self._joining = False
+        self._shuffles: dict[int, tuple[NodeId, ...]] = {}
+        self.left = False
+
+    # ----------------------------------------------------------------- API
+
+    def start(self, now: float) -> list[Output]:
+        return [
+            SetTimer(_SHUFFLE_TIMER, self._jittered(self.cfg.shuffle_period)),
+            SetTimer(_REPAIR_TIMER, self._jittered(self.cfg.repair_period)),
+        ]
+
+    def handle(self, inp: Input, now: float) -> list[Output]:
+        out: list[Output] = []
+        if self.left:
+            # A node that left answers requests with a goodbye and does nothing else.
+            if isinstance(inp, Received) and isinstance(inp.msg, Join | Neighbor):
+                out.append(Send(inp.sender, Disconnect(alive=False)))
+            return out
+        match inp:
+            case Received(sender, msg):
+                self.on_message(sender, msg, out)
+            case TimerFired(timer):
+                self.on_timer(timer, out)
+            case ConnectionDown(peer):
+                self.handle_connection_down(peer, out)
+            case ConnectFailed(peer):
+                self.handle_connect_failed(peer, out)
+            case JoinCluster(seeds):
+                self.handle_join_cluster(seeds, out)
+            case Leave():
+                self.handle_leave(out)
+            case ConnectionUp():
+                pass
+            case _:
+                pass
+        return out
+
+    def peer_failed(self, peer: NodeId) -> list[Output]:
+        """The failure detector declared `peer` failed: forget it everywhere
+        and repair, as for a broken connection (paper sec. 4.3)."""
+        out: list[Output] = []
+        if self.left:
+            return out
+        self.passive.pop(peer, None)
+        if peer in self.pending:
+            self._drop_pending(peer, out)
+        if peer in self.active:
+            self._drop_active(peer, DownReason.PEER_FAILED, out)
+        self._repair(out)
+        return out
+
+    def offer_passive(self, peers: list[NodeId]) -> None:
+        """Candidates from elsewhere (the member list) for a thin passive
+        view: only fills free slots, never evicts."""
+        for peer in peers:
+            if len(self.passive) >= self.cfg.passive_size:
+                return
+            self._add_passive(peer)
+
+    def check_link(self, sender: NodeId, out: list[Output]) -> None:
+        """`sender` used a link only active neighbours use. If it is not our
+        neighbour its view and ours disagree (two messages crossed on the
+        wire): tell it, so it drops us too. Asymmetry is thereby repaired the
+        next time the link carries anything."""
+        if sender not in self.active and sender not in self.pending and not self.left:
+            out.append(Send(sender, Disconnect(alive=True)))
+
+    def snapshot(self) -> ViewSnapshot:
+        return ViewSnapshot(tuple(self.active), tuple(self.passive), tuple(self.pending))
+
+    # ------------------------------------------------------------- messages
+
+    def on_message(self, sender: NodeId, msg: Message, out: list[Output]) -> None:
+        match msg:
+            case Join():
+                self.on_join(sender, out)
+            case ForwardJoin(joiner, ttl):
+                self.check_link(sender, out)
+                self.on_forward_join(sender, joiner, ttl, out)
+            case Neighbor(high_priority, join, nonce):
+                self.on_neighbor(sender, high_priority, join, nonce, out)
+            case NeighborReply(accepted, nonce):
+                self.on_neighbor_reply(sender, accepted, nonce, out)
+            case Disconnect(alive):
+                self.on_disconnect(sender, alive, out)
+            case Shuffle(origin, ttl, nonce, nodes):
+                self.check_link(sender, out)
+                self.on_shuffle(sender, origin, ttl, nonce, nodes, out)
+            case ShuffleReply(nonce, nodes):
+                self.on_shuffle_reply(nonce, nodes, out)
+            case _:
+                pass
+
+    def on_join(self, joiner: NodeId, out: list[Output]) -> None:
+        """JOIN (Alg. 1): take the joiner into the active view, and start an
+        ARWL-long FORWARD_JOIN walk through every other active peer."""
+        if joiner == self.me or is_seed(joiner):
+            return
+        if joiner in self.active:
+            # A retry from a joiner whose first attempt we already took in:
+            # repeat the notice, do not walk again.
+            out.append(Send(joiner, Neighbor(high_priority=True, join=True)))
+            return
+        self._add_active(joiner, UpReason.JOINED, out, notify=True)
+        for peer in self.active:
+            if peer != joiner:
+                out.append(Send(peer, ForwardJoin(joiner, self.cfg.arwl)))
+
+    def on_forward_join(self, sender: NodeId, joiner: NodeId, ttl: int, out: list[Output]) -> None:
+        """FORWARD_JOIN (Alg. 1): at TTL 0, or with a single active peer, take
+        the joiner into the active view; at TTL == PRWL, into the passive
+        view; otherwise pass the walk to a random active peer other than the
+        one it came from."""
+        if joiner == self.me or is_seed(joiner):
+            return
+        if ttl == 0 or len(self.active) <= 1:
+            self._add_active(joiner, UpReason.JOINED, out, notify=True)
+            return
+        if ttl == self.cfg.prwl:
+            self._add_passive(joiner)
+        nexts = [p for p in self.active if p != sender and p != joiner]
+        if not nexts:
+            self._add_active(joiner, UpReason.JOINED, out, notify=True)
+            return
+        out.append(Send(self.rng.choice(nexts), ForwardJoin(joiner, ttl - 1)))
+
+    def on_neighbor(
+        self, sender: NodeId, high: bool, join: bool, nonce: int, out: list[Output]
+    ) -> None:
+        """NEIGHBOR (sec. 4.3): high priority is always accepted (dropping a
+        random active peer if full); low priority only with a free slot. A
+        node that has left answers with DISCONNECT instead (see `handle`)."""
+        if sender == self.me:
+            return
+        if join:
+            # The end of a join walk: the sender already holds us active.
+            self._add_active(sender, UpReason.JOINED, out, notify=False)
+            return
+        if sender in self.active:
+            out.append(Send(sender, NeighborReply(True, nonce)))
+            return
+        # A peer we are asking ourselves (crossing requests) has a slot
+        # reserved for it: accept, or the two answers would disagree.
+        if high or sender in self.pending or len(self.active) < self.cfg.active_size:
+            self._add_active(sender, UpReason.REPLACED, out, notify=False)
+            out.append(Send(sender, NeighborReply(True, nonce)))
+        else:
+            self._add_passive(sender)
+            out.append(Send(sender, NeighborReply(False, nonce)))
+
+    def on_neighbor_reply(
+        self, sender: NodeId, accepted: bool, nonce: int, out: list[Output]
+    ) -> None:
+        """The answer to our NEIGHBOR: on accept the peer becomes active; on
+        reject it stays passive and the next candidate is asked. A reply is
+        matched to its request by nonce, so a late answer to an older
+        request is not mistaken for the answer to the current one."""
+        was_pending = self.pending.get(sender) == nonce
+        if was_pending:
+            self._drop_pending(sender, out)
+        if accepted:
+            if sender in self.active:
+                return
+            if was_pending:
+                self._add_active(sender, UpReason.REPLACED, out, notify=False)
+            else:
+                # An accept we did not ask for (or no longer wait for: we
+                # timed out, or dropped the peer meanwhile). The peer now
+                # counts us as active: undo that, so the views stay symmetric.
+                out.append(Send(sender, Disconnect(alive=True)))
+                out.append(CloseConnection(sender))
+                self._add_passive(sender)
+            return
+        # Rejects only ever answer low-priority asks; one we are not waiting
+        # for is stale (the peer since became active through another path).
+        if was_pending:
+            out.append(CloseConnection(sender))
+            # Every passive peer may be full: asking the next one at once
+            # would spin through the whole view. Wait for the repair tick,
+            # unless we are alone (then we ask with high priority).
+            if not self.active:
+                self._repair(out)
+
+    def on_disconnect(self, sender: NodeId, alive: bool, out: list[Output]) -> None:
+        """DISCONNECT (sec. 4.2): the peer dropped us. Move it to the passive
+        view if it stays in the cluster, forget it if it left; repair."""
+        if sender in self.pending:
+            self._drop_pending(sender, out)
+        if sender in self.active:
+            reason = DownReason.SHUFFLED_OUT if alive else DownReason.PEER_LEFT
+            self._drop_active(sender, reason, out)
+        if alive:
+            self._add_passive(sender)
+        else:
+            self.passive.pop(sender, None)
+        self._repair(out)
+
+    def on_shuffle(
+        self,
+        sender: NodeId,
+        origin: NodeId,
+        ttl: int,
+        nonce: int,
+        nodes: tuple[NodeId, ...],
+        out: list[Output],
+    ) -> None:
+        """SHUFFLE (sec. 4.4): keep walking while TTL lasts and there is
+        somewhere to go; where it stops, answer the origin directly with a
+        sample of the passive view of the same size, then merge."""
+        if origin == self.me:
+            return
+        ttl -= 1
+        if ttl > 0 and len(self.active) > 1:
+            nexts = [p for p in self.active if p != sender and p != origin]
+            if nexts:
+                out.append(Send(self.rng.choice(nexts), Shuffle(origin, ttl, nonce, nodes)))
+                return
+        candidates = [p for p in self.passive if p != origin]
+        reply = tuple(self._sample(candidates, len(nodes)))
+        out.append(Send(origin, ShuffleReply(nonce, reply), reliable=False))
+        self._merge(nodes, reply)
+
+    def on_shuffle_reply(self, nonce: int, nodes: tuple[NodeId, ...], out: list[Output]) -> None:
+        """SHUFFLE_REPLY (sec. 4.4): merge, dropping first what we sent."""
+        sent = self._shuffles.pop(nonce, None)
+        if sent is None:
+            return  # not ours, or too old: ignore rather than trust it
+        self._merge(nodes, sent)
+
+    # ------------------------------------------------------- local inputs
+
+    def on_timer(self, timer: Timer, out: list[Output]) -> None:
+        match timer.kind:
+            case HvTimer.SHUFFLE:
+                self._shuffle(out)
+                out.append(SetTimer(_SHUFFLE_TIMER, self._jittered(self.cfg.shuffle_period)))
+            case HvTimer.REPAIR:
+                self._repair(out)
+                if not self.active and not self.pending and not self._joining and self.seeds:
+                    # Alone with nothing to promote: back to the seeds.
+                    self._join_backoff = self.cfg.join_retry_initial
+                    self._try_seed(out)
+                out.append(SetTimer(_REPAIR_TIMER, self._jittered(self.cfg.repair_period)))
+            case HvTimer.JOIN_RETRY:
+                self._joining = False
+                if not self.active:
+                    self._try_seed(out)
+            case HvTimer.NEIGHBOR_TIMEOUT:
+                peer = timer.key
+                if isinstance(peer, NodeId) and peer in self.pending:
+                    # No answer in time: as good as dead for our purposes.
+                    del self.pending[peer]
+                    self.passive.pop(peer, None)
+                    out.append(CloseConnection(peer))
+                    self._repair(out)
+            case _:
+                pass
+
+    def handle_connection_down(self, peer: NodeId, out: list[Output]) -> None:
+        """A broken connection to an active peer is a failure (sec. 4.3):
+        remove it from both views and promote from the passive view at once.
+        A connection we did not rely on breaking tells us nothing."""
+        if peer in self.active:
+            self._drop_active(peer, DownReason.PEER_FAILED, out)
+            self.passive.pop(peer, None)
+            self._repair(out)
+        elif peer in self.pending:
+            self._drop_pending(peer, out)
+            self.passive.pop(peer, None)
+            self._repair(out)
+
+    def handle_connect_failed(self, peer: NodeId, out: list[Output]) -> None:
+        """A dial failed: the peer is unreachable, so it leaves every view."""
+        self.passive.pop(peer, None)
+        if peer in self.active or peer in self.pending:
+            self.handle_connection_down(peer, out)
+        elif (is_seed(peer) or peer in self.seeds) and not self.active and self._joining:
+            # Do not wait for the retry timer: the next seed may be up.
+            out.append(CancelTimer(_JOIN_TIMER))
+            self._joining = False
+            if self._seed_index % max(len(self.seeds), 1) != 0:
+                self._try_seed(out)
+            else:
+                # Every seed tried once: back off before the next round.
+                self._joining = True
+                out.append(SetTimer(_JOIN_TIMER, self._next_backoff()))
+
+    def handle_join_cluster(self, seeds: tuple[NodeId, ...], out: list[Output]) -> None:
+        """Contact the seeds, one at a time, until the active view is not
+        empty; retry with exponential backoff (capped) while alone."""
+        mine = (self.me.host, self.me.port)
+        self.seeds = [s for s in seeds if (s.host, s.port) != mine and s != self.me]
+        self._seed_index = 0
+        self._join_backoff = self.cfg.join_retry_initial
+        if self.seeds and not self.active:
+            self._try_seed(out)
+
+    def handle_leave(self, out: list[Output]) -> None:
+        """Graceful leave: DISCONNECT(alive=False) to every active peer, so
+        they forget us instead of waiting for a failure detector."""
+        self.left = True
+        for peer in list(self.active):
+            out.append(Send(peer, Disconnect(alive=False)))
+            self._drop_active(peer, DownReason.LEAVING, out)
+        for peer in list(self.pending):
+            self._drop_pending(peer, out)
+            out.append(CloseConnection(peer))
+        out.extend(CancelTimer(t) for t in (_SHUFFLE_TIMER, _REPAIR_TIMER, _JOIN_TIMER))
+
+    # ------------------------------------------------------------ helpers
+
+    def _add_active(
+        self,
+        peer: NodeId,
+        reason: UpReason,
+        out: list[Output],
+        *,
+        notify: bool,
+    ) -> None:
+        if peer == self.me or peer in self.active or is_seed(peer):
+            return
+        if peer in self.pending:
+            self._drop_pending(peer, out)
+        self.passive.pop(peer, None)
+        if len(self.active) >= self.cfg.active_size:
+            victim = self.rng.choice(list(self.active))
+            out.append(Send(victim, Disconnect(alive=True)))
+            self._drop_active(victim, DownReason.SHUFFLED_OUT, out)
+            self._add_passive(victim)
+        self.active[peer] = None
+        if self._joining:
+            self._joining = False
+            out.append(CancelTimer(_JOIN_TIMER))
+        out.append(NeighborUp(peer, reason))
+        if notify:
+            out.append(Send(peer, Neighbor(high_priority=True, join=True)))
+
+    def _drop_active(self, peer: NodeId, reason: DownReason, out: list[Output]) -> None:
+        del self.active[peer]
+        out.append(CloseConnection(peer))
+        out.append(NeighborDown(peer, reason))
+
+    def _drop_pending(self, peer: NodeId, out: list[Output]) -> None:
+        del self.pending[peer]
+        out.append(CancelTimer(Timer(HvTimer.NEIGHBOR_TIMEOUT, peer)))
+
+    def _add_passive(self, peer: NodeId) -> None:
+        if peer == self.me or peer in self.active or peer in self.passive or is_seed(peer):
+            return
+        if len(self.passive) >= self.cfg.passive_size:
+            del self.passive[self.rng.choice(list(self.passive))]
+        self.passive[peer] = None
+
+    def _repair(self, out: list[Output]) -> None:
+        """Fill the active view from the passive view: NEIGHBOR to random
+        passive peers, high priority when we have no active peer at all."""
+        if self.left:
+            return
+        free = self.cfg.active_size - len(self.active) - len(self.pending)
+        if free <= 0:
+            return
+        candidates = [p for p in self.passive if p not in self.pending]
+        high = not self.active
+        for peer in self._sample(candidates, free):
+            nonce = self.rng.getrandbits(32)
+            self.pending[peer] = nonce
+            out.append(Send(peer, Neighbor(high_priority=high, nonce=nonce)))
+            out.append(SetTimer(Timer(HvTimer.NEIGHBOR_TIMEOUT, peer), self.cfg.neighbor_timeout))
+
+    def _shuffle(self, out: list[Output]) -> None:
+        if not self.active:
+            return
+        sample = (
+            self.me,
+            *self._sample(list(self.active), self.cfg.shuffle_active),
+            *self._sample(list(self.passive), self.cfg.shuffle_passive),
+        )
+        nonce = self.rng.getrandbits(32)
+        self._shuffles[nonce] = sample
+        while len(self._shuffles) > _SHUFFLE_MEMORY:
+            del self._shuffles[next(iter(self._shuffles))]
+        target = self.rng.choice(list(self.active))
+        out.append(Send(target, Shuffle(self.me, self.cfg.shuffle_ttl, nonce, sample)))
+
+    def _merge(self, nodes: tuple[NodeId, ...], sent: tuple[NodeId, ...]) -> None:
+        """Merge shuffled entries into the passive view; when full, drop an
+        entry we just sent away first, else a random one (sec. 4.4)."""
+        droppable = [p for p in sent if p in self.passive]
+        for peer in nodes:
+            if peer == self.me or peer in self.active or peer in self.passive or is_seed(peer):
+                continue
+            if len(self.passive) >= self.cfg.passive_size:
+                victim = droppable.pop() if droppable else self.rng.choice(list(self.passive))
+                self.passive.pop(victim, None)
+            self.passive[peer] = None
+
+    def _try_seed(self, out: list[Output]) -> None:
+        if not self.seeds:
+            return
+        seed = self.seeds[self._seed_index % len(self.seeds)]
+        self._seed_index += 1
+        self._joining = True
+        out.append(Send(seed, Join()))
+        out.append(SetTimer(_JOIN_TIMER, self._next_backoff()))
+
+    def _next_backoff(self) -> float:
+        delay = self._jittered(self._join_backoff)
+        self._join_backoff = min(self._join_backoff * 2, self.cfg.join_retry_max)
+        return delay
+
+    def _jittered(self, period: float) -> float:
+        j = self.cfg.jitter
+        return period * (1.0 + j * (2.0 * self.rng.random() - 1.0))
+
+    def _sample(self, items: list[NodeId], k: int) -> list[NodeId]:
+        if k >= len(items):
+            out = list(items)
+            self.rng.shuffle(out)
+            return out
+        return self.rng.sample(items, k)

@@ -1,0 +1,221 @@
+"""The vocabulary between a protocol node and whatever drives it.
+
+Theory of operation: a driver (the trio daemon or the simulator) owns all
+I/O. It feeds *inputs* into `Node.handle(input, now)` one at a time and
+executes the *outputs* it gets back, in order. Nothing here blocks, sleeps,
+reads a clock or draws a random number: `now` is given by the driver, and
+randomness comes from the `random.Random` the node was built with.
+
+Connection semantics every driver must honour (the simulator and the daemon
+alike):
+
+- `Send(to, msg, reliable=True)` goes over the stream to `to`, opening it if
+  there is none. Messages on one stream arrive in order.
+- `Send(..., reliable=False)` is a datagram: it may be lost, and opens nothing.
+- A stream that could not be opened gives `ConnectFailed(peer)`; one that was
+  up and broke gives `ConnectionDown(peer)`. Messages already in flight on a
+  stream are delivered before its `ConnectionDown`. A stream that closes
+  after a newer stream to the same peer has opened reports nothing: the
+  inputs speak of the peer's *current* connection, never of an old one.
+- `CloseConnection(peer)` closes the stream after the sends queued before it.
+- `SetTimer(timer, delay)` replaces a pending timer equal to `timer`;
+  `CancelTimer(timer)` removes it; an expired timer comes back as
+  `TimerFired(timer)`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+
+from overlay.ids import NodeId
+from overlay.messages import Message
+
+# --------------------------------------------------------------------------
+# Timers
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A named timer. `kind` is an enum member of the layer that owns it (the
+    node routes a fired timer by the enum's type); `key` tells instances
+    apart, for example a message id, or (member, incarnation) so that a timer
+    from an older generation is recognised as stale."""
+
+    kind: enum.Enum
+    key: Hashable = None
+
+
+# --------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A decoded message from `sender`."""
+
+    sender: NodeId
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    timer: Timer
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionUp:
+    """A stream to `peer` is open (we dialled it, or it dialled us)."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionDown:
+    """An open stream to `peer` broke or was closed by the peer."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    """A stream to `peer` could not be opened (refused, timed out, unreachable)."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCluster:
+    """Application request: join through these contacts. A contact whose name
+    is not known yet is given as `seed_id(host, port)`."""
+
+    seeds: tuple[NodeId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Application request: broadcast `payload` on `topic`."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Application request: leave the cluster gracefully."""
+
+
+Input = (
+    Received
+    | TimerFired
+    | ConnectionUp
+    | ConnectionDown
+    | ConnectFailed
+    | JoinCluster
+    | Publish
+    | Leave
+)
+
+SEED_NAME = "<seed>"
+
+
+def seed_id(host: str, port: int) -> NodeId:
+    """A contact known only by its address. Its real name arrives with its
+    first reply; drivers route by `host` and `port` alone."""
+    return NodeId(SEED_NAME, host, port)
+
+
+def is_seed(peer: NodeId) -> bool:
+    return peer.name == SEED_NAME
+
+
+# --------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: NodeId
+    msg: Message
+    reliable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    timer: Timer
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer: Timer
+
+
+class UpReason(enum.Enum):
+    JOINED = "joined"  # the peer joined through us, or we joined through it
+    REPLACED = "replaced"  # promoted from the passive view to fill a gap
+
+
+class DownReason(enum.Enum):
+    PEER_FAILED = "peer_failed"  # connection lost, or failure detector said so
+    PEER_LEFT = "peer_left"  # the peer said it is leaving the cluster
+    SHUFFLED_OUT = "shuffled_out"  # moved to the passive view to make room
+    LEAVING = "leaving"  # we are leaving
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborUp:
+    peer: NodeId
+    reason: UpReason
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborDown:
+    peer: NodeId
+    reason: DownReason
+
+
+class MemberStatus(enum.Enum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    FAILED = "failed"
+    LEFT = "left"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChanged:
+    """The member list changed: `member` is now `status` at `incarnation`."""
+
+    member: NodeId
+    status: MemberStatus
+    incarnation: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A broadcast for the local subscribers of `topic`."""
+
+    topic: str
+    origin: str
+    seq: int
+    hops: int
+    payload: bytes
+
+
+Output = (
+    Send
+    | CloseConnection
+    | SetTimer
+    | CancelTimer
+    | NeighborUp
+    | NeighborDown
+    | MemberChanged
+    | Deliver
+)

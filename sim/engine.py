@@ -1,0 +1,369 @@
+"""The discrete-event engine: real `overlay.Node`s over a modelled network.
+
+Theory of operation
+-------------------
+One heap of `(time, seq, kind, ...)` entries; `seq` breaks ties so two runs
+with the same seed pop events in the same order. Every simulated node is a
+real `overlay.node.Node`; the engine gives it the inputs a daemon would
+(`overlay.io`) and interprets the outputs it returns:
+
+- `Send` becomes a delivery after the link's latency (drawn once per pair),
+  through the real codec unless `codec=False`, so byte counts are real.
+- Streams are modelled per unordered pair of addresses, as the daemon keys
+  them. A reliable send with no stream dials: the dial fails
+  (`ConnectFailed`) when the target is crashed or the pair is partitioned.
+- A crash drops the node; each of its streams breaks for the peer one link
+  latency later (`ConnectionDown`), after the messages already in flight.
+- A partition drops datagrams and new dials between the groups; streams
+  across it break for both ends `break_after` seconds later.
+- A paused node (SIGSTOP: the gray failure) processes nothing and sends
+  nothing, but its streams stay up; what reaches it waits until it resumes.
+- Datagram loss is a probability per datagram. Streams are not lossy: a
+  real one retransmits, and shows loss only as delay.
+
+Observers see every output of every node (with its time), which is how the
+analysis measures broadcasts, detections and views without the protocol
+knowing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from overlay import codec
+from overlay.config import Config
+from overlay.ids import NodeId
+from overlay.io import (
+    CancelTimer,
+    CloseConnection,
+    ConnectFailed,
+    ConnectionDown,
+    ConnectionUp,
+    Input,
+    JoinCluster,
+    Leave,
+    Output,
+    Publish,
+    Received,
+    Send,
+    SetTimer,
+    Timer,
+    TimerFired,
+)
+from overlay.messages import Message
+from overlay.node import Node
+
+Addr = tuple[str, int]
+Observer = Callable[[float, NodeId, Output], None]
+
+# Heap entry kinds.
+_DELIVER = 0  # (t, seq, _DELIVER, dst_addr, input)
+_TIMER = 1  # (t, seq, _TIMER, dst_addr, (timer, generation))
+_ACTION = 2  # (t, seq, _ACTION, None, callable)
+_DOWN = 3  # (t, seq, _DOWN, dst_addr, (pair, ConnectionDown)): dropped if a newer stream is up
+
+
+@dataclass(slots=True)
+class NetworkModel:
+    """Link behaviour. Latency per unordered pair is drawn once from
+    `latency(rng)` unless `fixed_latency` names the pair."""
+
+    latency_min: float = 0.010
+    latency_max: float = 0.050
+    loss: float = 0.0  # datagram loss probability
+    connect_timeout: float = 1.0  # a dial to a dead or cut-off host fails after this
+    break_after: float = 2.0  # a stream across a new partition breaks after this
+    fixed_latency: dict[tuple[Addr, Addr], float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SimNode:
+    node: Node
+    alive: bool = True
+    paused: bool = False
+    backlog: list[Input] = field(default_factory=list)
+    timers: dict[Timer, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Traffic:
+    """What crossed the network: counts and bytes by message type."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    bytes: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+def _pair(a: Addr, b: Addr) -> tuple[Addr, Addr]:
+    return (a, b) if a <= b else (b, a)
+
+
+class Simulation:
+    def __init__(
+        self,
+        config: Config | None = None,
+        seed: int = 0,
+        *,
+        network: NetworkModel | None = None,
+        use_codec: bool = True,
+    ) -> None:
+        self.config = config or Config()
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.net = network or NetworkModel()
+        self.use_codec = use_codec
+        self.now = 0.0
+        self.events = 0
+        self._heap: list[tuple[float, int, int, Any, Any]] = []
+        self._seq = 0
+        self.nodes: dict[Addr, SimNode] = {}
+        self.ids: dict[Addr, NodeId] = {}
+        self._latency: dict[tuple[Addr, Addr], float] = {}
+        # Open streams per pair: (opener, time the other end learns of it).
+        self._streams: dict[tuple[Addr, Addr], tuple[Addr, float]] = {}
+        self._group: dict[Addr, int] = {}  # partition group per node; absent = 0
+        self._one_way: set[tuple[int, int]] = set()  # (from group, to group) blocked
+        self.traffic = Traffic()
+        self.observers: list[Observer] = []
+
+    # ------------------------------------------------------------ building
+
+    def add_node(self, name: str, *, at: float | None = None) -> NodeId:
+        """Create a node (started at `at`, default now)."""
+        index = len(self.nodes)
+        me = NodeId(name, f"10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}", 7946)
+        addr = (me.host, me.port)
+        if addr in self.nodes:
+            raise ValueError(f"duplicate node address {addr}")
+        node = Node(me, self.config, random.Random(self.rng.getrandbits(64)))
+        self.nodes[addr] = SimNode(node)
+        self.ids[addr] = me
+        self.call_at(self.now if at is None else at, lambda: self._start(addr))
+        return me
+
+    def node(self, nid: NodeId) -> Node:
+        return self.nodes[(nid.host, nid.port)].node
+
+    def live(self) -> list[NodeId]:
+        return [self.ids[a] for a, s in self.nodes.items() if s.alive]
+
+    # ------------------------------------------------------- the timeline
+
+    def call_at(self, t: float, fn: Callable[[], None]) -> None:
+        self._push(t, _ACTION, None, fn)
+
+    def join(self, nid: NodeId, seeds: Iterable[NodeId], *, at: float | None = None) -> None:
+        self.inject(nid, JoinCluster(tuple(seeds)), at=at)
+
+    def publish(self, nid: NodeId, topic: str, payload: bytes, *, at: float | None = None) -> None:
+        self.inject(nid, Publish(topic, payload), at=at)
+
+    def leave(self, nid: NodeId, *, at: float | None = None) -> None:
+        self.inject(nid, Leave(), at=at)
+
+    def inject(self, nid: NodeId, inp: Input, *, at: float | None = None) -> None:
+        self._push(self.now if at is None else at, _DELIVER, (nid.host, nid.port), inp)
+
+    def crash(self, nid: NodeId, *, at: float | None = None) -> None:
+        self.call_at(self.now if at is None else at, lambda: self._crash((nid.host, nid.port)))
+
+    def pause(self, nid: NodeId, *, at: float | None = None) -> None:
+        self.call_at(self.now if at is None else at, lambda: self._set_paused(nid, True))
+
+    def resume(self, nid: NodeId, *, at: float | None = None) -> None:
+        self.call_at(self.now if at is None else at, lambda: self._set_paused(nid, False))
+
+    def partition(self, groups: list[list[NodeId]], *, at: float | None = None) -> None:
+        """Split into groups (group i+1 for the i-th list; unlisted nodes stay
+        in group 0). Traffic between different groups is cut both ways."""
+        self.call_at(self.now if at is None else at, lambda: self._partition(groups, set()))
+
+    def partition_one_way(
+        self, src: list[NodeId], dst: list[NodeId], *, at: float | None = None
+    ) -> None:
+        """Cut traffic from `src` to `dst` only (each a group of its own)."""
+        self.call_at(self.now if at is None else at, lambda: self._partition([src, dst], {(1, 2)}))
+
+    def heal(self, *, at: float | None = None) -> None:
+        self.call_at(self.now if at is None else at, self._heal)
+
+    def run_until(self, t_end: float) -> None:
+        heap = self._heap
+        pop = heapq.heappop
+        nodes = self.nodes
+        while heap and heap[0][0] <= t_end:
+            t, _, kind, dst, payload = pop(heap)
+            self.now = t
+            self.events += 1
+            if kind == _DELIVER:
+                self._deliver(dst, payload)
+            elif kind == _TIMER:
+                timer, gen = payload
+                sn = nodes[dst]
+                if sn.timers.get(timer) == gen:
+                    del sn.timers[timer]
+                    self._deliver(dst, TimerFired(timer))
+            elif kind == _DOWN:
+                pair, inp = payload
+                if pair not in self._streams:
+                    self._deliver(dst, inp)
+            else:
+                payload()
+        self.now = max(self.now, t_end)
+
+    def run_for(self, dt: float) -> None:
+        self.run_until(self.now + dt)
+
+    # ------------------------------------------------------------ internals
+
+    def _push(self, t: float, kind: int, dst: object, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, dst, payload))
+
+    def _start(self, addr: Addr) -> None:
+        sn = self.nodes[addr]
+        self._execute(addr, sn.node.start(self.now))
+
+    def _deliver(self, addr: Addr, inp: Input) -> None:
+        sn = self.nodes.get(addr)
+        if sn is None or not sn.alive:
+            return
+        if sn.paused:
+            sn.backlog.append(inp)
+            return
+        self._execute(addr, sn.node.handle(inp, self.now))
+
+    def latency(self, a: Addr, b: Addr) -> float:
+        key = _pair(a, b)
+        lat = self._latency.get(key)
+        if lat is None:
+            lat = self.net.fixed_latency.get(key)
+            if lat is None:
+                lat = self.rng.uniform(self.net.latency_min, self.net.latency_max)
+            self._latency[key] = lat
+        return lat
+
+    def _cut(self, a: Addr, b: Addr) -> bool:
+        ga, gb = self._group.get(a, 0), self._group.get(b, 0)
+        if ga == gb:
+            return False
+        if self._one_way:
+            return (ga, gb) in self._one_way
+        return True
+
+    def _execute(self, src: Addr, outputs: list[Output]) -> None:
+        sn = self.nodes[src]
+        me = self.ids[src]
+        for out in outputs:
+            match out:
+                case Send(to, msg, reliable):
+                    self._send(src, me, (to.host, to.port), msg, reliable)
+                case SetTimer(timer, delay):
+                    self._seq += 1
+                    sn.timers[timer] = self._seq
+                    heapq.heappush(
+                        self._heap,
+                        (self.now + delay, self._seq, _TIMER, src, (timer, self._seq)),
+                    )
+                case CancelTimer(timer):
+                    sn.timers.pop(timer, None)
+                case CloseConnection(peer):
+                    self._close(src, me, (peer.host, peer.port))
+                case _:
+                    pass
+            for obs in self.observers:
+                obs(self.now, me, out)
+
+    def _send(self, src: Addr, me: NodeId, dst: Addr, msg: Message, reliable: bool) -> None:
+        name = type(msg).__name__
+        if self.use_codec:
+            frame = codec.encode(me, msg, self.config.max_frame)
+            size = len(frame)
+            sender, msg = codec.decode(frame, self.config.max_frame)
+        else:
+            sender, size = me, 0
+        traffic = self.traffic
+        traffic.messages[name] += 1
+        traffic.bytes[name] += size
+        target = self.nodes.get(dst)
+        lat = self.latency(src, dst)
+        if not reliable:
+            if (
+                target is None
+                or self._cut(src, dst)
+                or (self.net.loss and self.rng.random() < self.net.loss)
+            ):
+                traffic.dropped[name] += 1
+                return
+            self._push(self.now + lat, _DELIVER, dst, Received(sender, msg))
+            return
+        key = _pair(src, dst)
+        if key not in self._streams:
+            if target is None or not target.alive or self._cut(src, dst) or self._cut(dst, src):
+                traffic.dropped[name] += 1
+                peer = self.ids.get(dst) or NodeId("?", dst[0], dst[1])
+                self._push(self.now + self.net.connect_timeout, _DELIVER, src, ConnectFailed(peer))
+                return
+            self._streams[key] = (src, self.now + lat)
+            self._push(self.now + 2 * lat, _DELIVER, src, ConnectionUp(self.ids[dst]))
+            self._push(self.now + lat, _DELIVER, dst, ConnectionUp(me))
+        self._push(self.now + lat, _DELIVER, dst, Received(sender, msg))
+
+    def _close(self, src: Addr, me: NodeId, dst: Addr) -> None:
+        key = _pair(src, dst)
+        stream = self._streams.get(key)
+        if stream is not None:
+            opener, accepted_at = stream
+            if opener != src and self.now < accepted_at:
+                # The peer opened a new stream whose first bytes have not
+                # reached us: our close is for the old one, already gone.
+                return
+            del self._streams[key]
+            self._push(self.now + self.latency(src, dst), _DOWN, dst, (key, ConnectionDown(me)))
+
+    def _break_streams(self, addr: Addr, delay: Callable[[Addr], float]) -> None:
+        """Break every stream of `addr`: the peer hears ConnectionDown."""
+        me = self.ids[addr]
+        for key in [k for k in self._streams if addr in k]:
+            del self._streams[key]
+            other = key[1] if key[0] == addr else key[0]
+            self._push(self.now + delay(other), _DOWN, other, (key, ConnectionDown(me)))
+
+    def _crash(self, addr: Addr) -> None:
+        sn = self.nodes[addr]
+        if not sn.alive:
+            return
+        sn.alive = False
+        sn.timers.clear()
+        sn.backlog.clear()
+        self._break_streams(addr, lambda other: self.latency(addr, other))
+
+    def _set_paused(self, nid: NodeId, paused: bool) -> None:
+        addr = (nid.host, nid.port)
+        sn = self.nodes[addr]
+        if not sn.alive or sn.paused == paused:
+            return
+        sn.paused = paused
+        if not paused:
+            backlog, sn.backlog = sn.backlog, []
+            for inp in backlog:
+                self._deliver(addr, inp)
+
+    def _partition(self, groups: list[list[NodeId]], one_way: set[tuple[int, int]]) -> None:
+        self._group = {(n.host, n.port): i + 1 for i, g in enumerate(groups) for n in g}
+        self._one_way = one_way
+        for key in [k for k in self._streams if self._cut(*k) or self._cut(k[1], k[0])]:
+            del self._streams[key]
+            a, b = key
+            t = self.now + self.net.break_after
+            self._push(t, _DOWN, a, (key, ConnectionDown(self.ids[b])))
+            self._push(t, _DOWN, b, (key, ConnectionDown(self.ids[a])))
+
+    def _heal(self) -> None:
+        self._group = {}
+        self._one_way = set()
