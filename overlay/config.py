@@ -48,25 +48,61 @@ class HyParViewConfig:
 
 @dataclass(frozen=True, slots=True)
 class PlumtreeConfig:
-    # IHAVE announcements are batched and flushed this often (guess; iroh 200 ms).
+    # IHAVE announcements are batched and flushed this often (guess: long
+    # enough to batch a burst, short against graft_timeout_1; iroh-gossip
+    # dispatches after 5 ms). New neighbours get their anti-entropy digest at
+    # the same flush.
     ihave_flush: float = 0.2
     # GRAFT timeout after the first IHAVE for a missing message, and the
-    # shorter one for the following announcers (paper sec. 3.8: "timeout1 and
-    # timeout2"; values a guess, iroh uses 500 ms and 250 ms).
+    # shorter one for each following announcer (paper sec. 3.6: timeout1 from
+    # the overlay's diameter and the target recovery latency, timeout2 "in the
+    # order of an average round trip time"; values a guess for 10-50 ms links).
     graft_timeout_1: float = 0.5
     graft_timeout_2: float = 0.25
-    # Tree optimisation: replace an eager link when a lazy path is this many
-    # hops shorter (paper sec. 3.8 uses a threshold; 3 is the iroh default).
-    optimization_threshold: int = 3
-    # Keep payloads this long to answer GRAFTs and anti-entropy (issue: 60 s).
+    # Tree optimisation: swap an eager link for a lazy one whose announcement
+    # is this many hops shorter (paper sec. 3.8; 7 in its experiments, p. 12,
+    # as iroh-gossip reads it). Lower values chase every origin's shortest
+    # path and churn the shared tree when senders vary.
+    optimization_threshold: int = 7
+    # Keep payloads this long to answer GRAFTs and anti-entropy, and refuse
+    # copies older than this (issue: 60 s).
     retention: float = 60.0
-    # Bounds so memory stays flat under load (guess).
+    # Remember delivered ids this long (must be >= retention): a copy lives at
+    # most `retention` by its age field, plus the link latencies age does not
+    # count (guess: 30 s of margin). iroh-gossip keeps ids 3x its cache time.
+    seen_ttl: float = 90.0
+    # Memory bounds (guess): payloads cached for GRAFT/anti-entropy, by count
+    # and by bytes (10,000 x 60 KiB would be 600 MB); ids remembered (100,000
+    # is 60 s at ~1,600 broadcasts/s). Evicting early is counted in stats.
     cache_max_messages: int = 10_000
+    cache_max_bytes: int = 64 * 1024 * 1024
     seen_max_ids: int = 100_000
-    # Anti-entropy: exchange recent ids with one random neighbour this often.
+    # Announced-but-missing ids tracked for GRAFT, and announcements queued
+    # per lazy peer between flushes (guess: a few seconds of a heavy burst).
+    # Overflow is dropped and counted; anti-entropy recovers what it costs.
+    missing_max: int = 10_000
+    ihave_queue_max: int = 4096
+    # Anti-entropy: exchange digests with one random neighbour this often
+    # (guess: a partition heals within a few periods, well inside retention).
     anti_entropy_period: float = 5.0
+    # Digests leave out messages younger than this: the tree and its GRAFTs
+    # are still delivering them (guess: ihave_flush + graft_timeout_1 + a few
+    # graft_timeout_2), so anti-entropy does not race the tree.
+    anti_entropy_delay: float = 2.0
     # Largest payload a publisher may send (bytes); frames stay under 64 KiB.
     max_payload: int = 60 * 1024
+    # Per-origin ordered delivery: hold a message back until the gap before
+    # it fills or the missing one can no longer arrive (its retention passed).
+    ordered: bool = False
+    # Messages held back per origin (guess); beyond it the gap is skipped.
+    ordered_max_held: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.seen_ttl < self.retention:
+            raise ValueError("plumtree.seen_ttl must be >= plumtree.retention")
+        for name in ("ihave_flush", "graft_timeout_1", "graft_timeout_2", "anti_entropy_period"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"plumtree.{name} must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,31 +110,61 @@ class SwimConfig:
     # Protocol period (SWIM paper sec. 3: T'; memberlist LAN: 1 s).
     probe_period: float = 1.0
     # Direct ping timeout before asking k others (memberlist LAN: 500 ms).
+    # Must be shorter than the period: the indirect probes need the rest.
     probe_timeout: float = 0.5
     # Indirect probes via k members (SWIM paper sec. 3.1; memberlist: 3).
+    # Also Lifeguard's expected number of independent suspicion confirmations.
     indirect_k: int = 3
-    # Lifeguard suspicion: min = mult * log10(N) * period, max = 6 * min
-    # (Lifeguard sec. IV-B; memberlist: mult 4, max 6x).
+    # Lifeguard suspicion: min = mult * max(1, log10(N)) * period, max =
+    # max_mult * min (Lifeguard sec. IV-B; memberlist: mult 4, max 6x).
     suspicion_mult: float = 4.0
     suspicion_max_mult: float = 6.0
-    # Retransmit each update about lambda * log(N) times (SWIM sec. 4.1;
-    # memberlist: 4).
+    # Retransmit each update retransmit_mult * ceil(log10(N+1)) times (SWIM
+    # sec. 4.1: lambda * log N; memberlist: 4).
     retransmit_mult: int = 4
-    # Local health awareness score ceiling (Lifeguard sec. IV-A: 8).
+    # Piggybacked member states per probe message, in bytes: a ping with its
+    # updates stays one datagram under memberlist's 1,400-byte UDP budget.
+    piggyback_bytes: int = 1200
+    # Local health awareness: the score runs 0..awareness_max-1 and scales the
+    # probe timeout and period by (score+1), so 8x at most (Lifeguard sec.
+    # IV-A; memberlist AwarenessMaxMultiplier: 8).
     awareness_max: int = 8
-    # Anti-entropy: full state push-pull every this often (memberlist: 30 s).
+    # Anti-entropy: full state push-pull with one random member every this
+    # often, scaled up for clusters above 32 members like memberlist's
+    # pushPullScale (memberlist: 30 s): the exchange costs O(N) bytes.
     push_pull_period: float = 30.0
-    # Failed/left members are kept as tombstones this long (memberlist: 15 s
-    # "GossipToTheDeadTime" + reap; guess).
+    # A push-pull state longer than this many bytes goes in several frames
+    # (guess: half the 64 KiB frame limit leaves room for the envelope).
+    push_pull_part_bytes: int = 32 * 1024
+    # Joining: push-pull with the next seed after this long without an
+    # answer, doubling up to the maximum (guess; same as HyParView's retry).
+    join_retry_initial: float = 1.0
+    join_retry_max: float = 30.0
+    # Failed/left members are kept as tombstones this long, so that a stale
+    # alive state cannot bring them back (guess; serf keeps them far longer).
     reap_after: float = 300.0
     # Keep re-trying failed members this often, for this long, so partitions
     # merge by themselves (issue: 30 s; guess 1 h).
     reconnect_period: float = 30.0
     reconnect_for: float = 3600.0
-    # Lifeguard refinements can be turned off to measure what they buy.
+    # A leaving node pushes its "left" state straight to this many members
+    # besides gossiping it (guess: like indirect_k).
+    leave_fanout: int = 3
+    # Lifeguard refinements (local health, nacks, suspicion confirmations,
+    # buddy system) can be turned off to measure what they buy.
     lifeguard: bool = True
     # Tags: at most this many bytes of key/value metadata per member.
     max_tags_bytes: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0 < self.probe_timeout < self.probe_period:
+            raise ValueError("swim.probe_timeout must be positive and below swim.probe_period")
+        if self.indirect_k < 0 or self.retransmit_mult < 1 or self.awareness_max < 1:
+            raise ValueError("swim.indirect_k >= 0, retransmit_mult >= 1, awareness_max >= 1")
+        if self.suspicion_mult <= 0 or self.suspicion_max_mult < 1:
+            raise ValueError("swim.suspicion_mult > 0 and swim.suspicion_max_mult >= 1")
+        if self.piggyback_bytes < 64 or self.push_pull_part_bytes < 1024:
+            raise ValueError("swim.piggyback_bytes >= 64 and swim.push_pull_part_bytes >= 1024")
 
 
 @dataclass(frozen=True, slots=True)

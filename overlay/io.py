@@ -30,7 +30,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 from overlay.ids import NodeId
-from overlay.messages import Message
+from overlay.messages import Message, MsgId
 
 # --------------------------------------------------------------------------
 # Timers
@@ -200,13 +200,26 @@ class MemberChanged:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """A broadcast for the local subscribers of `topic`."""
+    """A broadcast for the local subscribers of `topic`. `origin` and `seq`
+    repeat `id.origin` and `id.seq` (a subscriber sees gaps in `seq`; a
+    restarted origin starts a new `id.epoch` at seq 1). `hops` is 0 on the
+    node that published it: every node delivers, the publisher included."""
 
     topic: str
     origin: str
     seq: int
     hops: int
     payload: bytes
+    id: MsgId
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRejected:
+    """A `Publish` input that was refused (payload too large, bad topic, node
+    left) and sent nowhere. `Node.publish()` raises `PublishError` instead."""
+
+    topic: str
+    reason: str
 
 
 Output = (
@@ -218,4 +231,5 @@ Output = (
     | NeighborDown
     | MemberChanged
     | Deliver
+    | PublishRejected
 )

@@ -118,9 +118,182 @@ HYPARVIEW_MESSAGES: tuple[type[Message], ...] = (
 # --------------------------------------------------------------------------
 # Plumtree (Leitão, Pereira, Rodrigues, SRDS 2007): tags 16-31
 
+MAX_TOPIC = 256  # characters in a topic name
+MAX_WIRE_PAYLOAD = 64 * 1024  # the frame limit caps it anyway; config.max_payload is lower
+MAX_HOPS = 65535
+IHAVE_MAX_ITEMS = 1024  # announcements per IHAVE; a longer batch is split
+DIGEST_MAX_ENTRIES = 256  # (origin, epoch) groups per anti-entropy digest
+DIGEST_MAX_RANGES = 64  # seq ranges per group: 2 ints each
+IWANT_MAX_IDS = 256  # ids per anti-entropy request
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MsgId:
+    """A broadcast's identity: the origin's name, the origin's boot epoch (a
+    random 32-bit number drawn when the node starts, so that a node restarted
+    under the same name never reuses an id) and a per-epoch sequence number
+    counting from 1."""
+
+    origin: str = field(metadata=limit(128))
+    epoch: int = field(metadata=bounds(0, 2**32 - 1))
+    seq: int = field(metadata=bounds(1, 2**63 - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip(Message):
+    """A broadcast payload, pushed along the tree, or sent in answer to a
+    GRAFT or an anti-entropy IWANT. `hops`: links travelled, this one
+    included. `age`: seconds since publication as the path measures it (the
+    time each node held it, summed; link latency is not counted), so every
+    node refuses a copy older than the retention window. `repair`: sent by
+    anti-entropy, off the tree: receiving it changes no eager/lazy set."""
+
+    id: MsgId
+    topic: str = field(metadata=limit(MAX_TOPIC))
+    hops: int = field(metadata=bounds(1, MAX_HOPS))
+    age: float
+    payload: bytes = field(metadata=limit(MAX_WIRE_PAYLOAD))
+    repair: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One IHAVE entry: the sender has `id`, and would deliver it to the
+    receiver with this hop count."""
+
+    id: MsgId
+    hops: int = field(metadata=bounds(1, MAX_HOPS))
+
+
+@dataclass(frozen=True, slots=True)
+class IHave(Message):
+    """Lazy push: a batch of announcements (paper sec. 3.6)."""
+
+    items: tuple[Announcement, ...] = field(metadata=limit(IHAVE_MAX_ITEMS))
+
+
+@dataclass(frozen=True, slots=True)
+class Prune(Message):
+    """The receiver should move the sender to its lazy set (sec. 3.6)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Graft(Message):
+    """The receiver should move the sender to its eager set and, when `id` is
+    given, send that message (sec. 3.6). No id: a tree optimisation."""
+
+    id: MsgId | None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestEntry:
+    """The sequence numbers of one (origin, epoch) held by the sender, as
+    inclusive ranges flattened to first1, last1, first2, last2, ..."""
+
+    origin: str = field(metadata=limit(128))
+    epoch: int = field(metadata=bounds(0, 2**32 - 1))
+    ranges: tuple[int, ...] = field(metadata=limit(2 * DIGEST_MAX_RANGES))
+
+
+@dataclass(frozen=True, slots=True)
+class Digest(Message):
+    """Anti-entropy: the ids the sender can still serve. The receiver asks
+    with IWANT for those it never saw; with `reply`, it answers with its own
+    digest so the exchange is push-pull."""
+
+    entries: tuple[DigestEntry, ...] = field(metadata=limit(DIGEST_MAX_ENTRIES))
+    reply: bool
+
+
+@dataclass(frozen=True, slots=True)
+class IWant(Message):
+    """Anti-entropy request: send these (as repair Gossip)."""
+
+    ids: tuple[MsgId, ...] = field(metadata=limit(IWANT_MAX_IDS))
+
+
+PLUMTREE_MESSAGES: tuple[type[Message], ...] = (Gossip, IHave, Prune, Graft, Digest, IWant)
+
 # --------------------------------------------------------------------------
 # SWIM (Das, Gupta, Motivala, DSN 2002) with Lifeguard: tags 32-63
 
+SWIM_MAX_UPDATES = 128  # piggybacked member states per probe message
+PUSH_PULL_MAX_STATES = 8192  # member states per push-pull part; more go in more parts
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One member's state as SWIM spreads it. `status` on the wire: 0 alive,
+    1 suspect, 2 failed, 3 left (`overlay.swim.STATUS_CODES`). `tags` travel
+    with alive states only. `accuser`: for a suspect state, the member whose
+    probe failed (Lifeguard counts each accuser once); None otherwise."""
+
+    node: NodeId
+    incarnation: int
+    status: int = field(metadata=bounds(0, 3))
+    tags: dict[str, str] = field(metadata=limit(64))
+    accuser: NodeId | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """Probe (SWIM sec. 3.1), a datagram. `target`: the member the sender
+    means to reach; a node with another name at that address ignores it."""
+
+    seq: int
+    target: NodeId
+    updates: tuple[MemberState, ...] = field(metadata=limit(SWIM_MAX_UPDATES))
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq(Message):
+    """Indirect probe (SWIM sec. 3.1): ping `target` for the sender and relay
+    the ack; with `nack` (Lifeguard sec. IV-A), answer NACK when the target
+    stays silent, so the sender learns the path to us works."""
+
+    seq: int
+    target: NodeId
+    nack: bool
+    updates: tuple[MemberState, ...] = field(metadata=limit(SWIM_MAX_UPDATES))
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """Answer to PING, or relayed answer to PING-REQ, with the same `seq`."""
+
+    seq: int
+    updates: tuple[MemberState, ...] = field(metadata=limit(SWIM_MAX_UPDATES))
+
+
+@dataclass(frozen=True, slots=True)
+class Nack(Message):
+    """The relay of PING-REQ `seq` heard nothing from the target in time."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushPull(Message):
+    """Full-state exchange over the stream (anti-entropy, join, reconnect).
+    A state too large for one frame goes in `parts` messages; the receiver
+    merges each as it comes and, after the last part of a request
+    (`reply=False`), answers with its own state (`reply=True`)."""
+
+    reply: bool
+    part: int = field(metadata=bounds(0, 65535))
+    parts: int = field(metadata=bounds(1, 65536))
+    states: tuple[MemberState, ...] = field(metadata=limit(PUSH_PULL_MAX_STATES))
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdates(Message):
+    """Member states pushed outside the probe cycle: to a few members on a
+    graceful leave, and as the payload of SWIM's internal Plumtree topic."""
+
+    updates: tuple[MemberState, ...] = field(metadata=limit(SWIM_MAX_UPDATES))
+
+
+SWIM_MESSAGES: tuple[type[Message], ...] = (Ping, PingReq, Ack, Nack, PushPull, MemberUpdates)
 
 # --------------------------------------------------------------------------
 # The tag table: append only.
@@ -133,4 +306,16 @@ TAGS: dict[int, type[Message]] = {
     5: Disconnect,
     6: Shuffle,
     7: ShuffleReply,
+    16: Gossip,
+    17: IHave,
+    18: Prune,
+    19: Graft,
+    20: Digest,
+    21: IWant,
+    32: Ping,
+    33: PingReq,
+    34: Ack,
+    35: Nack,
+    36: PushPull,
+    37: MemberUpdates,
 }

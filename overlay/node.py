@@ -27,12 +27,15 @@ from overlay.io import (
     Input,
     JoinCluster,
     Leave,
+    NeighborDown,
+    NeighborUp,
     Output,
     Publish,
     Received,
     TimerFired,
 )
-from overlay.messages import HYPARVIEW_MESSAGES
+from overlay.messages import HYPARVIEW_MESSAGES, PLUMTREE_MESSAGES
+from overlay.plumtree import Plumtree, PtTimer
 
 
 class Node:
@@ -40,21 +43,53 @@ class Node:
         self.me = me
         self.config = config
         self.hyparview = HyParView(me, config.hyparview, random.Random(rng.getrandbits(64)))
+        self.plumtree = Plumtree(me, config.plumtree, random.Random(rng.getrandbits(64)))
 
     def start(self, now: float) -> list[Output]:
-        return self.hyparview.start(now)
+        return self.hyparview.start(now) + self.plumtree.start(now)
+
+    def publish(self, topic: str, payload: bytes, now: float) -> list[Output]:
+        """Broadcast on `topic`. Raises `overlay.plumtree.PublishError`, with
+        nothing sent, if the payload is over `max_payload`, the topic is not
+        1-256 characters, or the node has left. (A `Publish` input returns a
+        `PublishRejected` output instead of raising.)"""
+        return self.plumtree.publish(topic, payload, now)
+
+    def _neighbors(self, outs: list[Output], now: float) -> list[Output]:
+        """Feed HyParView's neighbour changes to Plumtree, so that its eager
+        and lazy sets stay exactly the active view. Every HyParView output
+        list goes through here. Plumtree's outputs come after HyParView's:
+        the NEIGHBOR that makes a link active is sent before anything
+        Plumtree sends over it."""
+        extra: list[Output] = []
+        for o in outs:
+            if isinstance(o, NeighborUp):
+                extra += self.plumtree.neighbor_up(o.peer, now)
+            elif isinstance(o, NeighborDown):
+                extra += self.plumtree.neighbor_down(o.peer, now)
+        return outs + extra if extra else outs
 
     def handle(self, inp: Input, now: float) -> list[Output]:
         match inp:
             case Received(_, msg) if isinstance(msg, HYPARVIEW_MESSAGES):
-                return self.hyparview.handle(inp, now)
+                return self._neighbors(self.hyparview.handle(inp, now), now)
+            case Received(sender, msg) if isinstance(msg, PLUMTREE_MESSAGES):
+                # Plumtree travels over active links only: a sender that is
+                # not our neighbour is told so, and the asymmetry repairs.
+                out: list[Output] = []
+                self.hyparview.check_link(sender, out)
+                return out + self.plumtree.handle(inp, now)
             case Received():
                 return []
             case TimerFired(timer) if isinstance(timer.kind, HvTimer):
-                return self.hyparview.handle(inp, now)
+                return self._neighbors(self.hyparview.handle(inp, now), now)
+            case TimerFired(timer) if isinstance(timer.kind, PtTimer):
+                return self.plumtree.handle(inp, now)
             case TimerFired():
                 return []
-            case ConnectionUp() | ConnectionDown() | ConnectFailed() | JoinCluster() | Leave():
-                return self.hyparview.handle(inp, now)
+            case Leave():
+                return self._neighbors(self.hyparview.handle(inp, now), now) + self.plumtree.leave()
+            case ConnectionUp() | ConnectionDown() | ConnectFailed() | JoinCluster():
+                return self._neighbors(self.hyparview.handle(inp, now), now)
             case Publish():
-                return []
+                return self.plumtree.handle(inp, now)
