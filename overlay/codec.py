@@ -8,7 +8,10 @@ message is adding a dataclass and a tag.
 
 Decoding trusts nothing: any malformed, truncated, oversized, unknown-tag,
 wrong-type or out-of-range input raises `DecodeError` with a reason, and no
-other exception escapes `decode`.
+other exception escapes `decode`. Encoding holds local messages to the same
+schema: a value the peer would refuse (wrong type, out of range, too long) or
+a frame over the limit raises `EncodeError` at the sender, naming the field,
+instead of leaving the peer to drop the frame.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ def _dec_node(v: Any, where: str) -> NodeId:
     return NodeId(name, host, port)
 
 
-def _enc_node(n: NodeId) -> list[Any]:
+def _enc_node(n: Any) -> list[Any]:
+    if type(n) is not NodeId:
+        raise EncodeError(f"expected NodeId, got {type(n).__name__}")
     return [n.name, n.host, n.port]
 
 
@@ -71,6 +76,26 @@ def _int_dec(lo: int, hi: int) -> _Dec:
         return v
 
     return dec
+
+
+def _int_enc(lo: int, hi: int) -> _Enc:
+    def enc(v: Any) -> int:
+        if type(v) is not int or not lo <= v <= hi:
+            raise EncodeError(f"{v!r} is not an int in [{lo}, {hi}]")
+        return v
+
+    return enc
+
+
+def _scalar_enc(kind: Any, max_len: int | None) -> _Enc:
+    def enc(v: Any) -> Any:
+        if type(v) is not kind:
+            raise EncodeError(f"expected {kind.__name__}, got {type(v).__name__}")
+        if max_len is not None and len(v) > max_len:
+            raise EncodeError(f"longer than {max_len}")
+        return v
+
+    return enc
 
 
 def _scalar_dec(kind: Any, max_len: int | None) -> _Dec:
@@ -92,6 +117,14 @@ def _float_dec(v: Any, where: str) -> float:
     raise _fail(where, f"expected float, got {type(v).__name__}")
 
 
+def _float_enc(v: Any) -> float:
+    if type(v) is float:
+        return v
+    if type(v) is int and -INT_MAX - 1 <= v <= INT_MAX:
+        return float(v)
+    raise EncodeError(f"expected float, got {type(v).__name__}")
+
+
 def _tuple_dec(item: _Dec, max_len: int) -> _Dec:
     def dec(v: Any, where: str) -> tuple[Any, ...]:
         if type(v) is not list:
@@ -101,6 +134,17 @@ def _tuple_dec(item: _Dec, max_len: int) -> _Dec:
         return tuple(item(x, where) for x in v)
 
     return dec
+
+
+def _tuple_enc(item: _Enc, max_len: int) -> _Enc:
+    def enc(v: Any) -> list[Any]:
+        if type(v) is not tuple and type(v) is not list:
+            raise EncodeError(f"expected tuple, got {type(v).__name__}")
+        if len(v) > max_len:
+            raise EncodeError(f"more than {max_len} items")
+        return [item(x) for x in v]
+
+    return enc
 
 
 def _strmap_dec(max_len: int) -> _Dec:
@@ -115,6 +159,20 @@ def _strmap_dec(max_len: int) -> _Dec:
         return dict(v)
 
     return dec
+
+
+def _strmap_enc(max_len: int) -> _Enc:
+    def enc(v: Any) -> dict[str, str]:
+        if not isinstance(v, dict):
+            raise EncodeError(f"expected dict, got {type(v).__name__}")
+        if len(v) > max_len:
+            raise EncodeError(f"more than {max_len} entries")
+        for k, x in v.items():
+            if type(k) is not str or type(x) is not str or len(k) > MAX_STR or len(x) > MAX_STR:
+                raise EncodeError("map entries must be short strings")
+        return dict(v)
+
+    return enc
 
 
 def _optional_dec(inner: _Dec) -> _Dec:
@@ -139,30 +197,31 @@ def _record_dec(cls: type) -> _Dec:
 
 def _record_enc(cls: type) -> _Enc:
     fields = _schema(cls)
+    name = cls.__name__
 
     def enc(v: Any) -> list[Any]:
+        if type(v) is not cls:
+            raise EncodeError(f"expected {name}, got {type(v).__name__}")
         return [e(getattr(v, fname)) for fname, _, e in fields]
 
     return enc
-
-
-def _ident(v: Any) -> Any:
-    return v
 
 
 def _codec_for(tp: Any, meta: typing.Mapping[str, Any]) -> tuple[_Dec, _Enc]:
     origin = typing.get_origin(tp)
     max_len = meta.get("max_len")
     if tp is int:
-        return _int_dec(meta.get("lo", 0), meta.get("hi", INT_MAX)), _ident
+        lo, hi = meta.get("lo", 0), meta.get("hi", INT_MAX)
+        return _int_dec(lo, hi), _int_enc(lo, hi)
     if tp is bool:
-        return _scalar_dec(bool, None), _ident
+        return _scalar_dec(bool, None), _scalar_enc(bool, None)
     if tp is float:
-        return _float_dec, _ident
+        return _float_dec, _float_enc
     if tp is str:
-        return _scalar_dec(str, max_len if max_len is not None else MAX_STR), _ident
+        cap = max_len if max_len is not None else MAX_STR
+        return _scalar_dec(str, cap), _scalar_enc(str, cap)
     if tp is bytes:
-        return _scalar_dec(bytes, max_len), _ident
+        return _scalar_dec(bytes, max_len), _scalar_enc(bytes, max_len)
     if tp is NodeId:
         return _dec_node, _enc_node
     if origin is tuple:
@@ -171,13 +230,12 @@ def _codec_for(tp: Any, meta: typing.Mapping[str, Any]) -> tuple[_Dec, _Enc]:
             raise TypeError(f"only tuple[T, ...] is supported, not {tp}")
         item_dec, item_enc = _codec_for(args[0], {})
         cap = max_len if max_len is not None else MAX_ITEMS
-        if item_enc is _ident:
-            return _tuple_dec(item_dec, cap), list
-        return _tuple_dec(item_dec, cap), lambda v: [item_enc(x) for x in v]
+        return _tuple_dec(item_dec, cap), _tuple_enc(item_enc, cap)
     if origin is dict:
         if typing.get_args(tp) != (str, str):
             raise TypeError(f"only dict[str, str] is supported, not {tp}")
-        return _strmap_dec(max_len if max_len is not None else 64), dict
+        cap = max_len if max_len is not None else 64
+        return _strmap_dec(cap), _strmap_enc(cap)
     if origin in (types.UnionType, typing.Union):
         members = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(members) != 1:
@@ -238,10 +296,16 @@ def encode(sender: NodeId, msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> 
         kind = _BY_CLS.get(type(msg))
         if kind is None:
             raise EncodeError(f"{type(msg).__name__} has no wire tag")
-    body: list[Any] = [PROTOCOL_VERSION, [sender.name, sender.host, sender.port], kind.tag]
+    body: list[Any] = [PROTOCOL_VERSION, _enc_node(sender), kind.tag]
     for name, enc in kind.getters:
-        body.append(enc(getattr(msg, name)))
-    data: bytes = msgpack.packb(body, use_bin_type=True)
+        try:
+            body.append(enc(getattr(msg, name)))
+        except EncodeError as exc:
+            raise EncodeError(f"{type(msg).__name__}.{name}: {exc}") from None
+    try:
+        data: bytes = msgpack.packb(body, use_bin_type=True)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a lone surrogate in a str
+        raise EncodeError(f"{type(msg).__name__}: {type(exc).__name__}: {exc}") from None
     if len(data) > max_frame:
         raise EncodeError(f"{type(msg).__name__} frame is {len(data)} bytes, limit {max_frame}")
     return data

@@ -200,6 +200,11 @@ def _convert(obj: Any, name: str, value: Any) -> Any:
     if name not in fields:
         raise KeyError(f"unknown config key {name!r} in {type(obj).__name__}")
     current = getattr(obj, name)
+    if dataclasses.is_dataclass(current):
+        # A whole section is given as that section's object, never as text.
+        if type(value) is not type(current):
+            raise ValueError(f"{name}: expected a {type(current).__name__}, got {value!r}")
+        return value
     if isinstance(value, str) and not isinstance(current, str):
         if isinstance(current, bool):
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -89,6 +89,13 @@ _REPAIR_TIMER = Timer(HvTimer.REPAIR)
 _JOIN_TIMER = Timer(HvTimer.JOIN_RETRY)
 
 
+def _holds_us_active(msg: Message) -> bool:
+    """Does `msg` say its sender has us in its active view, or wants us?"""
+    if isinstance(msg, NeighborReply):
+        return msg.accepted
+    return isinstance(msg, Join | Neighbor | ForwardJoin | Shuffle)
+
+
 @dataclass(frozen=True, slots=True)
 class ViewSnapshot:
     active: tuple[NodeId, ...]
@@ -108,7 +115,11 @@ class HyParView:
         self.seeds: list[NodeId] = []
         self._seed_index = 0
         self._join_backoff = config.join_retry_initial
-        self._joining = False
+        self._joining = False  # a JOIN is out and its retry timer is set
+        # Our own JOIN was answered. Having active peers is not enough: a node
+        # whose JOIN is still out may already have been contacted by others,
+        # and would otherwise stay an island with them.
+        self._joined = False
         self._shuffles: dict[int, tuple[NodeId, ...]] = {}
         self.left = False
 
@@ -122,9 +133,17 @@ class HyParView:
 
     def handle(self, inp: Input, now: float) -> list[Output]:
         out: list[Output] = []
+        if isinstance(inp, Received) and (inp.sender == self.me or is_seed(inp.sender)):
+            # The envelope names the sender; neither we nor an address-only
+            # placeholder can be one. Answering would only talk to ourselves.
+            return out
         if self.left:
-            # A node that left answers requests with a goodbye and does nothing else.
-            if isinstance(inp, Received) and isinstance(inp.msg, Join | Neighbor):
+            # A node that left does nothing but say goodbye to whoever still
+            # holds it active or wants to: requests, an accept that crossed
+            # our DISCONNECT, and walks (FORWARD_JOIN and SHUFFLE only travel
+            # active links). Otherwise the sender would keep us active for
+            # good: the reply opened a new stream, so no ConnectionDown comes.
+            if isinstance(inp, Received) and _holds_us_active(inp.msg):
                 out.append(Send(inp.sender, Disconnect(alive=False)))
             return out
         match inp:
@@ -244,8 +263,14 @@ class HyParView:
         if sender == self.me:
             return
         if join:
-            # The end of a join walk: the sender already holds us active.
+            # The end of a join walk: the sender already holds us active. Only
+            # our own JOIN starts walks that end at us, so this is also the
+            # proof that the join reached the overlay: stop retrying seeds.
             self._add_active(sender, UpReason.JOINED, out, notify=False)
+            self._joined = True
+            if self._joining:
+                self._joining = False
+                out.append(CancelTimer(_JOIN_TIMER))
             return
         if sender in self.active:
             out.append(Send(sender, NeighborReply(True, nonce)))
@@ -274,6 +299,12 @@ class HyParView:
                 return
             if was_pending:
                 self._add_active(sender, UpReason.REPLACED, out, notify=False)
+            elif sender in self.pending:
+                # The answer to an older request, while a newer one is out:
+                # the peer holds us active now, so the newer one will be
+                # accepted too and settle it. A DISCONNECT here would cross
+                # that accept and leave us holding a peer that dropped us.
+                pass
             else:
                 # An accept we did not ask for (or no longer wait for: we
                 # timed out, or dropped the peer meanwhile). The peer now
@@ -294,17 +325,25 @@ class HyParView:
 
     def on_disconnect(self, sender: NodeId, alive: bool, out: list[Output]) -> None:
         """DISCONNECT (sec. 4.2): the peer dropped us. Move it to the passive
-        view if it stays in the cluster, forget it if it left; repair."""
+        view if it stays in the cluster, forget it if it left; repair. A
+        seed that left answers our JOIN this way: go on to the next one.
+
+        The repair asks other peers: the sender only goes (back) into the
+        passive view afterwards. It has just dropped us, usually to make
+        room, so asking it straight back wastes a round trip, and when we are
+        alone (high priority, which it must accept) forces an eviction on it
+        that can cascade through the overlay."""
+        if not alive and self._is_seed_addr(sender):
+            self._seed_unavailable(out)
         if sender in self.pending:
             self._drop_pending(sender, out)
         if sender in self.active:
             reason = DownReason.SHUFFLED_OUT if alive else DownReason.PEER_LEFT
             self._drop_active(sender, reason, out)
+        self.passive.pop(sender, None)
+        self._repair(out)
         if alive:
             self._add_passive(sender)
-        else:
-            self.passive.pop(sender, None)
-        self._repair(out)
 
     def on_shuffle(
         self,
@@ -349,12 +388,13 @@ class HyParView:
                 self._repair(out)
                 if not self.active and not self.pending and not self._joining and self.seeds:
                     # Alone with nothing to promote: back to the seeds.
+                    self._joined = False
                     self._join_backoff = self.cfg.join_retry_initial
                     self._try_seed(out)
                 out.append(SetTimer(_REPAIR_TIMER, self._jittered(self.cfg.repair_period)))
             case HvTimer.JOIN_RETRY:
                 self._joining = False
-                if not self.active:
+                if not self._joined:
                     self._try_seed(out)
             case HvTimer.NEIGHBOR_TIMEOUT:
                 peer = timer.key
@@ -385,25 +425,36 @@ class HyParView:
         self.passive.pop(peer, None)
         if peer in self.active or peer in self.pending:
             self.handle_connection_down(peer, out)
-        elif (is_seed(peer) or peer in self.seeds) and not self.active and self._joining:
-            # Do not wait for the retry timer: the next seed may be up.
-            out.append(CancelTimer(_JOIN_TIMER))
-            self._joining = False
-            if self._seed_index % max(len(self.seeds), 1) != 0:
-                self._try_seed(out)
-            else:
-                # Every seed tried once: back off before the next round.
-                self._joining = True
-                out.append(SetTimer(_JOIN_TIMER, self._next_backoff()))
+        elif self._is_seed_addr(peer):
+            self._seed_unavailable(out)
+
+    def _is_seed_addr(self, peer: NodeId) -> bool:
+        # Seeds may be known by address only (`seed_id`): compare addresses.
+        return any((s.host, s.port) == (peer.host, peer.port) for s in self.seeds)
+
+    def _seed_unavailable(self, out: list[Output]) -> None:
+        """The seed our JOIN went to cannot take it (unreachable, or it has
+        left): do not wait for the retry timer, the next seed may be up."""
+        if self._joined or not self._joining:
+            return
+        out.append(CancelTimer(_JOIN_TIMER))
+        self._joining = False
+        if self._seed_index % max(len(self.seeds), 1) != 0:
+            self._try_seed(out)
+        else:
+            # Every seed tried once: back off before the next round.
+            self._joining = True
+            out.append(SetTimer(_JOIN_TIMER, self._next_backoff()))
 
     def handle_join_cluster(self, seeds: tuple[NodeId, ...], out: list[Output]) -> None:
-        """Contact the seeds, one at a time, until the active view is not
-        empty; retry with exponential backoff (capped) while alone."""
+        """Contact the seeds, one at a time, until one answers our JOIN;
+        retry with exponential backoff (capped) meanwhile. Peers that joined
+        through us before that do not count: they may be an island."""
         mine = (self.me.host, self.me.port)
         self.seeds = [s for s in seeds if (s.host, s.port) != mine and s != self.me]
         self._seed_index = 0
         self._join_backoff = self.cfg.join_retry_initial
-        if self.seeds and not self.active:
+        if self.seeds and not self._joined:
             self._try_seed(out)
 
     def handle_leave(self, out: list[Output]) -> None:
@@ -439,9 +490,6 @@ class HyParView:
             self._drop_active(victim, DownReason.SHUFFLED_OUT, out)
             self._add_passive(victim)
         self.active[peer] = None
-        if self._joining:
-            self._joining = False
-            out.append(CancelTimer(_JOIN_TIMER))
         out.append(NeighborUp(peer, reason))
         if notify:
             out.append(Send(peer, Neighbor(high_priority=True, join=True)))

@@ -51,12 +51,15 @@ def parse_addr(text: str) -> tuple[str, int]:
         host, sep, port_text = text.rpartition(":")
         if not sep:
             raise ValueError(f"expected HOST:PORT, got {text!r}")
+        if ":" in host:
+            # "fe80::1" would read as host "fe80:" and port 1.
+            raise ValueError(f"an IPv6 address needs brackets, [ADDR]:PORT: {text!r}")
     if not host:
         raise ValueError(f"missing host in {text!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port is not a number in {text!r}") from None
+    # Plain ASCII digits only: int() would also take "+80", " 80" and "8_0".
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"port is not a number in {text!r}")
+    port = int(port_text)
     if not 0 < port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
     return host, port

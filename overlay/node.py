@@ -15,15 +15,20 @@ so adding draws in one layer does not change another's choices.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Mapping
 
+from overlay import codec
 from overlay.config import Config
+from overlay.coupling import SwimHyParView
 from overlay.hyparview import HvTimer, HyParView
 from overlay.ids import NodeId
 from overlay.io import (
     ConnectFailed,
     ConnectionDown,
     ConnectionUp,
+    Deliver,
     Input,
     JoinCluster,
     Leave,
@@ -34,19 +39,46 @@ from overlay.io import (
     Received,
     TimerFired,
 )
-from overlay.messages import HYPARVIEW_MESSAGES, PLUMTREE_MESSAGES
-from overlay.plumtree import Plumtree, PtTimer
+from overlay.members import MemberInfo
+from overlay.messages import HYPARVIEW_MESSAGES, PLUMTREE_MESSAGES, SWIM_MESSAGES, MemberUpdates
+from overlay.plumtree import Plumtree, PtTimer, PublishError
+from overlay.swim import Swim, SwimTimer
+
+# SWIM announces the changes it originates (suspicions, verdicts,
+# refutations, leaves) on this Plumtree topic; the node consumes those
+# deliveries itself, applications never see them.
+MEMBERS_TOPIC = "$overlay.members"
 
 
 class Node:
-    def __init__(self, me: NodeId, config: Config, rng: random.Random) -> None:
+    def __init__(
+        self,
+        me: NodeId,
+        config: Config,
+        rng: random.Random,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """`tags`: this member's metadata; `overlay.swim.TagsTooLarge` if over
+        `swim.max_tags_bytes`."""
         self.me = me
         self.config = config
         self.hyparview = HyParView(me, config.hyparview, random.Random(rng.getrandbits(64)))
         self.plumtree = Plumtree(me, config.plumtree, random.Random(rng.getrandbits(64)))
+        self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags)
+        self.swim.announce = True
+        self.coupling = SwimHyParView(self.swim, self.hyparview)
 
     def start(self, now: float) -> list[Output]:
-        return self.hyparview.start(now) + self.plumtree.start(now)
+        return self.hyparview.start(now) + self.plumtree.start(now) + self.swim.start(now)
+
+    def members(self) -> tuple[MemberInfo, ...]:
+        """SWIM's member list, this node included: an immutable snapshot."""
+        return self.swim.members_snapshot()
+
+    def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
+        """New metadata for this member (`TagsTooLarge`, nothing changed, if
+        over the limit), spread to the cluster."""
+        return self._internal(self._after_swim(self.swim.set_tags(tags, now), now), now)
 
     def publish(self, topic: str, payload: bytes, now: float) -> list[Output]:
         """Broadcast on `topic`. Raises `overlay.plumtree.PublishError`, with
@@ -69,8 +101,47 @@ class Node:
                 extra += self.plumtree.neighbor_down(o.peer, now)
         return outs + extra if extra else outs
 
+    def _after_swim(self, outs: list[Output], now: float) -> list[Output]:
+        """SWIM's verdicts and hints to HyParView (`overlay.coupling`), and
+        the changes SWIM originated broadcast on `MEMBERS_TOPIC`."""
+        outs = self._neighbors(self.coupling.after_swim(outs, now), now)
+        news = self.swim.take_announcements()
+        if news is not None:
+            payload = codec.encode(self.me, news)
+            with contextlib.suppress(PublishError):  # left: piggybacking still spreads them
+                outs += self.plumtree.publish(MEMBERS_TOPIC, payload, now)
+        return outs
+
+    def _swim(self, inp: Input, now: float) -> list[Output]:
+        return self._after_swim(self.swim.handle(inp, now), now)
+
+    def _internal(self, outs: list[Output], now: float) -> list[Output]:
+        """Consume deliveries on `MEMBERS_TOPIC`: SWIM merges them like any
+        member update from their origin. Our own (hops 0) need nothing."""
+        if not any(isinstance(o, Deliver) and o.topic == MEMBERS_TOPIC for o in outs):
+            return outs
+        kept: list[Output] = []
+        more: list[Output] = []
+        for o in outs:
+            if not isinstance(o, Deliver) or o.topic != MEMBERS_TOPIC:
+                kept.append(o)
+            elif o.hops > 0:
+                try:
+                    origin, msg = codec.decode(o.payload, self.config.max_frame)
+                except codec.DecodeError:
+                    continue
+                if isinstance(msg, MemberUpdates):
+                    more += self._swim(Received(origin, msg), now)
+        # What SWIM answers may hold our own announcement's local delivery.
+        return kept + self._internal(more, now)
+
     def handle(self, inp: Input, now: float) -> list[Output]:
+        return self._internal(self._route(inp, now), now)
+
+    def _route(self, inp: Input, now: float) -> list[Output]:
         match inp:
+            case Received(_, msg) if isinstance(msg, SWIM_MESSAGES):
+                return self._swim(inp, now)
             case Received(_, msg) if isinstance(msg, HYPARVIEW_MESSAGES):
                 return self._neighbors(self.hyparview.handle(inp, now), now)
             case Received(sender, msg) if isinstance(msg, PLUMTREE_MESSAGES):
@@ -85,11 +156,30 @@ class Node:
                 return self._neighbors(self.hyparview.handle(inp, now), now)
             case TimerFired(timer) if isinstance(timer.kind, PtTimer):
                 return self.plumtree.handle(inp, now)
+            case TimerFired(timer) if isinstance(timer.kind, SwimTimer):
+                outs = self._swim(inp, now)
+                if timer.kind is SwimTimer.PROBE:
+                    self.coupling.on_probe_period()
+                return outs
             case TimerFired():
                 return []
             case Leave():
-                return self._neighbors(self.hyparview.handle(inp, now), now) + self.plumtree.leave()
-            case ConnectionUp() | ConnectionDown() | ConnectFailed() | JoinCluster():
+                # SWIM first: its goodbye goes out while the links are up.
+                outs = self._swim(inp, now)
+                outs += self._neighbors(self.hyparview.handle(inp, now), now)
+                return outs + self.plumtree.leave()
+            case ConnectionDown(peer) | ConnectFailed(peer):
+                # A lost HyParView link is a hint for SWIM: probe at once.
+                watched = self.coupling.watched(peer)
+                outs = self._neighbors(self.hyparview.handle(inp, now), now)
+                outs += self._swim(inp, now)
+                if watched:
+                    outs += self._after_swim(self.swim.probe_now(peer, now), now)
+                return outs
+            case JoinCluster():
+                outs = self._neighbors(self.hyparview.handle(inp, now), now)
+                return outs + self._swim(inp, now)
+            case ConnectionUp():
                 return self._neighbors(self.hyparview.handle(inp, now), now)
             case Publish():
                 return self.plumtree.handle(inp, now)

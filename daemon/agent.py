@@ -1,0 +1,778 @@
+"""The agent: one protocol node run over real sockets, and the embedded API.
+
+Rules of this module: it executes the node's outputs and feeds it inputs;
+every protocol decision stays in `overlay/`. It reads the node's state only
+to answer queries (members, stats) and to know whether it is alone (to
+resolve its seeds again).
+
+Theory of operation
+-------------------
+One *driver* task owns the node. Everything that happens reaches it through
+one bounded channel, one item at a time: frames decoded by the transport's
+connection tasks and UDP loop (`daemon.transport`), expired timers from the
+timer task (`daemon.timers`), requests from the application or the control
+API. For each item the driver calls `node.handle(input, trio.current_time())`
+and executes the outputs in order, without awaiting anything: sends go to
+bounded per-peer queues with `send_nowait`, timers into the timer heap,
+deliveries into bounded subscriber queues (full: dropped and counted). So
+the node needs no lock, and trio's `MockClock` drives an agent in tests too.
+
+Embedding::
+
+    async with Agent(AgentSettings(bind=("127.0.0.1", 0), join=("10.0.0.1:7946",))) as agent:
+        await agent.publish("news", b"hello")
+        async with agent.subscribe("news") as sub:
+            async for msg in sub:
+                ...
+
+Leaving the `async with` normally leaves the cluster gracefully; leaving it
+with an exception stops the agent at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import random
+import socket as stdsocket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from daemon.control import open_control_listener, serve_control
+from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
+from daemon.framing import FrameCodec, PlainFrames
+from daemon.logs import event
+from daemon.metrics import Metrics, prometheus_text, sample_forever, serve_metrics
+from daemon.security import Keyring
+from daemon.timers import Expired, TimerQueue
+from daemon.transport import Addr, Transport, TransportSettings
+from overlay import codec
+from overlay.codec import EncodeError
+from overlay.config import Config
+from overlay.ids import NodeId
+from overlay.io import (
+    CancelTimer,
+    CloseConnection,
+    Deliver,
+    Input,
+    JoinCluster,
+    Leave,
+    MemberChanged,
+    NeighborDown,
+    NeighborUp,
+    Output,
+    Publish,
+    PublishRejected,
+    Send,
+    SetTimer,
+    TimerFired,
+    seed_id,
+)
+from overlay.node import Node
+from overlay.plumtree import PublishError
+
+log = logging.getLogger("overlay.agent")
+
+T = TypeVar("T")
+
+
+class AgentError(RuntimeError):
+    """The agent cannot do what was asked (not running, already left)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Everything an agent needs besides the protocol `Config`."""
+
+    # Where to listen (TCP and UDP on the same port; port 0: any free one).
+    bind: Addr = ("127.0.0.1", 7946)
+    # The address peers dial, when it differs from `bind` (NAT, containers);
+    # port 0 means the bound port.
+    advertise: Addr | None = None
+    # Member name; default: host name and port.
+    name: str | None = None
+    # Seeds: HOST:PORT, DNS names, or _service._proto.name SRV names.
+    join: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    config: Config = field(default_factory=Config)
+    # Cluster keys for frame encryption, the primary first (none: plain).
+    keys: tuple[bytes, ...] = ()
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    # The control API: "HOST:PORT", "unix:/path" or a path; None: no server.
+    control: str | None = None
+    # Prometheus endpoint; None: none.
+    metrics: Addr | None = None
+    # Items waiting for the driver, at most (guess: a burst of a few
+    # thousand frames; producers then wait, UDP drops).
+    input_queue: int = 4096
+    # Deliveries waiting per subscriber before new ones are dropped (guess).
+    subscriber_queue: int = 1024
+    # After `Leave`, keep running until SWIM has spread our "left" state, at
+    # most this long; None: ten SWIM probe periods.
+    leave_grace: float | None = None
+    # Then wait at most this long for the streams to flush.
+    leave_timeout: float = 5.0
+    # Seed of the node's random generator (tests); None: from the OS.
+    seed: int | None = None
+    # Name servers for SRV queries ("1.2.3.4", "1.2.3.4#5353"); None: the system's.
+    dns_servers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A broadcast received on a subscribed topic."""
+
+    topic: str
+    payload: bytes
+    origin: str
+    seq: int
+    hops: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member as this agent sees it."""
+
+    name: str
+    addr: str
+    status: str  # alive | suspect | failed | left
+    incarnation: int
+    tags: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "addr": self.addr,
+            "status": self.status,
+            "incarnation": self.incarnation,
+            "tags": dict(self.tags),
+        }
+
+
+class Subscription(Generic[T]):
+    """A stream of items for one subscriber: iterate it with `async for`.
+    Close it (or use it as an async context manager) to unsubscribe; it ends
+    by itself when the agent stops. `dropped` counts the items lost because
+    the subscriber did not keep up with its bounded queue."""
+
+    def __init__(self, registry: dict[int, Subscription[T]], key: int, size: int) -> None:
+        self._registry = registry
+        self._key = key
+        self._send, self._recv = trio.open_memory_channel[T](size)
+        self.dropped = 0
+        registry[key] = self
+
+    def _push(self, item: T) -> bool:
+        try:
+            self._send.send_nowait(item)
+        except trio.WouldBlock:
+            self.dropped += 1
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+            return False
+        return True
+
+    def _end(self) -> None:
+        self._send.close()
+
+    def close(self) -> None:
+        self._registry.pop(self._key, None)
+        self._send.close()
+        self._recv.close()
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self._recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _Call:
+    """A request that needs the node itself (not an input), run by the
+    driver between two inputs: `fn(now)` returns outputs to execute."""
+
+    __slots__ = ("done", "error", "fn")
+
+    def __init__(self, fn: Callable[[float], list[Output]]) -> None:
+        self.fn = fn
+        self.done = trio.Event()
+        self.error: Exception | None = None
+
+
+_Item = Input | Expired | _Call
+# A leave waits at most this long for `hold_stop` holders before stopping.
+_HOLD_MAX = 2.0
+# Default bound on how long a leaving agent keeps gossiping its "left":
+# this many SWIM probe periods (guess: a few retransmissions' worth).
+_LEAVE_GRACE_PERIODS = 10
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _outbound_ip(family: int) -> str:
+    """The local address of the default route (no packet is sent)."""
+    probe = ("192.0.2.1", 9) if family == stdsocket.AF_INET else ("2001:db8::1", 9)
+    try:
+        with stdsocket.socket(family, stdsocket.SOCK_DGRAM) as s:
+            s.connect(probe)
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1" if family == stdsocket.AF_INET else "::1"
+
+
+def _default_name(port: int) -> str:
+    host = stdsocket.gethostname() or "overlay"
+    return f"{host[:100]}-{port}"
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings | None = None, **changes: Any) -> None:
+        settings = settings or AgentSettings()
+        if changes:
+            settings = dataclasses.replace(settings, **changes)
+        self.settings = settings
+        self.metrics = Metrics()
+        self._frames: FrameCodec = Keyring(settings.keys) if settings.keys else PlainFrames()
+        self._inputs, self._inputs_recv = trio.open_memory_channel[_Item](settings.input_queue)
+        self._timer_send, self._timer_recv = trio.open_memory_channel[Expired](0)
+        self._timers = TimerQueue(self._timer_send)
+        self._transport = Transport(
+            settings.bind,
+            self._frames,
+            self._inputs,
+            self.metrics,
+            max_frame=settings.config.max_frame,
+            settings=settings.transport,
+        )
+        self._node: Node | None = None
+        self._me: NodeId | None = None
+        self._subs: dict[str, dict[int, Subscription[Delivery]]] = {}
+        self._watchers: dict[int, Subscription[Member]] = {}
+        self._sub_seq = 0
+        self._nursery: trio.Nursery | None = None
+        self._alone = trio.Event()
+        self._discovery: trio.CancelScope | None = None
+        self._leaving = False
+        self._started_at = 0.0
+        self._running = False
+        self._stopped = trio.Event()
+        self._left = trio.Event()
+        self._left_done = trio.Event()
+        self._holds = 0
+        self._holds_zero = trio.Event()
+        self.control_address: str | None = None
+        self.metrics_address: Addr | None = None
+        self._bound = False
+        self._control_listener: trio.SocketListener | None = None
+        self._metrics_listeners: list[trio.SocketListener] = []
+        self._cm_nursery: Any = None
+        # Called with (now, output) for every output the node produces, after
+        # it is executed: for tests and instrumentation. Must not block.
+        self.observers: list[Callable[[float, Output], None]] = []
+
+    # ------------------------------------------------------------- identity
+
+    @property
+    def me(self) -> NodeId:
+        if self._me is None:
+            raise AgentError("the agent has not started")
+        return self._me
+
+    @property
+    def node(self) -> Node:
+        if self._node is None:
+            raise AgentError("the agent has not started")
+        return self._node
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def bind(self) -> None:
+        """Bind every socket (peer port, control API, metrics); errors such
+        as an address in use are raised here, as they are. `run` calls it
+        when it was not called before."""
+        if self._bound:
+            return
+        s = self.settings
+        bound = await self._transport.bind()
+        self._me = self._identity(bound)
+        self._transport.me = self._me
+        try:
+            seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
+            self._node = Node(self._me, s.config, random.Random(seed), dict(s.tags))
+            if s.control is not None:
+                self._control_listener, self.control_address = await open_control_listener(
+                    s.control
+                )
+            if s.metrics is not None:
+                listeners = await trio.open_tcp_listeners(s.metrics[1], host=s.metrics[0])
+                sockname = listeners[0].socket.getsockname()
+                self.metrics_address = (str(sockname[0]), int(sockname[1]))
+                self._metrics_listeners = listeners
+        except BaseException:
+            self._node = None
+            await self._transport.close_sockets()
+            if self._control_listener is not None:
+                await self._control_listener.aclose()
+            raise
+        self._bound = True
+
+    async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until the agent has left (or is cancelled). With
+        `nursery.start(agent.run)`, returns once the agent is up."""
+        if self._running or self._stopped.is_set():
+            raise AgentError("an Agent runs once")
+        s = self.settings
+        try:
+            await self.bind()
+            me = self.me
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._transport.serve)
+                node = self.node
+                nursery.start_soon(self._timers.run)
+                nursery.start_soon(self._forward_timers)
+                nursery.start_soon(sample_forever, self.metrics)
+                if self._control_listener is not None:
+                    assert s.control is not None
+                    await nursery.start(serve_control, self, self._control_listener, s.control)
+                if self._metrics_listeners:
+                    nursery.start_soon(serve_metrics, self._metrics_listeners, self.prometheus)
+                self._started_at = trio.current_time()
+                self._execute(node.start(self._started_at), self._started_at)
+                self._running = True
+                if s.join:
+                    self._start_discovery(list(s.join))
+                event(
+                    log,
+                    logging.INFO,
+                    "agent started",
+                    name=me.name,
+                    bind=_fmt_addr(self._transport.bound),
+                    advertise=me.addr,
+                    control=self.control_address,
+                    metrics=_fmt_addr(self.metrics_address) if self.metrics_address else None,
+                    encrypted=bool(s.keys),
+                )
+                task_status.started(self)
+                await self._drive()
+        finally:
+            self._running = False
+            for subs in self._subs.values():
+                for sub in list(subs.values()):
+                    sub._end()
+            for watcher in list(self._watchers.values()):
+                watcher._end()
+            self._stopped.set()
+
+    async def __aenter__(self) -> Agent:
+        # Bind before the nursery: a bind error comes out as itself, not
+        # wrapped in an exception group.
+        await self.bind()
+        self._cm_nursery = trio.open_nursery()
+        nursery = await self._cm_nursery.__aenter__()
+        try:
+            await nursery.start(self.run)
+        except BaseException as exc:
+            await self._cm_nursery.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            if exc_type is None:
+                await self.leave()
+            else:
+                self.stop()
+        finally:
+            try:
+                result: bool | None = await self._cm_nursery.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # The body's own exception, merely wrapped by the nursery:
+                # let it propagate as itself.
+                if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                    return False
+                raise
+        return result
+
+    def stop(self) -> None:
+        """Stop at once: no goodbyes (the cluster will notice a failure)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def leave(self, *, wait: bool = True) -> None:
+        """Leave the cluster gracefully, then stop. Returns when stopped, or
+        with `wait=False` as soon as the goodbyes are out (the agent stops
+        right after, once no `hold_stop` is pending)."""
+        if not self._running:
+            if self._stopped.is_set():
+                return
+            raise AgentError("the agent is not running")
+        if not self._leaving:
+            self._leaving = True
+            assert self._nursery is not None
+            self._nursery.start_soon(self._leave)
+        if wait:
+            await self._stopped.wait()
+        else:
+            await self._left.wait()
+
+    def _goodbyes_spread(self) -> bool:
+        """After `Leave`: SWIM has spread our "left" as often as any update,
+        or there is no live member left to tell."""
+        swim = self.node.swim
+        return swim.leave_done() or swim.members.live == 0
+
+    def hold_stop(self) -> None:
+        """Delay the stop that follows a leave until `release_stop` (at most
+        `_HOLD_MAX` seconds): lets a control client hear that the leave is done."""
+        self._holds += 1
+
+    def release_stop(self) -> None:
+        self._holds -= 1
+        if self._holds == 0:
+            self._holds_zero.set()
+
+    async def _leave(self) -> None:
+        event(log, logging.INFO, "leaving the cluster")
+        if self._discovery is not None:
+            self._discovery.cancel()
+        await self._inputs.send(Leave())
+        s = self.settings
+        # SWIM keeps piggybacking our "left" on its pings until it has gone
+        # out as often as any update does (`leave_done`); the grace bounds it.
+        grace = (
+            s.leave_grace
+            if s.leave_grace is not None
+            else _LEAVE_GRACE_PERIODS * (s.config.swim.probe_period)
+        )
+        with trio.move_on_after(grace):
+            await self._left_done.wait()
+        await self._transport.aclose_all(s.leave_timeout)
+        event(log, logging.INFO, "left the cluster")
+        self._left.set()
+        with trio.move_on_after(_HOLD_MAX):
+            while self._holds > 0:
+                self._holds_zero = trio.Event()
+                await self._holds_zero.wait()
+        self.stop()
+
+    # --------------------------------------------------------------- driver
+
+    async def _forward_timers(self) -> None:
+        async for expired in self._timer_recv:
+            await self._inputs.send(expired)
+
+    async def _drive(self) -> None:
+        node = self.node
+        async for item in self._inputs_recv:
+            now = trio.current_time()
+            if isinstance(item, Expired):
+                if not self._timers.take(item):
+                    continue
+                self._execute(node.handle(TimerFired(item.timer), now), now)
+            elif isinstance(item, _Call):
+                try:
+                    outputs = item.fn(now)
+                except (ValueError, TypeError) as exc:  # a refused request, state unchanged
+                    item.error = exc
+                else:
+                    self._execute(outputs, now)
+                item.done.set()
+            else:
+                self._execute(node.handle(item, now), now)
+            if self._leaving and not self._left_done.is_set() and self._goodbyes_spread():
+                self._left_done.set()
+            if node.hyparview.active:
+                if self._alone.is_set():
+                    self._alone = trio.Event()
+            elif not self._alone.is_set():
+                self._alone.set()
+
+    def _execute(self, outputs: list[Output], now: float) -> None:
+        me = self.me
+        max_frame = self.settings.config.max_frame
+        encoded: dict[int, tuple[object, bytes]] = {}
+        for out in outputs:
+            match out:
+                case Send(to, msg, reliable):
+                    # A broadcast goes to several peers as one object: encode once.
+                    cached = encoded.get(id(msg))
+                    if cached is not None and cached[0] is msg:
+                        frame = cached[1]
+                    else:
+                        try:
+                            frame = codec.encode(me, msg, max_frame)
+                        except EncodeError as exc:
+                            self.metrics.drops["encode"] += 1
+                            event(log, logging.ERROR, "message not encodable", error=str(exc))
+                            continue
+                        encoded[id(msg)] = (msg, frame)
+                    self.metrics.count_sent(type(msg).__name__, len(frame) + (4 if reliable else 0))
+                    self._transport.send(to, frame, reliable)
+                case CloseConnection(peer):
+                    self._transport.close(peer)
+                case SetTimer(timer, delay):
+                    self._timers.set(timer, now + delay)
+                case CancelTimer(timer):
+                    self._timers.cancel(timer)
+                case Deliver():
+                    self._deliver(out)
+                case MemberChanged():
+                    self._member_changed(out)
+                case NeighborUp(peer, reason):
+                    event(log, logging.INFO, "neighbour up", peer=str(peer), reason=reason.value)
+                case NeighborDown(peer, reason):
+                    event(log, logging.INFO, "neighbour down", peer=str(peer), reason=reason.value)
+                case PublishRejected(topic, reason):
+                    event(log, logging.WARNING, "publish rejected", topic=topic, reason=reason)
+            for observer in self.observers:
+                observer(now, out)
+
+    def _deliver(self, d: Deliver) -> None:
+        self.metrics.delivered += 1
+        subs = self._subs.get(d.topic)
+        if not subs:
+            return
+        item = Delivery(d.topic, d.payload, d.origin, d.seq, d.hops, d.id.epoch)
+        for sub in list(subs.values()):
+            if not sub._push(item):
+                self.metrics.drops["subscriber"] += 1
+
+    def _member_changed(self, change: MemberChanged) -> None:
+        member = Member(
+            change.member.name,
+            change.member.addr,
+            change.status.value,
+            change.incarnation,
+            dict(change.tags),
+        )
+        level = logging.INFO if change.member != self._me else logging.DEBUG
+        event(
+            log,
+            level,
+            "member changed",
+            member=str(change.member),
+            status=member.status,
+            incarnation=member.incarnation,
+        )
+        for watcher in list(self._watchers.values()):
+            if not watcher._push(member):
+                self.metrics.drops["watcher"] += 1
+
+    # ------------------------------------------------------------ discovery
+
+    def _identity(self, bound: Addr) -> NodeId:
+        s = self.settings
+        host, port = bound
+        if s.advertise is not None:
+            adv_host, adv_port = s.advertise
+            adv_port = adv_port or port
+        else:
+            adv_host, adv_port = host, port
+            if _unspecified(host):
+                family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
+                adv_host = _outbound_ip(family)
+        return NodeId(s.name or _default_name(adv_port), adv_host, adv_port)
+
+    def _start_discovery(self, seeds: list[str]) -> None:
+        me = self.me
+        specs = [parse_seed(text, me.port) for text in seeds]
+        if self._discovery is not None:
+            self._discovery.cancel()
+        scope = trio.CancelScope()
+        self._discovery = scope
+        assert self._nursery is not None
+        self._nursery.start_soon(self._discover, specs, scope)
+
+    async def _discover(self, specs: list[SeedSpec], scope: trio.CancelScope) -> None:
+        """Resolve the seeds and hand them to the node; while the node is
+        alone, resolve them again every round (with backoff) and hand them
+        over again if they changed. HyParView retries the seeds itself."""
+        cfg = self.settings.config.hyparview
+        me = self.me
+        mine = {(me.host, me.port), self._transport.bound}
+        family = stdsocket.AF_INET6 if ":" in me.host else stdsocket.AF_INET
+        servers = list(self.settings.dns_servers) if self.settings.dns_servers else None
+        resolving = any(s.needs_resolving for s in specs)
+        backoff = cfg.join_retry_initial
+        last: list[Addr] | None = None
+        with scope:
+            while True:
+                addrs, errors = await resolve_seeds(specs, family=family, servers=servers)
+                for error in errors:
+                    event(log, logging.WARNING, "seed not resolved", error=error)
+                addrs = [a for a in addrs if a not in mine]
+                if addrs and addrs != last:
+                    last = addrs
+                    event(log, logging.INFO, "joining", seeds=[_fmt_addr(a) for a in addrs])
+                    await self._inputs.send(JoinCluster(tuple(seed_id(h, p) for h, p in addrs)))
+                elif not addrs and not errors:
+                    event(log, logging.INFO, "no seed besides this agent: starting a cluster")
+                    return
+                if last is not None and not resolving:
+                    return
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, cfg.join_retry_max)
+                if not self._alone.is_set():
+                    await self._alone.wait()
+                    backoff = cfg.join_retry_initial
+
+    # -------------------------------------------------------- embedded API
+
+    async def join(self, *seeds: str) -> None:
+        """Join through these seeds (HOST:PORT, DNS names, SRV names)."""
+        self._check_running()
+        self._start_discovery(list(seeds))
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Broadcast `payload` to every subscriber of `topic` in the cluster
+        (this agent's included). Raises `PublishError` if the node refuses it
+        (payload too large, bad topic, left)."""
+        self._check_running()
+        self.node.plumtree.check_publish(topic, payload)
+        self.metrics.published += 1
+        await self._inputs.send(Publish(topic, payload))
+
+    def subscribe(self, topic: str) -> Subscription[Delivery]:
+        """Deliveries on `topic` from now on."""
+        if not topic:
+            raise PublishError("topic must not be empty")
+        self._sub_seq += 1
+        return Subscription(
+            self._subs.setdefault(topic, {}), self._sub_seq, self.settings.subscriber_queue
+        )
+
+    def watch_members(self) -> Subscription[Member]:
+        """Every member change from now on."""
+        self._sub_seq += 1
+        return Subscription(self._watchers, self._sub_seq, self.settings.subscriber_queue)
+
+    def members(self) -> list[Member]:
+        """The member list as this agent knows it, this agent included."""
+        return [
+            Member(m.node.name, m.node.addr, m.status.value, m.incarnation, dict(m.tags))
+            for m in self.node.members()
+        ]
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """This member's tags."""
+        me = self.me
+        return next((dict(m.tags) for m in self.node.members() if m.node == me), {})
+
+    async def set_tags(self, tags: Mapping[str, str], delete: Sequence[str] = ()) -> dict[str, str]:
+        """Change this member's tags (spread to the cluster); returns them.
+        Raises `overlay.swim.TagsTooLarge` (a ValueError) over the limit."""
+        self._check_running()
+        new = {**self.tags, **tags}
+        for key in delete:
+            new.pop(key, None)
+        await self._call(lambda now: self.node.set_tags(new, now))
+        return self.tags
+
+    async def _call(self, fn: Callable[[float], list[Output]]) -> None:
+        """Run `fn(now)` in the driver, between two inputs; re-raise its error."""
+        call = _Call(fn)
+        await self._inputs.send(call)
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise AgentError("the agent is not running")
+        if self._leaving:
+            raise AgentError("the agent is leaving")
+
+    # ---------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, Any]:
+        """Views, member counts, message and byte rates, queue drops."""
+        node = self.node
+        now = trio.current_time()
+        views = node.hyparview.snapshot()
+        members = self.members()
+        counts: dict[str, int] = {"alive": 0, "suspect": 0, "failed": 0, "left": 0}
+        for m in members:
+            counts[m.status] = counts.get(m.status, 0) + 1
+        inputs = self._inputs.statistics()
+        return {
+            "name": self.me.name,
+            "addr": self.me.addr,
+            "uptime": round(now - self._started_at, 3),
+            "encrypted": bool(self.settings.keys),
+            "views": {
+                "active": [str(p) for p in views.active],
+                "passive": len(views.passive),
+                "pending": len(views.pending),
+            },
+            "members": counts,
+            "plumtree": node.plumtree.stats(),
+            "swim": node.swim.stats(),
+            "transport": self._transport.connections(),
+            "queues": {
+                "inputs": inputs.current_buffer_used,
+                "inputs_max": inputs.max_buffer_size,
+                "timers": len(self._timers),
+                "subscribers": sum(len(s) for s in self._subs.values()),
+            },
+            **self.metrics.snapshot(now),
+        }
+
+    def prometheus(self) -> str:
+        stats = self.stats()
+        gauges: dict[str, Any] = {
+            "members": stats["members"],
+            "active_view_size": len(stats["views"]["active"]),
+            "passive_view_size": stats["views"]["passive"],
+            "streams": stats["transport"]["streams"],
+            "input_queue_used": stats["queues"]["inputs"],
+            "uptime_seconds": stats["uptime"],
+        }
+        return prometheus_text(self.metrics, gauges)
+
+
+def _fmt_addr(addr: Addr | None) -> str:
+    if addr is None:
+        return ""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,447 @@
+"""The control API: a local socket speaking msgpack, for the CLI and for
+programs in any language. The protocol is specified in docs/control-api.md;
+this module is the server side and the framing both sides share.
+
+Theory of operation: the server accepts connections on a TCP address
+(default 127.0.0.1:7373) or a unix socket. Each connection has a reader
+(requests, handled one after the other, each answered by `seq`) and a writer
+fed by a bounded channel, so a streaming request (`subscribe`, `monitor`)
+runs as its own task next to the reader and its events interleave with the
+answers to later requests. A client that sends garbage gets an error and is
+disconnected; nothing a client does can stop the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import trio
+
+from daemon.logs import event
+from overlay.ids import parse_addr
+
+if TYPE_CHECKING:
+    from daemon.agent import Agent
+
+log = logging.getLogger("overlay.control")
+
+Addr = tuple[str, int]
+
+PROTOCOL_VERSION = 1
+DEFAULT_CONTROL = "127.0.0.1:7373"
+ENV_CONTROL = "OVERLAY_CONTROL"
+# Largest request a server accepts, and largest frame a client accepts (a
+# member list of 10,000 members is about 1 MB).
+MAX_REQUEST = 1024 * 1024
+MAX_RESPONSE = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+# How long a closing connection may take to send what is queued for it.
+_FLUSH_TIMEOUT = 2.0
+# What a client that disconnects or resets makes the socket raise.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class ControlError(Exception):
+    """The agent answered a request with an error, or the control socket
+    misbehaved."""
+
+
+# --------------------------------------------------------------------------
+# Addresses
+
+
+def control_address(text: str | None) -> str:
+    """The control address to use: `text`, else $OVERLAY_CONTROL, else the default."""
+    return text or os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL
+
+
+def parse_listen(text: str) -> Addr:
+    """HOST:PORT for a socket to listen on: like `parse_addr`, but port 0
+    (any free port) is allowed."""
+    if text.rstrip().endswith(":0"):
+        host, _ = parse_addr(text.rstrip()[:-2] + ":1")
+        return host, 0
+    return parse_addr(text)
+
+
+def parse_control(text: str) -> tuple[str, Addr | str]:
+    """("unix", path) for `unix:/path` or anything with a slash; ("tcp",
+    (host, port)) for HOST:PORT. Raises ValueError with a clear message."""
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if not path:
+            raise ValueError("unix: needs a socket path")
+        return "unix", path
+    if "/" in text:
+        return "unix", text
+    return "tcp", parse_listen(text)
+
+
+# --------------------------------------------------------------------------
+# Framing (both sides)
+
+
+def pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return _HEADER.pack(len(data)) + data
+
+
+class FrameReader:
+    """Reads length-prefixed msgpack maps from a stream."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, max_size: int) -> None:
+        self.stream = stream
+        self.max_size = max_size
+        self._buf = bytearray()
+
+    async def _fill(self, n: int) -> bool:
+        while len(self._buf) < n:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                if self._buf:
+                    raise ControlError("connection closed in the middle of a message")
+                return False
+            self._buf += chunk
+        return True
+
+    async def read(self) -> dict[str, Any] | None:
+        """The next message, or None at a clean end of stream."""
+        if not await self._fill(_HEADER.size):
+            return None
+        (size,) = _HEADER.unpack_from(self._buf)
+        if size == 0 or size > self.max_size:
+            raise ControlError(f"message length {size} outside 1..{self.max_size}")
+        if not await self._fill(_HEADER.size + size):
+            raise ControlError("connection closed in the middle of a message")
+        data = bytes(self._buf[_HEADER.size : _HEADER.size + size])
+        del self._buf[: _HEADER.size + size]
+        try:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises many types on bad input
+            raise ControlError(f"not msgpack: {exc}") from None
+        if not isinstance(obj, dict):
+            raise ControlError("a message must be a map")
+        return obj
+
+
+# --------------------------------------------------------------------------
+# Server
+
+
+async def open_control_listener(text: str) -> tuple[trio.SocketListener, str]:
+    kind, where = parse_control(text)
+    if kind == "unix":
+        assert isinstance(where, str)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.exists(where) and not os.path.isdir(where):
+                os.unlink(where)  # a stale socket from an agent that died
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await sock.bind(where)
+        os.chmod(where, 0o600)
+        sock.listen(64)
+        return trio.SocketListener(sock), f"unix:{where}"
+    assert isinstance(where, tuple)
+    host, port = where
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    for extra in listeners[1:]:
+        await extra.aclose()
+    name = listeners[0].socket.getsockname()
+    shown = f"[{name[0]}]:{name[1]}" if ":" in str(name[0]) else f"{name[0]}:{name[1]}"
+    return listeners[0], shown
+
+
+async def serve_control(
+    agent: Agent,
+    listener: trio.SocketListener,
+    address: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the control API of `agent` on `listener` (from
+    `open_control_listener(address)`) until cancelled."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                trio.serve_listeners,
+                lambda stream: _Connection(agent, stream).serve(),
+                [listener],
+            )
+            task_status.started()
+    finally:
+        kind, where = parse_control(address)
+        if kind == "unix" and isinstance(where, str):
+            with contextlib.suppress(OSError):
+                os.unlink(where)
+
+
+_Handler = Callable[["_Connection", int, dict[str, Any]], Awaitable[Any]]
+_OPS: dict[str, _Handler] = {}
+
+
+def _op(name: str) -> Callable[[_Handler], _Handler]:
+    def register(fn: _Handler) -> _Handler:
+        _OPS[name] = fn
+        return fn
+
+    return register
+
+
+class _Connection:
+    def __init__(self, agent: Agent, stream: trio.SocketStream) -> None:
+        self.agent = agent
+        self.stream = stream
+        # (frame, event set once it is written)
+        self.out_send, self.out_recv = trio.open_memory_channel[tuple[bytes, trio.Event | None]](
+            256
+        )
+        self.streams: dict[int, trio.CancelScope] = {}
+        self.nursery: trio.Nursery | None = None
+
+    async def serve(self) -> None:
+        """Serve one client. Nothing a client does escapes this method: a
+        broken connection ends it quietly, anything else is logged."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._writer, nursery.cancel_scope)
+                await self._reader()
+                # The client is done (or misbehaved): end its streams, let
+                # the writer send what is queued (the last error included).
+                for scope in list(self.streams.values()):
+                    scope.cancel()
+                with trio.move_on_after(_FLUSH_TIMEOUT):
+                    written = trio.Event()
+                    await self.out_send.send((b"", written))
+                    await written.wait()
+                nursery.cancel_scope.cancel()
+        except* _GONE as group:
+            event(log, logging.DEBUG, "control client went away", error=str(group.exceptions[0]))
+        except* Exception as group:
+            log.error("control connection failed", exc_info=group)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        try:
+            async for data, written in self.out_recv:
+                if data:
+                    await self.stream.send_all(data)
+                if written is not None:
+                    written.set()
+        except _GONE as exc:
+            event(log, logging.DEBUG, "control client went away", error=str(exc))
+            scope.cancel()
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.out_send.send((pack(obj), None))
+
+    async def _reader(self) -> None:
+        reader = FrameReader(self.stream, MAX_REQUEST)
+        while True:
+            try:
+                request = await reader.read()
+            except _GONE:
+                return
+            except ControlError as exc:
+                event(log, logging.WARNING, "bad control request", error=str(exc))
+                await self.send({"seq": 0, "ok": False, "error": f"bad request: {exc}"})
+                return
+            if request is None:
+                return
+            await self._handle(request)
+
+    async def _handle(self, request: dict[str, Any]) -> None:
+        seq = request.get("seq", 0)
+        op = request.get("op")
+        args = request.get("args") or {}
+        if type(seq) is not int or not isinstance(op, str) or not isinstance(args, dict):
+            await self.send(
+                {
+                    "seq": seq if type(seq) is int else 0,
+                    "ok": False,
+                    "error": "a request is {seq: int, op: str, args: map}",
+                }
+            )
+            return
+        handler = _OPS.get(op)
+        if handler is None:
+            await self.send({"seq": seq, "ok": False, "error": f"unknown op {op!r}"})
+            return
+        try:
+            result = await handler(self, seq, args)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            await self.send({"seq": seq, "ok": False, "error": str(exc) or type(exc).__name__})
+            return
+        if result is not _STREAMING:
+            await self.send({"seq": seq, "ok": True, "result": result})
+
+    def start_stream(self, seq: int, body: Callable[[], Awaitable[None]]) -> None:
+        """Run a streaming request as its own task; it ends with an `end`
+        message (on its own, on `unsubscribe`, or with the agent)."""
+        scope = trio.CancelScope()
+        self.streams[seq] = scope
+
+        async def run() -> None:
+            error: str | None = None
+            with scope:
+                try:
+                    await body()
+                except (ValueError, RuntimeError) as exc:
+                    error = str(exc)
+            self.streams.pop(seq, None)
+            end: dict[str, Any] = {"seq": seq, "end": True}
+            if error:
+                end["error"] = error
+            with trio.move_on_after(1):
+                await self.send(end)
+
+        assert self.nursery is not None
+        self.nursery.start_soon(run)
+
+
+_STREAMING = object()
+
+
+def _str_arg(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+@_op("handshake")
+async def _handshake(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    version = args.get("version", PROTOCOL_VERSION)
+    if version != PROTOCOL_VERSION:
+        raise ValueError(f"unsupported protocol version {version!r} (this agent speaks 1)")
+    me = conn.agent.me
+    return {"version": PROTOCOL_VERSION, "name": me.name, "addr": me.addr}
+
+
+@_op("members")
+async def _members(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    return [m.to_dict() for m in conn.agent.members()]
+
+
+@_op("stats")
+async def _stats(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    return conn.agent.stats()
+
+
+@_op("join")
+async def _join(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    seeds = args.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, str) for s in seeds):
+        raise ValueError("seeds must be a non-empty list of strings")
+    await conn.agent.join(*seeds)
+    return {}
+
+
+@_op("publish")
+async def _publish(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    topic = _str_arg(args, "topic")
+    payload = args.get("payload", b"")
+    if isinstance(payload, str):
+        payload = payload.encode()
+    if not isinstance(payload, bytes):
+        raise ValueError("payload must be bytes (or a string)")
+    await conn.agent.publish(topic, payload)
+    return {}
+
+
+@_op("tags")
+async def _tags(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    changes = args.get("set") or {}
+    delete = args.get("delete") or []
+    if not isinstance(changes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in changes.items()
+    ):
+        raise ValueError("set must be a map of strings to strings")
+    if not isinstance(delete, list) or not all(isinstance(k, str) for k in delete):
+        raise ValueError("delete must be a list of strings")
+    if changes or delete:
+        return {"tags": await conn.agent.set_tags(changes, delete)}
+    return {"tags": conn.agent.tags}
+
+
+@_op("subscribe")
+async def _subscribe(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    topic = _str_arg(args, "topic")
+    count = args.get("count")
+    if count is not None and (type(count) is not int or count < 1):
+        raise ValueError("count must be a positive integer")
+    sub = conn.agent.subscribe(topic)
+    await conn.send({"seq": seq, "ok": True, "result": {}})
+
+    async def body() -> None:
+        sent = 0
+        async with sub:
+            async for d in sub:
+                await conn.send(
+                    {
+                        "seq": seq,
+                        "event": {
+                            "topic": d.topic,
+                            "payload": d.payload,
+                            "origin": d.origin,
+                            "epoch": d.epoch,
+                            "seq": d.seq,
+                            "hops": d.hops,
+                        },
+                    }
+                )
+                sent += 1
+                if count is not None and sent >= count:
+                    return
+
+    conn.start_stream(seq, body)
+    return _STREAMING
+
+
+@_op("monitor")
+async def _monitor(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    watch = conn.agent.watch_members()
+    await conn.send({"seq": seq, "ok": True, "result": {}})
+
+    async def body() -> None:
+        async with watch:
+            async for member in watch:
+                await conn.send({"seq": seq, "event": member.to_dict()})
+
+    conn.start_stream(seq, body)
+    return _STREAMING
+
+
+@_op("unsubscribe")
+async def _unsubscribe(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    stream = args.get("stream")
+    scope = conn.streams.get(stream) if type(stream) is int else None
+    if scope is None:
+        raise ValueError(f"no stream {stream!r} on this connection")
+    scope.cancel()
+    return {}
+
+
+@_op("leave")
+async def _leave(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    # The answer goes out once the node has left and its goodbyes are
+    # flushed; the agent waits for it (briefly) before it stops.
+    agent = conn.agent
+    agent.hold_stop()
+    try:
+        await agent.leave(wait=False)
+        written = trio.Event()
+        await conn.out_send.send(
+            (pack({"seq": seq, "ok": True, "result": {"left": True}}), written)
+        )
+        await written.wait()
+    finally:
+        agent.release_stop()
+    return _STREAMING

@@ -1,0 +1,104 @@
+"""Frames on the wire, below the message codec.
+
+A *frame* is what `overlay.codec.encode` makes: one msgpack message with its
+sender. The transport moves frames two ways:
+
+- on a TCP stream, each frame is preceded by its length as a 4-byte
+  big-endian unsigned integer; `FrameBuffer` cuts a byte stream back into
+  frames and refuses a length over the limit before reading the body, so a
+  hostile prefix cannot make the agent allocate;
+- in a UDP datagram, one frame per datagram, no prefix.
+
+Between the two sits a `FrameCodec`: `seal` on the way out, `open` on the way
+in. `PlainFrames` passes frames through; `daemon.security.Keyring` encrypts
+and authenticates them with AES-GCM. The transport knows only the protocol
+below, so a new scheme is a new codec object and nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol
+
+HEADER = struct.Struct(">I")
+HEADER_SIZE = HEADER.size
+
+
+class FrameError(ValueError):
+    """Bytes from the network that are not a frame: a bad length prefix, a
+    frame that fails authentication, a truncated datagram."""
+
+
+class FrameCodec(Protocol):
+    """Seals outgoing frames and opens incoming ones."""
+
+    # Bytes `seal` adds to a frame (the limits account for it).
+    overhead: int
+
+    def seal(self, frame: bytes) -> bytes: ...
+
+    def open(self, data: bytes) -> bytes:
+        """The frame inside `data`, or FrameError."""
+        ...
+
+
+class PlainFrames:
+    """No encryption: frames go out as they are."""
+
+    overhead = 0
+
+    def seal(self, frame: bytes) -> bytes:
+        return frame
+
+    def open(self, data: bytes) -> bytes:
+        return data
+
+
+def prefixed(data: bytes) -> bytes:
+    """`data` with its length prefix, ready for a stream."""
+    return HEADER.pack(len(data)) + data
+
+
+class FrameBuffer:
+    """Reassembles length-prefixed frames from a byte stream.
+
+    `feed` returns the frames completed by the new bytes, in order. A length
+    of zero or above `max_size` raises FrameError at once: the stream is then
+    unusable (its framing is lost) and must be closed.
+    """
+
+    __slots__ = ("_buf", "_need", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._need = -1  # body length of the frame being read, -1 while reading a header
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos = 0
+        while True:
+            if self._need < 0:
+                if len(buf) - pos < HEADER_SIZE:
+                    break
+                (size,) = HEADER.unpack_from(buf, pos)
+                if size == 0 or size > self.max_size:
+                    raise FrameError(f"frame length {size} outside 1..{self.max_size}")
+                pos += HEADER_SIZE
+                self._need = size
+            if len(buf) - pos < self._need:
+                break
+            frames.append(bytes(buf[pos : pos + self._need]))
+            pos += self._need
+            self._need = -1
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete frame (a header
+        already read counts: the stream is in the middle of a frame)."""
+        return len(self._buf) + (HEADER_SIZE if self._need >= 0 else 0)

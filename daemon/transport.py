@@ -1,0 +1,607 @@
+"""Streams and datagrams between agents, with the connection semantics of
+`overlay.io`.
+
+Rules of this module: it moves frames and reports what happened to them; it
+takes no protocol decision. Everything it learns goes to the driver as
+`overlay.io` inputs through one bounded channel (the *sink*).
+
+Theory of operation
+-------------------
+- **Streams** (TCP, for `Send(reliable=True)`): one task per connection, in
+  its own cancel scope, running a reader and a writer. Frames carry a 4-byte
+  length prefix (`daemon.framing`). The writer drains a bounded per-stream
+  queue that the driver fills with `send_nowait`: the driver never blocks; a
+  peer too slow to keep its queue below the bound has its stream aborted (a
+  stream may not lose messages, so it breaks instead).
+- **Keys.** Streams are keyed by the peer's address (host, port): a contact
+  dialled as `seed_id(host, port)` and the real node at that address share
+  one stream. An outgoing stream is keyed by the address dialled; an incoming
+  one by the address in the sender field of its first frame, which must
+  arrive within `handshake_timeout` (a peer that connects and stalls is
+  dropped). Every later frame on a stream must come from the same address.
+- **Current stream.** Two agents that dial each other at the same moment
+  end up with two streams. Both are kept and read; sends go to the newest.
+  Per key, `ConnectionUp` is reported when the number of open streams goes
+  from 0 to 1 and `ConnectionDown` when it goes back to 0 because a stream
+  broke or the peer closed it, so a stream that closes while a newer one is
+  up reports nothing. A failed dial reports `ConnectFailed` only if no other
+  stream to that address exists; otherwise its queued frames move to the one
+  that does.
+- **Local close** (`CloseConnection`): every stream of the key leaves the
+  table at once (a later send dials afresh) and each is closed gracefully:
+  the writer sends what was queued before the close, then half-closes; the
+  reader keeps delivering until the peer closes its side, or `linger`
+  expires. A half-close, not a full close, so that a peer still writing
+  never meets a reset that would destroy what it had not read yet. A local
+  close reports nothing.
+- **Datagrams** (UDP, `Send(reliable=False)`), bound on the same port number
+  as the TCP listener: one frame per datagram, sent by one task from a
+  bounded queue (full: dropped and counted). Received datagrams go to the
+  sink with `send_nowait` (full: dropped and counted): datagrams may be lost.
+- **Bad input** from the network (a length prefix over the limit, a frame
+  that does not open or decode, a changed sender, a stall) closes that
+  stream, or drops that datagram; it is counted in `Metrics.bad_frames` and
+  logged through a throttle. Nothing from the network can stop the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket as stdsocket
+from dataclasses import dataclass
+
+import trio
+
+from daemon.framing import FrameBuffer, FrameCodec, FrameError, prefixed
+from daemon.logs import Throttle, event
+from daemon.metrics import Metrics
+from overlay import codec
+from overlay.codec import DecodeError
+from overlay.ids import NodeId
+from overlay.io import ConnectFailed, ConnectionDown, ConnectionUp, Input, Received
+
+log = logging.getLogger("overlay.transport")
+
+Addr = tuple[str, int]
+
+# The largest UDP payload over IPv4.
+MAX_DATAGRAM = 65507
+# Frames queued for one stream are written together up to this many bytes.
+_BATCH_BYTES = 256 * 1024
+# A marker in the datagram queue: everything before it has been sent.
+_FLUSH: Addr = ("", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    # A dial that has not connected after this long fails (guess; memberlist
+    # uses 10 s for TCP, we prefer a quicker repair on a LAN).
+    dial_timeout: float = 5.0
+    # Frames queued per stream before the peer counts as stuck (guess: a
+    # second of full-rate gossip).
+    send_queue: int = 1024
+    # Datagrams queued for sending before new ones are dropped (guess).
+    udp_queue: int = 4096
+    # How long a closing stream waits for the peer's side to close (guess).
+    linger: float = 5.0
+    # An incoming stream must send its first frame, and any frame must
+    # complete, within this long (guess; defends against stalling peers).
+    handshake_timeout: float = 10.0
+    # Incoming streams not yet identified, at most (guess).
+    max_unidentified: int = 256
+
+
+class _Stream:
+    """One TCP connection and its queue."""
+
+    __slots__ = (
+        "closing",
+        "dial_id",
+        "done",
+        "key",
+        "outbound",
+        "peer",
+        "queue_recv",
+        "queue_send",
+        "remote",
+        "scope",
+        "sid",
+        "up",
+    )
+
+    def __init__(self, sid: int, outbound: bool, queue_size: int) -> None:
+        self.sid = sid
+        self.outbound = outbound
+        self.key: Addr | None = None
+        self.peer: NodeId | None = None  # who is at the other end, as last seen
+        self.dial_id: NodeId | None = None  # the id we dialled (outbound)
+        self.queue_send, self.queue_recv = trio.open_memory_channel[bytes | None](queue_size)
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+        self.up = False
+        self.closing = False
+        self.remote = "?"
+
+
+class Transport:
+    def __init__(
+        self,
+        bind: Addr,
+        frames: FrameCodec,
+        sink: trio.MemorySendChannel[Input],
+        metrics: Metrics,
+        *,
+        max_frame: int,
+        settings: TransportSettings | None = None,
+    ) -> None:
+        self.me: NodeId | None = None  # set by the agent once it knows its port
+        self.bind_addr = bind
+        self.frames = frames
+        self.sink = sink
+        self.metrics = metrics
+        self.max_frame = max_frame  # of a decoded frame
+        self.max_wire = max_frame + frames.overhead  # of a sealed frame
+        self.settings = settings or TransportSettings()
+        self._streams: dict[Addr, list[_Stream]] = {}
+        self._closing: dict[int, _Stream] = {}
+        self._unidentified = 0
+        self._sid = 0
+        self._nursery: trio.Nursery | None = None
+        self._sockets: tuple[trio.SocketListener, trio.socket.SocketType] | None = None
+        self._udp_send, self._udp_recv = trio.open_memory_channel[tuple[Addr, bytes]](
+            self.settings.udp_queue
+        )
+        self._udp_flushed = trio.Event()
+        self._throttle = Throttle()
+        self.bound: Addr | None = None
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind, then serve until cancelled (see `bind` and `serve`)."""
+        await self.bind()
+        await self.serve(task_status=task_status)
+
+    async def bind(self) -> Addr:
+        """Bind TCP and UDP on the same port; the bound (host, port). Errors
+        (address in use, no such address) are raised as they are."""
+        if self._sockets is None:
+            self._sockets = await self._bind()
+        assert self.bound is not None
+        return self.bound
+
+    async def close_sockets(self) -> None:
+        """Release what `bind` opened, when `serve` will not run."""
+        if self._sockets is not None:
+            listener, udp = self._sockets
+            self._sockets = None
+            await listener.aclose()
+            udp.close()
+
+    async def serve(self, *, task_status: trio.TaskStatus[Addr] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; reports the bound address through `task_status`."""
+        listener, udp = self._sockets if self._sockets is not None else await self._bind()
+        self._sockets = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._accept_loop, listener)
+                nursery.start_soon(self._udp_receive_loop, udp)
+                nursery.start_soon(self._udp_send_loop, udp)
+                assert self.bound is not None
+                task_status.started(self.bound)
+        finally:
+            udp.close()
+
+    async def _bind(self) -> tuple[trio.SocketListener, trio.socket.SocketType]:
+        host, port = self.bind_addr
+        last: OSError | None = None
+        # Port 0 asks the system for a TCP port; the UDP socket must then get
+        # the same number, which another program may hold: try again.
+        for _ in range(1 if port else 20):
+            listeners = await trio.open_tcp_listeners(port, host=host)
+            listener = listeners[0]
+            for extra in listeners[1:]:
+                await extra.aclose()
+            sockname = listener.socket.getsockname()
+            family = listener.socket.family
+            udp = trio.socket.socket(family, stdsocket.SOCK_DGRAM)
+            try:
+                await udp.bind((host, sockname[1]))
+            except OSError as exc:
+                udp.close()
+                await listener.aclose()
+                last = exc
+                if exc.errno != errno.EADDRINUSE or port:
+                    raise
+                continue
+            self.bound = (host, int(sockname[1]))
+            return listener, udp
+        assert last is not None
+        raise last
+
+    # ------------------------------------------------------- driver side
+
+    def send(self, to: NodeId, frame: bytes, reliable: bool) -> bool:
+        """Queue an encoded frame for `to` (called by the driver; never
+        blocks). False if it was dropped."""
+        data = self.frames.seal(frame)
+        key = (to.host, to.port)
+        if not reliable:
+            if len(data) > MAX_DATAGRAM:
+                self.metrics.drops["udp_oversize"] += 1
+                return False
+            try:
+                self._udp_send.send_nowait((key, data))
+            except trio.WouldBlock:
+                self.metrics.drops["udp_send"] += 1
+                return False
+            return True
+        streams = self._streams.get(key)
+        st = streams[-1] if streams else self._dial(to, key)
+        try:
+            st.queue_send.send_nowait(prefixed(data))
+        except trio.WouldBlock:
+            self.metrics.drops["stream"] += 1
+            event(log, logging.WARNING, "send queue full: aborting stream", peer=st.remote)
+            st.scope.cancel()
+            return False
+        return True
+
+    def close(self, peer: NodeId) -> None:
+        """Close every stream to `peer`'s address after what is queued."""
+        self._close_key((peer.host, peer.port))
+
+    def _close_key(self, key: Addr) -> None:
+        for st in self._streams.pop(key, []):
+            st.closing = True
+            self._closing[st.sid] = st
+            try:
+                st.queue_send.send_nowait(None)
+            except trio.WouldBlock:
+                st.scope.cancel()
+            else:
+                st.scope.deadline = min(
+                    st.scope.deadline, trio.current_time() + self.settings.linger
+                )
+
+    def connections(self) -> dict[str, int]:
+        up = sum(1 for streams in self._streams.values() for st in streams if st.up)
+        dialling = sum(1 for streams in self._streams.values() for st in streams if not st.up)
+        return {
+            "peers": len(self._streams),
+            "streams": up,
+            "dialling": dialling,
+            "closing": len(self._closing),
+            "unidentified": self._unidentified,
+        }
+
+    async def aclose_all(self, timeout: float) -> None:
+        """Close every stream gracefully and wait (at most `timeout`) until
+        they are gone: used when leaving, so the last goodbyes get out."""
+        for key in list(self._streams):
+            self._close_key(key)
+        with trio.move_on_after(timeout):
+            for st in list(self._closing.values()):
+                await st.done.wait()
+            # Datagrams queued before now: the sender reports when it is past them.
+            self._udp_flushed = trio.Event()
+            await self._udp_send.send((_FLUSH, b""))
+            await self._udp_flushed.wait()
+
+    # ------------------------------------------------------------ streams
+
+    def _next_sid(self) -> int:
+        self._sid += 1
+        return self._sid
+
+    def _dial(self, to: NodeId, key: Addr) -> _Stream:
+        st = _Stream(self._next_sid(), True, self.settings.send_queue)
+        st.key = key
+        st.dial_id = to
+        st.remote = to.addr
+        self._streams[key] = [st]
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_outbound, st)
+        return st
+
+    def _up_count(self, key: Addr, besides: _Stream) -> int:
+        return sum(1 for s in self._streams.get(key, ()) if s.up and s is not besides)
+
+    def _remove(self, st: _Stream) -> list[_Stream]:
+        """Take `st` out of the table; the streams that remain for its key."""
+        self._closing.pop(st.sid, None)
+        if st.key is None:
+            return []
+        streams = self._streams.get(st.key)
+        if streams is None:
+            return []
+        if st in streams:
+            streams.remove(st)
+        if not streams:
+            del self._streams[st.key]
+        return streams
+
+    async def _run_outbound(self, st: _Stream) -> None:
+        assert st.key is not None and st.dial_id is not None
+        host, port = st.key
+        self.metrics.connections["dial"] += 1
+        sock: trio.SocketStream | None = None
+        why = ""
+        with st.scope:
+            try:
+                with trio.fail_after(self.settings.dial_timeout):
+                    sock = await trio.open_tcp_stream(host, port)
+            except trio.TooSlowError:
+                why = f"no answer within {self.settings.dial_timeout:g} s"
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+        if sock is None:
+            st.done.set()
+            if not why:
+                why = "aborted"
+            self.metrics.connections["dial_failed"] += 1
+            event(log, logging.INFO, "dial failed", peer=str(st.dial_id), error=why)
+            remaining = self._remove(st)
+            if st.closing:
+                return
+            if remaining:
+                # Another stream to that address came up meanwhile: use it.
+                target = remaining[-1]
+                while True:
+                    try:
+                        data = st.queue_recv.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    if data is None:
+                        continue
+                    try:
+                        target.queue_send.send_nowait(data)
+                    except trio.WouldBlock:
+                        self.metrics.drops["stream"] += 1
+                        target.scope.cancel()
+                        break
+                return
+            await self.sink.send(ConnectFailed(st.dial_id))
+            return
+        _set_nodelay(sock)
+        st.up = True
+        if not st.closing and self._up_count(st.key, st) == 0:
+            await self.sink.send(ConnectionUp(st.dial_id))
+        await self._serve(st, sock)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    sock = await listener.accept()
+                except OSError as exc:
+                    # Out of file descriptors and the like: wait, do not spin.
+                    event(log, logging.WARNING, "accept failed", error=str(exc))
+                    await trio.sleep(0.1)
+                    continue
+                if self._unidentified >= self.settings.max_unidentified:
+                    self.metrics.connections["refused"] += 1
+                    await sock.aclose()
+                    continue
+                self.metrics.connections["accepted"] += 1
+                _set_nodelay(sock)
+                st = _Stream(self._next_sid(), False, self.settings.send_queue)
+                st.remote = _peername(sock)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._run_inbound, st, sock)
+
+    async def _run_inbound(self, st: _Stream, sock: trio.SocketStream) -> None:
+        self._unidentified += 1
+        try:
+            await self._serve(st, sock)
+        finally:
+            if st.key is None:
+                self._unidentified -= 1
+
+    async def _serve(self, st: _Stream, sock: trio.SocketStream) -> None:
+        """Run a connected stream until it ends, then report as the module
+        docstring says."""
+        # A fresh scope (a scope is entered once): it inherits the dial's
+        # deadline and cancellation, which `close` may have set meanwhile.
+        scope = trio.CancelScope(deadline=st.scope.deadline)
+        if st.scope.cancel_called:
+            scope.cancel()
+        st.scope = scope
+        broken = True
+        try:
+            with scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, st, sock, nursery.cancel_scope)
+                    broken = await self._reader(st, sock)
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await sock.aclose()
+            st.done.set()
+        self.metrics.connections["broken" if broken else "closed"] += 1
+        was_up = st.up and st.key is not None
+        remaining = self._remove(st)
+        if st.closing or not was_up:
+            return
+        assert st.key is not None
+        if not any(s.up for s in remaining):
+            peer = st.peer or st.dial_id
+            assert peer is not None
+            event(log, logging.DEBUG, "stream down", peer=str(peer), broken=broken)
+            await self.sink.send(ConnectionDown(peer))
+
+    async def _writer(self, st: _Stream, sock: trio.SocketStream, scope: trio.CancelScope) -> None:
+        try:
+            async for data in st.queue_recv:
+                # Whatever else is queued goes in the same write (fewer
+                # syscalls under load), up to a sensible batch size.
+                batch = [data] if data is not None else []
+                size = len(data) if data is not None else 0
+                closing = data is None
+                while not closing and size < _BATCH_BYTES:
+                    try:
+                        more = st.queue_recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if more is None:
+                        closing = True
+                    else:
+                        batch.append(more)
+                        size += len(more)
+                if batch:
+                    await sock.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
+                if closing:
+                    await sock.send_eof()
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            event(log, logging.DEBUG, "stream write failed", peer=st.remote, error=str(exc))
+            scope.cancel()
+
+    async def _reader(self, st: _Stream, sock: trio.SocketStream) -> bool:
+        """Deliver frames until the peer closes (False) or the stream breaks
+        or misbehaves (True)."""
+        buf = FrameBuffer(self.max_wire)
+        timeout = self.settings.handshake_timeout
+        while True:
+            # Waiting for a first frame, or in the middle of one: bounded.
+            bounded = st.key is None or buf.pending > 0
+            try:
+                if bounded:
+                    with trio.move_on_after(timeout) as scope:
+                        data = await sock.receive_some(65536)
+                    if scope.cancelled_caught:
+                        self._bad("tcp", "stalled", st.remote, "no complete frame in time")
+                        return True
+                else:
+                    data = await sock.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                event(log, logging.DEBUG, "stream read failed", peer=st.remote, error=str(exc))
+                return True
+            if not data:
+                if buf.pending:
+                    self._bad("tcp", "truncated", st.remote, "closed in the middle of a frame")
+                    return True
+                return False
+            try:
+                frames = buf.feed(data)
+            except FrameError as exc:
+                self._bad("tcp", "length", st.remote, str(exc))
+                return True
+            for raw in frames:
+                if not await self._deliver_stream_frame(st, raw):
+                    return True
+
+    async def _deliver_stream_frame(self, st: _Stream, raw: bytes) -> bool:
+        try:
+            frame = self.frames.open(raw)
+            sender, msg = codec.decode(frame, self.max_frame)
+        except (FrameError, DecodeError) as exc:
+            reason = "sealed" if isinstance(exc, FrameError) else "decode"
+            self._bad("tcp", reason, st.remote, str(exc))
+            return False
+        key = (sender.host, sender.port)
+        if self.me is not None and key == (self.me.host, self.me.port):
+            self._bad("tcp", "sender", st.remote, f"claims our address: {sender}")
+            return False
+        if st.peer is not None and (st.peer.host, st.peer.port) != key:
+            self._bad("tcp", "sender", st.remote, f"sender changed from {st.peer} to {sender}")
+            return False
+        st.peer = sender
+        if st.key is None:
+            # First frame of an incoming stream: now we know whose it is.
+            st.key = key
+            st.up = True
+            self._unidentified -= 1
+            first = not any(s.up for s in self._streams.get(key, ()))
+            self._streams.setdefault(key, []).append(st)
+            if first:
+                await self.sink.send(ConnectionUp(sender))
+        self.metrics.count_received(type(msg).__name__, len(raw) + 4)
+        await self.sink.send(Received(sender, msg))
+        return True
+
+    # ---------------------------------------------------------- datagrams
+
+    async def _udp_receive_loop(self, udp: trio.socket.SocketType) -> None:
+        while True:
+            try:
+                data, addr = await udp.recvfrom(MAX_DATAGRAM + 1)
+            except OSError as exc:
+                # ICMP errors surface here on some systems: not fatal.
+                event(log, logging.DEBUG, "udp receive error", error=str(exc))
+                continue
+            remote = _fmt(addr)
+            if len(data) > self.max_wire:
+                self._bad("udp", "length", remote, f"datagram of {len(data)} bytes")
+                continue
+            try:
+                frame = self.frames.open(data)
+                sender, msg = codec.decode(frame, self.max_frame)
+            except (FrameError, DecodeError) as exc:
+                reason = "sealed" if isinstance(exc, FrameError) else "decode"
+                self._bad("udp", reason, remote, str(exc))
+                continue
+            self.metrics.count_received(type(msg).__name__, len(data))
+            try:
+                self.sink.send_nowait(Received(sender, msg))
+            except trio.WouldBlock:
+                self.metrics.drops["inputs"] += 1
+
+    async def _udp_send_loop(self, udp: trio.socket.SocketType) -> None:
+        async for addr, data in self._udp_recv:
+            if addr == _FLUSH:
+                self._udp_flushed.set()
+                continue
+            try:
+                await udp.sendto(data, addr)
+            except OSError as exc:
+                self.metrics.drops["udp_error"] += 1
+                allowed, held = self._throttle.allow("udp-send")
+                if allowed:
+                    event(
+                        log,
+                        logging.WARNING,
+                        "datagram not sent",
+                        to=_fmt(addr),
+                        error=exc.strerror or str(exc),
+                        suppressed=held,
+                    )
+
+    # ------------------------------------------------------------ helpers
+
+    def _bad(self, transport: str, reason: str, remote: str, detail: str) -> None:
+        self.metrics.bad_frames[f"{transport}:{reason}"] += 1
+        allowed, held = self._throttle.allow(f"bad-{transport}")
+        if allowed:
+            event(
+                log,
+                logging.WARNING,
+                "bad frame",
+                transport=transport,
+                reason=reason,
+                remote=remote,
+                detail=detail[:200],
+                suppressed=held,
+            )
+
+
+def _set_nodelay(sock: trio.SocketStream) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
+
+
+def _peername(sock: trio.SocketStream) -> str:
+    try:
+        return _fmt(sock.socket.getpeername())
+    except OSError:
+        return "?"
+
+
+def _fmt(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)

@@ -1,0 +1,898 @@
+"""SWIM: the member list and failure detection, with Lifeguard.
+
+References: Das, Gupta, Motivala, "SWIM: Scalable Weakly-consistent
+Infection-style Process Group Membership Protocol", DSN 2002; Dadgar,
+Phillips, Currey, "Lifeguard: Local Health Awareness for More Accurate
+Failure Detection", 2017. hashicorp/memberlist is the reference for
+behaviour (not for style: nothing here reads a clock or holds a lock).
+
+Rules of this module: it owns the member list (`overlay.members`), the
+piggyback queue (`overlay.broadcasts`), local health (`overlay.awareness`)
+and the suspicion timers (`overlay.suspicion`). It never does I/O; every
+decision comes back as outputs (`overlay.io`). Randomness comes from the
+injected `random.Random` only. Which state of a member wins is decided here,
+in the `_on_alive` / `_on_suspect` / `_on_dead` rules, and nowhere else.
+
+Theory of operation
+-------------------
+- Member states: alive, suspect, failed, left, each at an *incarnation*
+  that only the member itself raises. A state about a member replaces the
+  one we hold when (SWIM sec. 4.2, memberlist):
+  alive(i) beats anything at a lower incarnation; suspect(i) beats alive(j)
+  for j <= i and suspect(j) for j < i; failed(i) beats suspect(j) for
+  j <= i (see "Verdicts" below for alive); left(i) beats alive or suspect at
+  j <= i. Failed and left members are *tombstones*: nothing but
+  an alive at a higher incarnation brings them back (the member restarted,
+  or a partition healed and it refuted), and they are reaped after
+  `reap_after`. Incarnations never decrease.
+- Refutation: whenever we hear we are suspect, failed or left (while not
+  leaving), or alive at an incarnation above ours (we restarted), we go
+  past it, ``incarnation = max(ours, theirs) + 1``, and spread alive. So a
+  node never believes itself failed.
+- Probing (sec. 3.1, 4.3): each protocol period, one member from a shuffled
+  round-robin is pinged (a datagram). No ack within the probe timeout: k
+  other members are asked with PING-REQ to ping it for us; they relay its
+  ack, or answer NACK when it stays silent (Lifeguard). No ack by the end of
+  the period: we suspect it, and Lifeguard's suspicion timer starts (see
+  `overlay.suspicion`): it is declared failed unless it refutes in time;
+  each distinct member that suspects it too shortens the wait.
+- Local health (Lifeguard, `overlay.awareness`): failed probes without the
+  expected nacks, and refuting, raise our score; direct acks lower it. The
+  probe timeout and the period are multiplied by score + 1.
+- Buddy system (Lifeguard sec. IV-C): a ping to a suspect carries the
+  suspicion first, so it can refute at once.
+- Dissemination (sec. 4.1): every accepted change is queued and piggybacks
+  on our PINGs, PING-REQs and ACKs (`piggyback_bytes` per message, each
+  update sent ``retransmit_mult * ceil(log10(N+1))`` times). Changes this
+  node originates (its own suspicions and confirmations, the verdicts on
+  suspicions it started, its refutations, leave and tags) are also
+  collected in `take_announcements()` when `announce` is on: the node
+  broadcasts them over Plumtree so the whole cluster hears in a few hundred
+  milliseconds (see `overlay.node`). Every other node then runs the same
+  suspicion timer and reaches the same verdict at about the same time.
+- Anti-entropy: full-state push-pull over the stream with one random alive
+  member every `push_pull_period` (scaled by cluster size as memberlist
+  does), with a seed on join (retried with backoff, next seed on a failed
+  dial), and with one random recently failed member every
+  `reconnect_period` for `reconnect_for`: when a partition heals, that
+  exchange tells the far side it was thought failed, it refutes, and the
+  two member lists merge.
+- Verdicts: failed(i) from another node finalises a suspicion we hold; about
+  a member we hold alive it only starts one (memberlist does this for
+  push-pull; we do it for every path, Plumtree and piggyback included), so
+  a stale verdict, or the member list of the other side of a partition,
+  cannot kill live members: they get the time to refute.
+- Graceful leave: our state becomes left at a higher incarnation, pushed to
+  `leave_fanout` members, announced, and piggybacked on pings we keep
+  sending until the update has been sent as often as any other.
+
+`MemberChanged` is emitted whenever a member's status or tags change (and
+once for this node at start).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from overlay.awareness import Awareness
+from overlay.broadcasts import BroadcastQueue
+from overlay.config import SwimConfig
+from overlay.ids import NodeId
+from overlay.io import (
+    SEED_NAME,
+    CancelTimer,
+    CloseConnection,
+    ConnectFailed,
+    ConnectionDown,
+    Input,
+    JoinCluster,
+    Leave,
+    MemberChanged,
+    MemberStatus,
+    Output,
+    Received,
+    Send,
+    SetTimer,
+    Timer,
+    TimerFired,
+)
+from overlay.members import DEAD, LIVE, Member, MemberInfo, MemberList
+from overlay.messages import (
+    PUSH_PULL_MAX_STATES,
+    SWIM_MAX_UPDATES,
+    Ack,
+    MemberState,
+    MemberUpdates,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+)
+from overlay.suspicion import Suspicion, expected_confirmations, suspicion_min
+
+ALIVE, SUSPECT, FAILED, LEFT = (
+    MemberStatus.ALIVE,
+    MemberStatus.SUSPECT,
+    MemberStatus.FAILED,
+    MemberStatus.LEFT,
+)
+# The wire codes of `MemberState.status`: append only.
+STATUS_CODES: dict[MemberStatus, int] = {ALIVE: 0, SUSPECT: 1, FAILED: 2, LEFT: 3}
+STATUS_OF_CODE: tuple[MemberStatus, ...] = (ALIVE, SUSPECT, FAILED, LEFT)
+
+# A relay (PING-REQ receiver) answers NACK after this fraction of the probe
+# timeout, so the nack reaches the prober before its period ends (Lifeguard
+# sec. IV-A: 80%).
+NACK_FRACTION = 0.8
+# Push-pull exchanges with no answer are forgotten after this long (guess:
+# far beyond any connect timeout).
+_EXCHANGE_TIMEOUT = 60.0
+# memberlist's pushPullScaleThreshold: above this many members the push-pull
+# period grows with log2(N).
+_PUSH_PULL_SCALE_FROM = 32
+
+
+class SwimTimer(enum.Enum):
+    PROBE = "probe"  # the protocol period
+    PROBE_TIMEOUT = "probe_timeout"  # key: probe seq; no direct ack -> PING-REQ
+    PROBE_END = "probe_end"  # key: probe seq; no ack at all -> suspect
+    RELAY = "relay"  # key: our seq towards the target; NACK the prober
+    SUSPICION = "suspicion"  # key: (member, incarnation)
+    PUSH_PULL = "push_pull"
+    RECONNECT = "reconnect"
+    JOIN_RETRY = "join_retry"
+
+
+_PROBE_TIMER = Timer(SwimTimer.PROBE)
+_PUSH_PULL_TIMER = Timer(SwimTimer.PUSH_PULL)
+_RECONNECT_TIMER = Timer(SwimTimer.RECONNECT)
+_JOIN_TIMER = Timer(SwimTimer.JOIN_RETRY)
+
+
+class TagsTooLarge(ValueError):
+    """Local misuse: this node's tags exceed `max_tags_bytes`."""
+
+
+class _Exchange(enum.Enum):
+    JOIN = "join"
+    ANTI_ENTROPY = "anti_entropy"
+    RECONNECT = "reconnect"
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: NodeId
+    incarnation: int  # the target's, when the probe began: what we accuse
+    asked: tuple[NodeId, ...] = ()  # PING-REQ sent to these
+    nacks: dict[NodeId, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Relay:
+    origin: NodeId
+    origin_seq: int
+    target: NodeId
+    nack: bool
+
+
+# ------------------------------------------------------------------ sizes
+
+
+def _str_size(s: str) -> int:
+    n = len(s) if s.isascii() else len(s.encode())
+    return n + (1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5)
+
+
+def _int_size(i: int) -> int:
+    return 1 if i < 128 else 2 if i < 256 else 3 if i < 65536 else 5 if i < 2**32 else 9
+
+
+def node_size(n: NodeId) -> int:
+    """Bytes of a NodeId in a msgpack frame."""
+    return 1 + _str_size(n.name) + _str_size(n.host) + _int_size(n.port)
+
+
+def tags_bytes(tags: Mapping[str, str]) -> int:
+    """The size of tags as `max_tags_bytes` counts it: keys and values in UTF-8."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in tags.items())
+
+
+def state_size(s: MemberState) -> int:
+    """Bytes of a MemberState in a msgpack frame (exact for maps under 16
+    entries, an upper bound otherwise)."""
+    size = 2 + node_size(s.node) + _int_size(s.incarnation)
+    size += 1 if len(s.tags) < 16 else 3
+    for k, v in s.tags.items():
+        size += _str_size(k) + _str_size(v)
+    return size + (1 if s.accuser is None else node_size(s.accuser))
+
+
+def check_tags(tags: Mapping[str, str], max_bytes: int) -> dict[str, str]:
+    """A copy of `tags`, or TagsTooLarge."""
+    size = tags_bytes(tags)
+    if size > max_bytes:
+        raise TagsTooLarge(f"tags are {size} bytes, the limit is {max_bytes} (swim.max_tags_bytes)")
+    if len(tags) > 64:
+        raise TagsTooLarge("at most 64 tags")
+    return dict(tags)
+
+
+def push_pull_interval(period: float, n: int) -> float:
+    """memberlist's pushPullScale: the period times ceil(log2(n) - log2(32)) + 1
+    above 32 members, so the O(N)-byte exchange stays affordable."""
+    if n <= _PUSH_PULL_SCALE_FROM:
+        return period
+    return period * (math.ceil(math.log2(n) - math.log2(_PUSH_PULL_SCALE_FROM)) + 1)
+
+
+def retransmit_limit(mult: int, n: int) -> int:
+    """How many times an update is piggybacked: mult * ceil(log10(n + 1))."""
+    return mult * math.ceil(math.log10(n + 1))
+
+
+class Swim:
+    def __init__(
+        self,
+        me: NodeId,
+        config: SwimConfig,
+        rng: random.Random,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.me = me
+        self.cfg = config
+        self.rng = rng
+        my_tags = check_tags(tags or {}, config.max_tags_bytes)
+        self.incarnation = 0
+        self.members = MemberList(me, random.Random(rng.getrandbits(64)))
+        self._self = Member(me, 0, ALIVE, my_tags, 0.0)
+        self.members.add(self._self)
+        self.awareness = Awareness(config.awareness_max if config.lifeguard else 1)
+        self.queue: BroadcastQueue[NodeId, MemberState] = BroadcastQueue()
+        self._seq = 0
+        self._probes: dict[int, _Probe] = {}
+        self._probing: dict[NodeId, int] = {}  # target -> seq of its probe in flight
+        self._relays: dict[int, _Relay] = {}
+        self._suspicions: dict[NodeId, Suspicion] = {}
+        # Push-pull exchanges we started, by address (seeds are known by it).
+        self._exchanges: dict[tuple[str, int], tuple[_Exchange, NodeId, float]] = {}
+        self._reconnect: dict[NodeId, float] = {}  # failed member -> when, oldest first
+        self.seeds: list[NodeId] = []
+        self._seed_index = 0
+        self._join_backoff = config.join_retry_initial
+        self._joined = False
+        self.left = False
+        # Set by the node when a broadcast layer carries our announcements.
+        self.announce = False
+        self._announcements: list[MemberState] = []
+        self._rejoined: list[NodeId] = []
+        self.counters: Counter[str] = Counter()
+
+    # ----------------------------------------------------------------- API
+
+    def start(self, now: float) -> list[Output]:
+        self._self.since = now
+        period = self.cfg.probe_period
+        return [
+            MemberChanged(self.me, ALIVE, self.incarnation, self._self.tags),
+            # A random phase, so that nodes started together do not probe in step.
+            SetTimer(_PROBE_TIMER, period * self.rng.random()),
+            SetTimer(_PUSH_PULL_TIMER, self._push_pull_period() * self.rng.random()),
+            SetTimer(_RECONNECT_TIMER, self.cfg.reconnect_period * self.rng.random()),
+        ]
+
+    def handle(self, inp: Input, now: float) -> list[Output]:
+        out: list[Output] = []
+        match inp:
+            case Received(sender, msg):
+                self.on_message(sender, msg, now, out)
+            case TimerFired(timer):
+                if not self.left or timer.kind is SwimTimer.PROBE:
+                    self.on_timer(timer, now, out)
+            case JoinCluster(seeds):
+                if not self.left:
+                    self.handle_join_cluster(seeds, now, out)
+            case Leave():
+                self.handle_leave(now, out)
+            case ConnectFailed(peer):
+                self.handle_connect_failed(peer, now, out)
+            case ConnectionDown(peer):
+                self._exchanges.pop((peer.host, peer.port), None)
+            case _:
+                pass
+        return out
+
+    def probe_now(self, peer: NodeId, now: float) -> list[Output]:
+        """Probe `peer` out of turn (its connection broke): a failure is then
+        suspected within one period instead of whenever its turn comes."""
+        out: list[Output] = []
+        member = self.members.get(peer)
+        if self.left or member is None or member.status not in LIVE or peer in self._probing:
+            return out
+        self.counters["probes_out_of_turn"] += 1
+        self._start_probe(member, now, out)
+        return out
+
+    def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
+        """Replace this node's tags (TagsTooLarge if over the limit, before
+        anything changes) and spread them at a new incarnation."""
+        new = check_tags(tags, self.cfg.max_tags_bytes)
+        out: list[Output] = []
+        if self.left:
+            return out
+        self._self.tags = new
+        self.incarnation += 1
+        self.members.set_state(self._self, ALIVE, self.incarnation, now)
+        self._spread(self._state_of(self._self), local=True)
+        out.append(MemberChanged(self.me, ALIVE, self.incarnation, new))
+        return out
+
+    def members_snapshot(self) -> tuple[MemberInfo, ...]:
+        """Every member, this node included, sorted by id: an immutable snapshot."""
+        return self.members.snapshot()
+
+    def random_alive(self, k: int, exclude: tuple[NodeId, ...] = ()) -> list[NodeId]:
+        return self.members.random_alive(k, exclude)
+
+    def take_announcements(self) -> MemberUpdates | None:
+        """Changes this node originated since the last call, for a broadcast."""
+        if not self._announcements:
+            return None
+        batch = tuple(self._announcements[:SWIM_MAX_UPDATES])
+        del self._announcements[:SWIM_MAX_UPDATES]
+        return MemberUpdates(batch)
+
+    def take_rejoined(self) -> list[NodeId]:
+        """Members we had as failed that answered our reconnect push-pull
+        alive (a partition healed) since the last call."""
+        rejoined, self._rejoined = self._rejoined, []
+        return rejoined
+
+    def leave_done(self) -> bool:
+        """After `Leave`: our "left" state has been piggybacked as often as
+        any update is; a driver can exit."""
+        return self.left and self.me not in self.queue
+
+    def stats(self) -> dict[str, int]:
+        m = self.members
+        stats = {
+            "members": len(m),
+            "alive": m.count(ALIVE),
+            "suspect": m.count(SUSPECT),
+            "failed": m.count(FAILED),
+            "left": m.count(LEFT),
+            "incarnation": self.incarnation,
+            "health_score": self.awareness.score,
+            "queued_updates": len(self.queue),
+            "probes_in_flight": len(self._probes),
+        }
+        stats.update(self.counters)
+        return stats
+
+    # ------------------------------------------------------------- messages
+
+    def on_message(self, sender: NodeId, msg: Message, now: float, out: list[Output]) -> None:
+        if self.left:
+            # Still answer pings: the acks carry our "left" state.
+            if isinstance(msg, Ping) and msg.target == self.me:
+                self.on_ping(sender, msg.seq, out)
+            return
+        match msg:
+            case Ping(seq, target, updates):
+                self._merge_all(updates, sender, now, out)
+                if target == self.me:
+                    self.on_ping(sender, seq, out)
+                else:
+                    self.counters["misdirected_pings"] += 1
+            case PingReq(seq, target, nack, updates):
+                self._merge_all(updates, sender, now, out)
+                self.on_ping_req(sender, seq, target, nack, out)
+            case Ack(seq, updates):
+                self._merge_all(updates, sender, now, out)
+                self.on_ack(sender, seq, out)
+            case Nack(seq):
+                self.on_nack(sender, seq)
+            case PushPull(reply, part, parts, states):
+                self.on_push_pull(sender, reply, part, parts, states, now, out)
+            case MemberUpdates(updates):
+                self._merge_all(updates, sender, now, out)
+            case _:
+                pass
+
+    def on_ping(self, sender: NodeId, seq: int, out: list[Output]) -> None:
+        """PING (sec. 3.1): ack at once, with piggybacked updates."""
+        out.append(Send(sender, Ack(seq, self._piggyback()), reliable=False))
+
+    def on_ping_req(
+        self, sender: NodeId, seq: int, target: NodeId, nack: bool, out: list[Output]
+    ) -> None:
+        """PING-REQ (sec. 3.1): ping the target under a seq of our own and
+        remember whom to relay its ack to; NACK by the deadline (Lifeguard)."""
+        if target == self.me:
+            out.append(Send(sender, Ack(seq, self._piggyback()), reliable=False))
+            return
+        self._seq += 1
+        ours = self._seq
+        self._relays[ours] = _Relay(sender, seq, target, nack)
+        out.append(Send(target, Ping(ours, target, self._piggyback()), reliable=False))
+        out.append(SetTimer(Timer(SwimTimer.RELAY, ours), self.cfg.probe_timeout * NACK_FRACTION))
+
+    def on_ack(self, sender: NodeId, seq: int, out: list[Output]) -> None:
+        """ACK: relay it if it answers a ping we sent for someone else;
+        otherwise it ends our probe, if it comes from the target or from one
+        of the members we asked. A direct ack in time lowers our health
+        score (Lifeguard)."""
+        relay = self._relays.get(seq)
+        if relay is not None:
+            if sender == relay.target:
+                del self._relays[seq]
+                out.append(CancelTimer(Timer(SwimTimer.RELAY, seq)))
+                ack = Ack(relay.origin_seq, self._piggyback())
+                out.append(Send(relay.origin, ack, reliable=False))
+            return
+        probe = self._probes.get(seq)
+        if probe is None or (sender != probe.target and sender not in probe.asked):
+            return
+        del self._probes[seq]
+        self._probing.pop(probe.target, None)
+        if not probe.asked:
+            out.append(CancelTimer(Timer(SwimTimer.PROBE_TIMEOUT, seq)))
+            if sender == probe.target:
+                self.awareness.apply(-1)
+        out.append(CancelTimer(Timer(SwimTimer.PROBE_END, seq)))
+
+    def on_nack(self, sender: NodeId, seq: int) -> None:
+        probe = self._probes.get(seq)
+        if probe is not None and sender in probe.asked:
+            probe.nacks[sender] = None
+
+    def on_push_pull(
+        self,
+        sender: NodeId,
+        reply: bool,
+        part: int,
+        parts: int,
+        states: tuple[MemberState, ...],
+        now: float,
+        out: list[Output],
+    ) -> None:
+        """PUSH-PULL: merge the sender's state; after the last part of a
+        request, answer with ours (merged first, so a refutation it
+        provoked goes back at once). After the last part of a reply, the
+        exchange we started is over."""
+        self._merge_all(states, sender, now, out, push_pull=True)
+        if part != parts - 1:
+            return
+        if not reply:
+            self.counters["push_pulls_answered"] += 1
+            out.extend(Send(sender, msg) for msg in self._state_parts(reply=True))
+            return
+        exchange = self._exchanges.pop((sender.host, sender.port), None)
+        if exchange is None:
+            return
+        kind = exchange[0]
+        if kind is _Exchange.JOIN and not self._joined:
+            self._joined = True
+            out.append(CancelTimer(_JOIN_TIMER))
+        elif kind is _Exchange.RECONNECT:
+            member = self.members.get(sender)
+            if member is not None and member.status is ALIVE:
+                self.counters["reconnected"] += 1
+                self._rejoined.append(sender)
+        # The stream was only for this exchange (the node keeps it when
+        # another layer uses it).
+        out.append(CloseConnection(sender))
+
+    # ------------------------------------------------------- local inputs
+
+    def on_timer(self, timer: Timer, now: float, out: list[Output]) -> None:
+        key = timer.key
+        match timer.kind:
+            case SwimTimer.PROBE:
+                self._probe_tick(now, out)
+            case SwimTimer.PROBE_TIMEOUT if isinstance(key, int):
+                self._probe_timeout(key, out)
+            case SwimTimer.PROBE_END if isinstance(key, int):
+                self._probe_end(key, now, out)
+            case SwimTimer.RELAY if isinstance(key, int):
+                relay = self._relays.pop(key, None)
+                if relay is not None and relay.nack:
+                    out.append(Send(relay.origin, Nack(relay.origin_seq), reliable=False))
+            case SwimTimer.SUSPICION if isinstance(key, tuple):
+                self._suspicion_expired(key, now, out)
+            case SwimTimer.PUSH_PULL:
+                self._anti_entropy(now, out)
+            case SwimTimer.RECONNECT:
+                self._try_reconnect(now, out)
+            case SwimTimer.JOIN_RETRY:
+                if not self._joined and self.seeds:
+                    self._join_attempt(now, out)
+            case _:
+                pass
+
+    def handle_join_cluster(self, seeds: tuple[NodeId, ...], now: float, out: list[Output]) -> None:
+        """Join: push-pull with a seed (one at a time, the next one at once
+        if the dial fails), retried with capped exponential backoff until a
+        seed answers."""
+        mine = (self.me.host, self.me.port)
+        self.seeds = [s for s in seeds if (s.host, s.port) != mine]
+        self._seed_index = 0
+        self._join_backoff = self.cfg.join_retry_initial
+        if self.seeds:
+            self._joined = False
+            self._join_attempt(now, out)
+
+    def handle_connect_failed(self, peer: NodeId, now: float, out: list[Output]) -> None:
+        exchange = self._exchanges.pop((peer.host, peer.port), None)
+        if exchange is None or exchange[0] is not _Exchange.JOIN or self._joined:
+            return
+        if self.seeds and self._seed_index % len(self.seeds) != 0:
+            # Do not wait for the retry timer: the next seed may be up.
+            self._join_attempt(now, out)
+
+    def handle_leave(self, now: float, out: list[Output]) -> None:
+        """Graceful leave: left at a higher incarnation, pushed to a few
+        members, announced, and piggybacked on the pings we keep sending
+        until it has been sent as often as any update."""
+        if self.left:
+            return
+        self.left = True
+        self.incarnation += 1
+        self.members.set_state(self._self, LEFT, self.incarnation, now)
+        state = self._state_of(self._self)
+        self._spread(state, local=True)
+        push = MemberUpdates((state,))
+        for peer in self.members.random_alive(self.cfg.leave_fanout):
+            out.append(Send(peer, push, reliable=False))
+        out.append(MemberChanged(self.me, LEFT, self.incarnation, self._self.tags))
+        out.extend(CancelTimer(t) for t in (_PUSH_PULL_TIMER, _RECONNECT_TIMER, _JOIN_TIMER))
+
+    # ------------------------------------------------------------- probing
+
+    def _probe_tick(self, now: float, out: list[Output]) -> None:
+        """The protocol period: reap old tombstones, probe the next member."""
+        if self.left:
+            if self.me in self.queue:
+                target = self.members.next_probe_target()
+                if target is not None:
+                    self._seq += 1
+                    ping = Ping(self._seq, target.node, self._piggyback())
+                    out.append(Send(target.node, ping, reliable=False))
+                out.append(SetTimer(_PROBE_TIMER, self.cfg.probe_period))
+            return
+        for node in self.members.reap(now, self.cfg.reap_after):
+            self.queue.drop(node)
+            self.counters["reaped"] += 1
+        target = self.members.next_probe_target()
+        if target is not None and target.node not in self._probing:
+            self._start_probe(target, now, out)
+        out.append(SetTimer(_PROBE_TIMER, self.awareness.scale(self.cfg.probe_period)))
+
+    def _start_probe(self, target: Member, now: float, out: list[Output]) -> None:
+        self._seq += 1
+        seq = self._seq
+        self._probes[seq] = _Probe(target.node, target.incarnation)
+        self._probing[target.node] = seq
+        buddy = None
+        if self.cfg.lifeguard and target.status is SUSPECT:
+            buddy = self._state_of(target)
+        ping = Ping(seq, target.node, self._piggyback(buddy))
+        out.append(Send(target.node, ping, reliable=False))
+        self.counters["probes"] += 1
+        scale = self.awareness.scale
+        out.append(SetTimer(Timer(SwimTimer.PROBE_TIMEOUT, seq), scale(self.cfg.probe_timeout)))
+        out.append(SetTimer(Timer(SwimTimer.PROBE_END, seq), scale(self.cfg.probe_period)))
+
+    def _probe_timeout(self, seq: int, out: list[Output]) -> None:
+        """No direct ack in time: ask k random alive members (sec. 3.1)."""
+        probe = self._probes.get(seq)
+        if probe is None:
+            return
+        probe.asked = tuple(self.members.random_alive(self.cfg.indirect_k, (probe.target,)))
+        for helper in probe.asked:
+            req = PingReq(seq, probe.target, self.cfg.lifeguard, self._piggyback())
+            out.append(Send(helper, req, reliable=False))
+        self.counters["ping_reqs"] += len(probe.asked)
+
+    def _probe_end(self, seq: int, now: float, out: list[Output]) -> None:
+        """The period ended without an ack: suspect the target. Lifeguard:
+        every missing nack raises our health score (the relays could not
+        reach us either, so the trouble may be ours); with nobody to ask,
+        the failed probe itself does."""
+        probe = self._probes.pop(seq, None)
+        if probe is None:
+            return
+        if self._probing.get(probe.target) == seq:
+            del self._probing[probe.target]
+        self.counters["probes_failed"] += 1
+        if self.cfg.lifeguard:
+            expected = len(probe.asked)
+            self.awareness.apply(expected - len(probe.nacks) if expected else 1)
+        self._on_suspect(probe.target, probe.incarnation, self.me, now, out, local=True)
+
+    def _suspicion_expired(self, key: tuple[object, ...], now: float, out: list[Output]) -> None:
+        """No refutation in time: failed. A timer from an older suspicion
+        (the member refuted, or was suspected again at a higher
+        incarnation) is stale and ignored."""
+        if len(key) != 2:
+            return
+        node, incarnation = key
+        if not isinstance(node, NodeId) or not isinstance(incarnation, int):
+            return
+        member = self.members.get(node)
+        if member is None or member.status is not SUSPECT or member.incarnation != incarnation:
+            return
+        suspicion = self._suspicions.pop(node, None)
+        self.counters["declared_failed"] += 1
+        # Every node that heard the suspicion runs this timer, and they all
+        # expire within a broadcast's latency of each other: only the first
+        # accuser announces the verdict, or a failure would cost N broadcasts.
+        first = suspicion is not None and next(iter(suspicion.accusers)) == self.me
+        self._on_dead(node, incarnation, FAILED, now, out, local=first)
+
+    # -------------------------------------------------------- anti-entropy
+
+    def _anti_entropy(self, now: float, out: list[Output]) -> None:
+        for key in [k for k, (_, _, t) in self._exchanges.items() if now - t > _EXCHANGE_TIMEOUT]:
+            del self._exchanges[key]
+        for peer in self.members.random_alive(1):
+            self._push_pull(peer, _Exchange.ANTI_ENTROPY, now, out)
+        period = self._push_pull_period()
+        out.append(SetTimer(_PUSH_PULL_TIMER, period * (0.9 + 0.2 * self.rng.random())))
+
+    def _try_reconnect(self, now: float, out: list[Output]) -> None:
+        """Push-pull with one random member that failed within
+        `reconnect_for` (and is still failed, or was reaped since)."""
+        candidates = self._reconnect
+        while candidates:
+            node, since = next(iter(candidates.items()))
+            if since + self.cfg.reconnect_for > now:
+                break
+            del candidates[node]
+        live = [n for n in candidates if (m := self.members.get(n)) is None or m.status is FAILED]
+        if live:
+            self._push_pull(self.rng.choice(live), _Exchange.RECONNECT, now, out)
+        period = self.cfg.reconnect_period
+        out.append(SetTimer(_RECONNECT_TIMER, period * (0.9 + 0.2 * self.rng.random())))
+
+    def _join_attempt(self, now: float, out: list[Output]) -> None:
+        seed = self.seeds[self._seed_index % len(self.seeds)]
+        self._seed_index += 1
+        self._exchanges.pop((seed.host, seed.port), None)
+        self._push_pull(seed, _Exchange.JOIN, now, out)
+        out.append(SetTimer(_JOIN_TIMER, self._join_backoff))
+        self._join_backoff = min(self._join_backoff * 2, self.cfg.join_retry_max)
+
+    def _push_pull(self, peer: NodeId, kind: _Exchange, now: float, out: list[Output]) -> None:
+        key = (peer.host, peer.port)
+        if key in self._exchanges:
+            return
+        self._exchanges[key] = (kind, peer, now)
+        self.counters["push_pulls"] += 1
+        out.extend(Send(peer, msg) for msg in self._state_parts(reply=False))
+
+    def _state_parts(self, reply: bool) -> list[PushPull]:
+        """Our whole member list, tombstones included, in frames of at most
+        `push_pull_part_bytes`."""
+        budget = self.cfg.push_pull_part_bytes
+        parts: list[list[MemberState]] = [[]]
+        size = 0
+        for member in self.members:
+            state = self._state_of(member)
+            n = state_size(state)
+            if parts[-1] and (size + n > budget or len(parts[-1]) >= PUSH_PULL_MAX_STATES):
+                parts.append([])
+                size = 0
+            parts[-1].append(state)
+            size += n
+        return [PushPull(reply, i, len(parts), tuple(p)) for i, p in enumerate(parts)]
+
+    def _push_pull_period(self) -> float:
+        return push_pull_interval(self.cfg.push_pull_period, self.members.live)
+
+    # ----------------------------------------------------- the state rules
+
+    def _merge_all(
+        self,
+        states: tuple[MemberState, ...],
+        sender: NodeId,
+        now: float,
+        out: list[Output],
+        *,
+        push_pull: bool = False,
+    ) -> None:
+        known = self.members.by_id
+        for state in states:
+            node = state.node
+            status = STATUS_OF_CODE[state.status]
+            if status is ALIVE:
+                member = known.get(node)
+                if member is not None and state.incarnation <= member.incarnation:
+                    continue  # the common case: nothing new
+                if node.name == SEED_NAME:
+                    continue
+                if state.tags and tags_bytes(state.tags) > self.cfg.max_tags_bytes:
+                    self.counters["oversized_tags_dropped"] += 1
+                    continue
+                # A push-pull carries the sender's whole list: members new
+                # to us there are rarely news to anyone else (a joiner
+                # learning the cluster), so only the sender's own state is
+                # passed on; later push-pulls spread the rest.
+                news = member is not None or not push_pull or node == sender
+                self._on_alive(node, state.incarnation, state.tags, now, out, spread=news)
+                continue
+            if node.name == SEED_NAME:
+                continue
+            elif status is SUSPECT:
+                accuser = state.accuser or sender
+                self._on_suspect(node, state.incarnation, accuser, now, out, local=False)
+            elif status is FAILED and not self._suspected(node):
+                # A verdict only ends a suspicion we hold. On a member we
+                # hold alive it is one more suspicion (accused by whoever
+                # told us), so a stale message or the list of the other
+                # half of a partition cannot kill live members.
+                # (memberlist applies this rule to push-pull only.)
+                self._on_suspect(node, state.incarnation, sender, now, out, local=False)
+            else:
+                self._on_dead(node, state.incarnation, status, now, out, local=False)
+
+    def _suspected(self, node: NodeId) -> bool:
+        member = self.members.get(node)
+        return member is not None and member.status is SUSPECT
+
+    def _on_alive(
+        self,
+        node: NodeId,
+        incarnation: int,
+        tags: dict[str, str],
+        now: float,
+        out: list[Output],
+        *,
+        spread: bool = True,
+    ) -> None:
+        """alive(i): new members join; a known one takes it when i is above
+        what we hold, whatever its status (a refutation, a restart, a
+        healed partition). About us: we restarted and an older self went
+        higher; go past it."""
+        if node == self.me:
+            if incarnation > self.incarnation:
+                self._refute(incarnation, now)
+            return
+        member = self.members.get(node)
+        if member is None:
+            member = Member(node, incarnation, ALIVE, tags, now)
+            self.members.add(member)
+            out.append(MemberChanged(node, ALIVE, incarnation, tags))
+            if spread:
+                self._spread(self._state_of(member), local=False)
+            return
+        if incarnation <= member.incarnation:
+            return
+        old = member.status
+        self._end_suspicion(member, out)
+        self.members.set_state(member, ALIVE, incarnation, now)
+        changed = old is not ALIVE or tags != member.tags
+        member.tags = tags
+        if changed:
+            out.append(MemberChanged(node, ALIVE, incarnation, tags))
+        if old in DEAD:
+            self._reconnect.pop(node, None)
+        self._spread(self._state_of(member), local=False)
+
+    def _on_suspect(
+        self,
+        node: NodeId,
+        incarnation: int,
+        accuser: NodeId,
+        now: float,
+        out: list[Output],
+        *,
+        local: bool,
+    ) -> None:
+        """suspect(i): an alive member at i or below becomes suspect and its
+        suspicion timer starts; for a member already suspect at i, a new
+        accuser is a confirmation that brings the deadline closer
+        (Lifeguard), and is passed on. About us: refute."""
+        if node == self.me:
+            if incarnation >= self.incarnation:
+                self._refute(incarnation, now)
+            return
+        member = self.members.get(node)
+        if member is None or member.status in DEAD or incarnation < member.incarnation:
+            return
+        if member.status is SUSPECT and incarnation == member.incarnation:
+            suspicion = self._suspicions.get(node)
+            if suspicion is not None and suspicion.confirm(accuser):
+                self.counters["confirmations"] += 1
+                delay = max(0.0, suspicion.deadline() - now)
+                out.append(SetTimer(Timer(SwimTimer.SUSPICION, (node, incarnation)), delay))
+                self._spread(MemberState(node, incarnation, 1, {}, accuser), local=local)
+            return
+        self._end_suspicion(member, out)
+        self.members.set_state(member, SUSPECT, incarnation, now)
+        n = self.members.live
+        lifeguard = self.cfg.lifeguard
+        k = expected_confirmations(self.cfg.indirect_k, n) if lifeguard else 0
+        lo = suspicion_min(self.cfg.suspicion_mult, n, self.cfg.probe_period)
+        hi = lo * self.cfg.suspicion_max_mult if lifeguard else lo
+        suspicion = Suspicion(accuser, now, k, lo, hi)
+        self._suspicions[node] = suspicion
+        self.counters["suspicions"] += 1
+        out.append(MemberChanged(node, SUSPECT, incarnation, member.tags))
+        out.append(SetTimer(Timer(SwimTimer.SUSPICION, (node, incarnation)), suspicion.timeout()))
+        self._spread(MemberState(node, incarnation, 1, {}, accuser), local=local)
+
+    def _on_dead(
+        self,
+        node: NodeId,
+        incarnation: int,
+        status: MemberStatus,
+        now: float,
+        out: list[Output],
+        *,
+        local: bool,
+    ) -> None:
+        """failed(i) / left(i): a live member at i or below becomes a
+        tombstone. About us: refute, unless we are the one leaving."""
+        if node == self.me:
+            if incarnation >= self.incarnation:
+                self._refute(incarnation, now)
+            return
+        member = self.members.get(node)
+        if member is None or member.status in DEAD or incarnation < member.incarnation:
+            return
+        self._end_suspicion(member, out)
+        self.members.set_state(member, status, incarnation, now)
+        out.append(MemberChanged(node, status, incarnation, member.tags))
+        if status is FAILED:
+            self._reconnect[node] = now
+        self._spread(self._state_of(member), local=local)
+
+    def _refute(self, accused: int, now: float) -> None:
+        """Someone holds a state about us at `accused` that is not ours: go
+        past it and spread alive (SWIM sec. 4.2). Lifeguard: having to
+        refute means others could not hear us; raise our health score."""
+        self.incarnation = max(self.incarnation, accused) + 1
+        self.members.set_state(self._self, ALIVE, self.incarnation, now)
+        self.awareness.apply(1)
+        self.counters["refutations"] += 1
+        self._spread(self._state_of(self._self), local=True)
+
+    def _end_suspicion(self, member: Member, out: list[Output]) -> None:
+        if self._suspicions.pop(member.node, None) is not None:
+            key = (member.node, member.incarnation)
+            out.append(CancelTimer(Timer(SwimTimer.SUSPICION, key)))
+
+    # ---------------------------------------------------------- spreading
+
+    def _state_of(self, member: Member) -> MemberState:
+        code = STATUS_CODES[member.status]
+        if member.status is ALIVE:
+            return MemberState(member.node, member.incarnation, code, member.tags, None)
+        accuser = None
+        if member.status is SUSPECT:
+            suspicion = self._suspicions.get(member.node)
+            first = None if suspicion is None else next(iter(suspicion.accusers))
+            accuser = first if isinstance(first, NodeId) else self.me
+        return MemberState(member.node, member.incarnation, code, {}, accuser)
+
+    def _spread(self, state: MemberState, *, local: bool) -> None:
+        """Queue a change for piggybacking; announce it too when this node
+        originated it."""
+        self.queue.put(state.node, state, state_size(state))
+        if local and self.announce:
+            self._announcements.append(state)
+
+    def _piggyback(self, first: MemberState | None = None) -> tuple[MemberState, ...]:
+        budget = self.cfg.piggyback_bytes
+        limit = retransmit_limit(self.cfg.retransmit_mult, self.members.live)
+        if first is None:
+            updates = self.queue.take(budget, limit)
+        else:
+            updates = [first, *self.queue.take(budget - state_size(first), limit, first.node)]
+        return tuple(updates[:SWIM_MAX_UPDATES])

@@ -1,0 +1,186 @@
+"""The control API over its socket: the client, the framing, the ops, and
+what the server does with bad requests."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+
+from daemon.agent import Agent, AgentSettings
+from daemon.client import ControlUnreachable, open_client
+from daemon.control import ControlError, FrameReader, pack, parse_control
+from daemon.testing import Changes, fast_config
+
+WAIT = 10.0
+
+
+def _agent(control: str, **kw: object) -> Agent:
+    return Agent(
+        AgentSettings(
+            bind=("127.0.0.1", 0),
+            name="solo",
+            control=control,
+            config=fast_config(),
+            seed=1,
+            **kw,  # type: ignore[arg-type]
+        )
+    )
+
+
+def test_parse_control() -> None:
+    assert parse_control("127.0.0.1:7373") == ("tcp", ("127.0.0.1", 7373))
+    assert parse_control("unix:/run/o.sock") == ("unix", "/run/o.sock")
+    assert parse_control("/tmp/o.sock") == ("unix", "/tmp/o.sock")
+    with pytest.raises(ValueError):
+        parse_control("nohost")
+
+
+async def test_handshake_publish_subscribe_over_tcp() -> None:
+    async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
+        hello = await client.handshake()
+        assert hello == {"version": 1, "name": "solo", "addr": agent.me.addr}
+        async with client.subscribe("news", count=2) as events:
+            await client.publish("news", b"one")
+            await client.publish("other", b"not for us")
+            await client.publish("news", "two")  # type: ignore[arg-type]
+            with trio.fail_after(WAIT):
+                got = [e async for e in events]
+        assert [(e["topic"], e["payload"], e["origin"], e["hops"]) for e in got] == [
+            ("news", b"one", "solo", 0),
+            ("news", b"two", "solo", 0),
+        ]
+        assert got[1]["seq"] == got[0]["seq"] + 2  # "other" took one seq
+
+
+async def test_unix_socket_and_unsubscribe(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.sock"
+    async with _agent(f"unix:{path}") as agent:
+        assert agent.control_address == f"unix:{path}"
+        assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
+        async with open_client(str(path)) as client:
+            async with client.subscribe("t") as events:
+                await client.publish("t", b"x")
+                with trio.fail_after(WAIT):
+                    first = await events.__anext__()
+                assert first["payload"] == b"x"
+                await client.request("unsubscribe", stream=events.seq)
+                with trio.fail_after(WAIT):
+                    rest = [e async for e in events]
+                assert rest == []
+            assert sum(len(s) for s in agent._subs.values()) == 0
+    assert not path.exists()  # removed when the agent stops
+
+
+async def test_errors_are_answers_not_disconnects() -> None:
+    async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
+        with pytest.raises(ControlError, match="unknown op"):
+            await client.request("frobnicate")
+        with pytest.raises(ControlError, match="topic"):
+            await client.request("publish", topic="", payload=b"x")
+        with pytest.raises(ControlError, match="payload is"):
+            await client.publish("t", b"x" * (agent.settings.config.plumtree.max_payload + 1))
+        with pytest.raises(ControlError, match="count"):
+            async with client.subscribe("t", count=0):
+                pass
+        with pytest.raises(ControlError, match="no stream"):
+            await client.request("unsubscribe", stream=999)
+        with pytest.raises(ControlError, match="version"):
+            await client.request("handshake", version=99)
+        with pytest.raises(ControlError, match="seeds"):
+            await client.request("join", seeds="not a list")
+        # Still usable after all that.
+        assert (await client.handshake())["name"] == "solo"
+
+
+async def test_garbage_from_a_client_gets_an_error_and_a_close() -> None:
+    async with _agent("127.0.0.1:0") as agent:
+        host, port = agent.control_address.rsplit(":", 1)  # type: ignore[union-attr]
+        for junk in (
+            struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1",  # not msgpack
+            struct.pack(">I", 2**31),  # oversized length
+            pack([1, 2, 3]),  # not a map
+        ):
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(junk)
+            data = b""
+            with trio.fail_after(WAIT):
+                while chunk := await stream.receive_some(4096):
+                    data += chunk
+            answer = msgpack.unpackb(data[4:])
+            assert answer["ok"] is False and answer["seq"] == 0
+            await stream.aclose()
+        # A malformed request in a good frame: answered, connection kept.
+        stream = await trio.open_tcp_stream(host, int(port))
+        reader = FrameReader(stream, 1 << 20)
+        await stream.send_all(pack({"seq": 5, "op": 5}))
+        with trio.fail_after(WAIT):
+            answer = await reader.read()
+        assert answer is not None and answer["seq"] == 5 and answer["ok"] is False
+        await stream.send_all(pack({"seq": 6, "op": "handshake"}))
+        with trio.fail_after(WAIT):
+            answer = await reader.read()
+        assert answer is not None and answer["seq"] == 6 and answer["ok"] is True
+        await stream.aclose()
+        assert agent.running
+
+
+async def test_unreachable_control_socket() -> None:
+    with pytest.raises(ControlUnreachable, match="no agent"):
+        async with open_client("127.0.0.1:1"):
+            pass
+    with pytest.raises(ControlUnreachable):
+        async with open_client("unix:/nonexistent/overlay.sock"):
+            pass
+
+
+async def test_leave_answers_then_the_agent_stops() -> None:
+    agent = _agent("127.0.0.1:0", leave_grace=0.05)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        async with open_client(agent.control_address) as client:
+            with trio.fail_after(WAIT):
+                await client.leave()
+            with trio.fail_after(WAIT):
+                await agent.wait_stopped()
+            with pytest.raises(ControlError):
+                await client.members()
+    assert not agent.running
+
+
+async def test_monitor_streams_member_changes() -> None:
+    async with _agent("127.0.0.1:0", tags={"role": "web"}) as agent:
+        changes = Changes([agent])
+        async with open_client(agent.control_address) as client, client.monitor() as events:
+            tags = await client.tags(set={"zone": "a"})
+            assert tags == {"role": "web", "zone": "a"}
+            with trio.fail_after(WAIT):
+                ev = await events.__anext__()
+            assert ev["name"] == "solo" and ev["status"] == "alive"
+            assert ev["tags"] == {"role": "web", "zone": "a"}
+            assert (await client.tags(delete=["role"])) == {"zone": "a"}
+            assert (await client.tags()) == {"zone": "a"}
+        await changes.until(lambda: True, WAIT)
+
+
+async def test_a_client_that_resets_mid_stream_does_not_hurt_the_agent() -> None:
+    import socket
+
+    async with _agent("127.0.0.1:0") as agent:
+        host, port = agent.control_address.rsplit(":", 1)  # type: ignore[union-attr]
+        for _ in range(3):
+            raw = await trio.open_tcp_stream(host, int(port))
+            await raw.send_all(pack({"seq": 1, "op": "subscribe", "args": {"topic": "t"}}))
+            reader = FrameReader(raw, 1 << 20)
+            with trio.fail_after(WAIT):
+                assert (await reader.read()) == {"seq": 1, "ok": True, "result": {}}
+            await agent.publish("t", b"x" * 1000)
+            # Close with a reset (SO_LINGER 0) while events are in flight.
+            raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await raw.aclose()
+        async with open_client(agent.control_address) as client:
+            assert (await client.handshake())["name"] == "solo"
+        assert agent.running
