@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from overlay.ids import NodeId
+
 _FIELDS = "overlay_fields"
 
 
@@ -33,6 +35,8 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if isinstance(value, NodeId):  # a tuple underneath: print it as name@addr
+        return str(value)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

@@ -12,6 +12,15 @@ other exception escapes `decode`. Encoding holds local messages to the same
 schema: a value the peer would refuse (wrong type, out of range, too long) or
 a frame over the limit raises `EncodeError` at the sender, naming the field,
 instead of leaving the peer to drop the frame.
+
+Speed: every message is checked field by field, and a push-pull carries
+thousands of member states, so the checks are the codec's hot path. They are
+compiled: for each record class the schema is turned once into the source
+of one decoder and one encoder function with every check inlined (the way
+`dataclasses` writes `__init__`), instead of a chain of closures per field.
+Error paths (the field's dotted name) are built only when a check fails.
+Decoded node ids are interned: a cluster has few distinct ones, and equal
+frames then give identical `NodeId` objects without re-validating them.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from overlay.messages import MAX_ITEMS, MAX_STR, TAGS, Message
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024
 INT_MAX = 2**63 - 1
+DICT_MAX = 64  # default cap on dict[str, str] entries
 
 
 class DecodeError(ValueError):
@@ -40,236 +50,334 @@ class EncodeError(ValueError):
     """A local message cannot be encoded (too large, or a bad value)."""
 
 
-_Dec = Callable[[Any, str], Any]
-_Enc = Callable[[Any], Any]
+# --------------------------------------------------------------------------
+# Helpers the generated functions call (on the error paths, mostly)
 
 
 def _fail(where: str, why: str) -> DecodeError:
     return DecodeError(f"{where}: {why}")
 
 
-def _dec_node(v: Any, where: str) -> NodeId:
-    if type(v) is not list or len(v) != 3:
-        raise _fail(where, "node id must be [name, host, port]")
-    name, host, port = v
-    if type(name) is not str or not 0 < len(name) <= MAX_NAME_LEN:
-        raise _fail(where, "bad node name")
-    if type(host) is not str or not 0 < len(host) <= MAX_HOST_LEN:
-        raise _fail(where, "bad node host")
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise _fail(where, "bad node port")
-    return NodeId(name, host, port)
+def _type_fail(where: str, expected: str, v: Any) -> DecodeError:
+    return _fail(where, f"expected {expected}, got {type(v).__name__}")
 
 
-def _enc_node(n: Any) -> list[Any]:
-    if type(n) is not NodeId:
-        raise EncodeError(f"expected NodeId, got {type(n).__name__}")
-    return [n.name, n.host, n.port]
+def _int_fail(where: str, v: Any, lo: int, hi: int) -> DecodeError:
+    if type(v) is not int:
+        return _type_fail(where, "int", v)
+    return _fail(where, f"{v} not in [{lo}, {hi}]")
 
 
-def _int_dec(lo: int, hi: int) -> _Dec:
-    def dec(v: Any, where: str) -> int:
-        if type(v) is not int:
-            raise _fail(where, f"expected int, got {type(v).__name__}")
-        if not lo <= v <= hi:
-            raise _fail(where, f"{v} not in [{lo}, {hi}]")
-        return v
-
-    return dec
-
-
-def _int_enc(lo: int, hi: int) -> _Enc:
-    def enc(v: Any) -> int:
-        if type(v) is not int or not lo <= v <= hi:
-            raise EncodeError(f"{v!r} is not an int in [{lo}, {hi}]")
-        return v
-
-    return enc
-
-
-def _scalar_enc(kind: Any, max_len: int | None) -> _Enc:
-    def enc(v: Any) -> Any:
-        if type(v) is not kind:
-            raise EncodeError(f"expected {kind.__name__}, got {type(v).__name__}")
-        if max_len is not None and len(v) > max_len:
-            raise EncodeError(f"longer than {max_len}")
-        return v
-
-    return enc
-
-
-def _scalar_dec(kind: Any, max_len: int | None) -> _Dec:
-    def dec(v: Any, where: str) -> Any:
-        if type(v) is not kind:
-            raise _fail(where, f"expected {kind.__name__}, got {type(v).__name__}")
-        if max_len is not None and len(v) > max_len:
-            raise _fail(where, f"longer than {max_len}")
-        return v
-
-    return dec
+def _len_fail(where: str, v: Any, kind: str, cap: int) -> DecodeError:
+    if type(v).__name__ != kind:
+        return _type_fail(where, {"list": "array", "dict": "map"}.get(kind, kind), v)
+    unit = {"list": "items", "dict": "entries"}.get(kind)
+    return _fail(where, f"more than {cap} {unit}" if unit else f"longer than {cap}")
 
 
 def _float_dec(v: Any, where: str) -> float:
-    if type(v) is float:
-        return v
     if type(v) is int:
         return float(v)
-    raise _fail(where, f"expected float, got {type(v).__name__}")
+    raise _type_fail(where, "float", v)
 
 
-def _float_enc(v: Any) -> float:
-    if type(v) is float:
-        return v
+_NODES: dict[tuple[str, str, int], NodeId] = {}
+_NODES_MAX = 1 << 16  # distinct ids remembered; the table starts over when full
+
+
+def _node(v: Any, where: str) -> NodeId:
+    if type(v) is list and len(v) == 3:
+        name, host, port = v
+        if type(name) is str and type(host) is str and type(port) is int:
+            key = (name, host, port)
+            node = _NODES.get(key)
+            if node is not None:
+                return node
+            if (
+                0 < len(name) <= MAX_NAME_LEN
+                and 0 < len(host) <= MAX_HOST_LEN
+                and 0 <= port <= 65535
+            ):
+                node = NodeId(name, host, port)
+                if len(_NODES) >= _NODES_MAX:
+                    _NODES.clear()
+                _NODES[key] = node
+                return node
+    raise _node_fail(v, where)
+
+
+def _node_fail(v: Any, where: str) -> DecodeError:
+    if type(v) is not list or len(v) != 3:
+        return _fail(where, "node id must be [name, host, port]")
+    name, host, _ = v
+    if type(name) is not str or not 0 < len(name) <= MAX_NAME_LEN:
+        return _fail(where, "bad node name")
+    if type(host) is not str or not 0 < len(host) <= MAX_HOST_LEN:
+        return _fail(where, "bad node host")
+    return _fail(where, "bad node port")
+
+
+def _strmap(v: Any, cap: int, where: str) -> dict[str, str]:
+    if type(v) is not dict:
+        raise _type_fail(where, "map", v)
+    if len(v) > cap:
+        raise _fail(where, f"more than {cap} entries")
+    for k, x in v.items():
+        if type(k) is not str or type(x) is not str or len(k) > MAX_STR or len(x) > MAX_STR:
+            raise _fail(where, "map entries must be short strings")
+    return v
+
+
+def _enc_fail(where: str, why: str) -> EncodeError:
+    return EncodeError(f"{where}: {why}")
+
+
+def _enc_type(where: str, expected: str, v: Any) -> EncodeError:
+    return _enc_fail(where, f"expected {expected}, got {type(v).__name__}")
+
+
+def _enc_int(where: str, v: Any, lo: int, hi: int) -> EncodeError:
+    return _enc_fail(where, f"{v!r} is not an int in [{lo}, {hi}]")
+
+
+def _enc_float(v: Any, where: str) -> float:
     if type(v) is int and -INT_MAX - 1 <= v <= INT_MAX:
         return float(v)
-    raise EncodeError(f"expected float, got {type(v).__name__}")
+    raise _enc_type(where, "float", v)
 
 
-def _tuple_dec(item: _Dec, max_len: int) -> _Dec:
-    def dec(v: Any, where: str) -> tuple[Any, ...]:
-        if type(v) is not list:
-            raise _fail(where, f"expected array, got {type(v).__name__}")
-        if len(v) > max_len:
-            raise _fail(where, f"more than {max_len} items")
-        return tuple(item(x, where) for x in v)
-
-    return dec
-
-
-def _tuple_enc(item: _Enc, max_len: int) -> _Enc:
-    def enc(v: Any) -> list[Any]:
-        if type(v) is not tuple and type(v) is not list:
-            raise EncodeError(f"expected tuple, got {type(v).__name__}")
-        if len(v) > max_len:
-            raise EncodeError(f"more than {max_len} items")
-        return [item(x) for x in v]
-
-    return enc
+def _enc_strmap(v: Any, cap: int, where: str) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise _enc_type(where, "dict", v)
+    if len(v) > cap:
+        raise _enc_fail(where, f"more than {cap} entries")
+    for k, x in v.items():
+        if type(k) is not str or type(x) is not str or len(k) > MAX_STR or len(x) > MAX_STR:
+            raise _enc_fail(where, "map entries must be short strings")
+    return dict(v)
 
 
-def _strmap_dec(max_len: int) -> _Dec:
-    def dec(v: Any, where: str) -> dict[str, str]:
-        if type(v) is not dict:
-            raise _fail(where, f"expected map, got {type(v).__name__}")
-        if len(v) > max_len:
-            raise _fail(where, f"more than {max_len} entries")
-        for k, x in v.items():
-            if type(k) is not str or type(x) is not str or len(k) > MAX_STR or len(x) > MAX_STR:
-                raise _fail(where, "map entries must be short strings")
-        return dict(v)
-
-    return dec
+# --------------------------------------------------------------------------
+# The compiler: schema -> source of one decoder and one encoder per class
 
 
-def _strmap_enc(max_len: int) -> _Enc:
-    def enc(v: Any) -> dict[str, str]:
-        if not isinstance(v, dict):
-            raise EncodeError(f"expected dict, got {type(v).__name__}")
-        if len(v) > max_len:
-            raise EncodeError(f"more than {max_len} entries")
-        for k, x in v.items():
-            if type(k) is not str or type(x) is not str or len(k) > MAX_STR or len(x) > MAX_STR:
-                raise EncodeError("map entries must be short strings")
-        return dict(v)
+class _Compiler:
+    """Writes `dec_<Class>(v, where)` and `enc_<Class>(v, where)` for a
+    record class and every record class it contains. `where` is the dotted
+    path of the value being checked, used only to word an error."""
 
-    return enc
+    def __init__(self) -> None:
+        self.env: dict[str, Any] = {
+            "NodeId": NodeId,
+            "_fail": _fail,
+            "_type_fail": _type_fail,
+            "_int_fail": _int_fail,
+            "_len_fail": _len_fail,
+            "_float_dec": _float_dec,
+            "_node": _node,
+            "_strmap": _strmap,
+            "_enc_fail": _enc_fail,
+            "_enc_type": _enc_type,
+            "_enc_int": _enc_int,
+            "_enc_float": _enc_float,
+            "_enc_strmap": _enc_strmap,
+        }
+        self.sources: list[str] = []
+        self.done: set[type] = set()
+        self._n = 0
 
+    def _const(self, value: Any) -> str:
+        self._n += 1
+        name = f"_k{self._n}"
+        self.env[name] = value
+        return name
 
-def _optional_dec(inner: _Dec) -> _Dec:
-    def dec(v: Any, where: str) -> Any:
-        return None if v is None else inner(v, where)
-
-    return dec
-
-
-def _record_dec(cls: type) -> _Dec:
-    fields = _schema(cls)
-    n = len(fields)
-    name = cls.__name__
-
-    def dec(v: Any, where: str) -> Any:
-        if type(v) is not list or len(v) != n:
-            raise _fail(where, f"{name} must be an array of {n}")
-        return cls(*[d(x, f"{where}.{fname}") for (fname, d, _), x in zip(fields, v, strict=True)])
-
-    return dec
-
-
-def _record_enc(cls: type) -> _Enc:
-    fields = _schema(cls)
-    name = cls.__name__
-
-    def enc(v: Any) -> list[Any]:
-        if type(v) is not cls:
-            raise EncodeError(f"expected {name}, got {type(v).__name__}")
-        return [e(getattr(v, fname)) for fname, _, e in fields]
-
-    return enc
-
-
-def _codec_for(tp: Any, meta: typing.Mapping[str, Any]) -> tuple[_Dec, _Enc]:
-    origin = typing.get_origin(tp)
-    max_len = meta.get("max_len")
-    if tp is int:
-        lo, hi = meta.get("lo", 0), meta.get("hi", INT_MAX)
-        return _int_dec(lo, hi), _int_enc(lo, hi)
-    if tp is bool:
-        return _scalar_dec(bool, None), _scalar_enc(bool, None)
-    if tp is float:
-        return _float_dec, _float_enc
-    if tp is str:
-        cap = max_len if max_len is not None else MAX_STR
-        return _scalar_dec(str, cap), _scalar_enc(str, cap)
-    if tp is bytes:
-        return _scalar_dec(bytes, max_len), _scalar_enc(bytes, max_len)
-    if tp is NodeId:
-        return _dec_node, _enc_node
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) != 2 or args[1] is not Ellipsis:
-            raise TypeError(f"only tuple[T, ...] is supported, not {tp}")
-        item_dec, item_enc = _codec_for(args[0], {})
-        cap = max_len if max_len is not None else MAX_ITEMS
-        return _tuple_dec(item_dec, cap), _tuple_enc(item_enc, cap)
-    if origin is dict:
-        if typing.get_args(tp) != (str, str):
-            raise TypeError(f"only dict[str, str] is supported, not {tp}")
-        cap = max_len if max_len is not None else 64
-        return _strmap_dec(cap), _strmap_enc(cap)
-    if origin in (types.UnionType, typing.Union):
-        members = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(members) != 1:
-            raise TypeError(f"only T | None unions are supported, not {tp}")
-        d, e = _codec_for(members[0], meta)
-        return _optional_dec(d), lambda v: None if v is None else e(v)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _record_dec(tp), _record_enc(tp)
-    raise TypeError(f"unsupported wire type {tp!r}")
-
-
-_SCHEMAS: dict[type, list[tuple[str, _Dec, _Enc]]] = {}
-
-
-def _schema(cls: type) -> list[tuple[str, _Dec, _Enc]]:
-    """(name, decoder, encoder) per field of a message or record class."""
-    if cls not in _SCHEMAS:
+    def record(self, cls: type) -> None:
+        if cls in self.done:
+            return
+        self.done.add(cls)
         hints = typing.get_type_hints(cls)
-        _SCHEMAS[cls] = [
-            (f.name, *_codec_for(hints[f.name], f.metadata)) for f in dataclasses.fields(cls)
+        fields = dataclasses.fields(cls)
+        n = len(fields)
+        name = cls.__name__
+        cls_ref = self._const(cls)
+        dec = [
+            f"def dec_{name}(v, where):",
+            f"    if type(v) is not list or len(v) != {n}:",
+            f"        raise _fail(where, {name + ' must be an array of ' + str(n)!r})",
         ]
-    return _SCHEMAS[cls]
+        if n:
+            dec.append(f"    {', '.join(f'f{i}' for i in range(n))}{',' if n == 1 else ''} = v")
+        enc = [f"def enc_{name}(v, where):"]
+        for i, f in enumerate(fields):
+            path = f"where + {'.' + f.name!r}"
+            dec += self._dec(f"f{i}", hints[f.name], f.metadata, path, "    ")
+            enc.append(f"    f{i} = v.{f.name}")
+            enc += self._enc(f"f{i}", hints[f.name], f.metadata, path, "    ")
+        dec.append(f"    return {cls_ref}({', '.join(f'f{i}' for i in range(n))})")
+        enc.append(f"    return [{', '.join(f'f{i}' for i in range(n))}]")
+        self.sources += ["\n".join(dec), "\n".join(enc)]
+
+    def _dec(
+        self, x: str, tp: Any, meta: typing.Mapping[str, Any], path: str, ind: str
+    ) -> list[str]:
+        """Lines that check `x` against `tp` and, where needed, convert it."""
+        origin = typing.get_origin(tp)
+        cap = meta.get("max_len")
+        if tp is int:
+            lo, hi = meta.get("lo", 0), meta.get("hi", INT_MAX)
+            return [
+                f"{ind}if type({x}) is not int or not {lo} <= {x} <= {hi}:",
+                f"{ind}    raise _int_fail({path}, {x}, {lo}, {hi})",
+            ]
+        if tp is bool:
+            return [
+                f"{ind}if type({x}) is not bool:",
+                f"{ind}    raise _type_fail({path}, 'bool', {x})",
+            ]
+        if tp is float:
+            return [f"{ind}if type({x}) is not float:", f"{ind}    {x} = _float_dec({x}, {path})"]
+        if tp in (str, bytes):
+            kind = tp.__name__
+            if tp is str and cap is None:
+                cap = MAX_STR
+            if cap is None:
+                return [
+                    f"{ind}if type({x}) is not {kind}:",
+                    f"{ind}    raise _type_fail({path}, {kind!r}, {x})",
+                ]
+            return [
+                f"{ind}if type({x}) is not {kind} or len({x}) > {cap}:",
+                f"{ind}    raise _len_fail({path}, {x}, {kind!r}, {cap})",
+            ]
+        if tp is NodeId:
+            return [f"{ind}{x} = _node({x}, {path})"]
+        if origin is tuple:
+            args = typing.get_args(tp)
+            if len(args) != 2 or args[1] is not Ellipsis:
+                raise TypeError(f"only tuple[T, ...] is supported, not {tp}")
+            cap = cap if cap is not None else MAX_ITEMS
+            lines = [
+                f"{ind}if type({x}) is not list or len({x}) > {cap}:",
+                f"{ind}    raise _len_fail({path}, {x}, 'list', {cap})",
+            ]
+            item = args[0]
+            if item is NodeId:
+                return [*lines, f"{ind}{x} = tuple([_node(i, {path}) for i in {x}])"]
+            if dataclasses.is_dataclass(item) and isinstance(item, type):
+                self.record(item)
+                return [*lines, f"{ind}{x} = tuple([dec_{item.__name__}(i, {path}) for i in {x}])"]
+            lines.append(f"{ind}for i in {x}:")
+            lines += self._dec("i", item, {}, path, ind + "    ")
+            return [*lines, f"{ind}{x} = tuple({x})"]
+        if origin is dict:
+            if typing.get_args(tp) != (str, str):
+                raise TypeError(f"only dict[str, str] is supported, not {tp}")
+            cap = cap if cap is not None else DICT_MAX
+            # Most maps (member tags) are empty: check those inline.
+            return [
+                f"{ind}if type({x}) is not dict or {x}:",
+                f"{ind}    {x} = _strmap({x}, {cap}, {path})",
+            ]
+        if origin in (types.UnionType, typing.Union):
+            inner = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(inner) != 1:
+                raise TypeError(f"only T | None unions are supported, not {tp}")
+            return [f"{ind}if {x} is not None:", *self._dec(x, inner[0], meta, path, ind + "    ")]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            self.record(tp)
+            return [f"{ind}{x} = dec_{tp.__name__}({x}, {path})"]
+        raise TypeError(f"unsupported wire type {tp!r}")
+
+    def _enc(
+        self, x: str, tp: Any, meta: typing.Mapping[str, Any], path: str, ind: str
+    ) -> list[str]:
+        """Lines that check local value `x` against `tp` and make it wire-ready."""
+        origin = typing.get_origin(tp)
+        cap = meta.get("max_len")
+        if tp is int:
+            lo, hi = meta.get("lo", 0), meta.get("hi", INT_MAX)
+            return [
+                f"{ind}if type({x}) is not int or not {lo} <= {x} <= {hi}:",
+                f"{ind}    raise _enc_int({path}, {x}, {lo}, {hi})",
+            ]
+        if tp is bool:
+            return [
+                f"{ind}if type({x}) is not bool:",
+                f"{ind}    raise _enc_type({path}, 'bool', {x})",
+            ]
+        if tp is float:
+            return [f"{ind}if type({x}) is not float:", f"{ind}    {x} = _enc_float({x}, {path})"]
+        if tp in (str, bytes):
+            kind = tp.__name__
+            if tp is str and cap is None:
+                cap = MAX_STR
+            lines = [
+                f"{ind}if type({x}) is not {kind}:",
+                f"{ind}    raise _enc_type({path}, {kind!r}, {x})",
+            ]
+            if cap is not None:
+                lines += [
+                    f"{ind}if len({x}) > {cap}:",
+                    f"{ind}    raise _enc_fail({path}, 'longer than {cap}')",
+                ]
+            return lines
+        if tp is NodeId:
+            return [
+                f"{ind}if type({x}) is not NodeId:",
+                f"{ind}    raise _enc_type({path}, 'NodeId', {x})",
+                f"{ind}{x} = [{x}.name, {x}.host, {x}.port]",
+            ]
+        if origin is tuple:
+            cap = cap if cap is not None else MAX_ITEMS
+            lines = [
+                f"{ind}if type({x}) is not tuple and type({x}) is not list:",
+                f"{ind}    raise _enc_type({path}, 'tuple', {x})",
+                f"{ind}if len({x}) > {cap}:",
+                f"{ind}    raise _enc_fail({path}, 'more than {cap} items')",
+            ]
+            item = typing.get_args(tp)[0]
+            if item is not NodeId and dataclasses.is_dataclass(item) and isinstance(item, type):
+                self.record(item)
+                return [*lines, f"{ind}{x} = [enc_{item.__name__}(i, {path}) for i in {x}]"]
+            lines += [f"{ind}out = []", f"{ind}for i in {x}:"]
+            lines += self._enc("i", item, {}, path, ind + "    ")
+            return [*lines, f"{ind}    out.append(i)", f"{ind}{x} = out"]
+        if origin is dict:
+            cap = cap if cap is not None else DICT_MAX
+            return [
+                f"{ind}if type({x}) is not dict or {x}:",
+                f"{ind}    {x} = _enc_strmap({x}, {cap}, {path})",
+            ]
+        if origin in (types.UnionType, typing.Union):
+            inner = next(a for a in typing.get_args(tp) if a is not type(None))
+            return [f"{ind}if {x} is not None:", *self._enc(x, inner, meta, path, ind + "    ")]
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            self.record(tp)
+            return [
+                f"{ind}if type({x}) is not {self._const(tp)}:",
+                f"{ind}    raise _enc_type({path}, {tp.__name__!r}, {x})",
+                f"{ind}{x} = enc_{tp.__name__}({x}, {path})",
+            ]
+        raise TypeError(f"unsupported wire type {tp!r}")
+
+    def build(self, cls: type) -> tuple[Callable[[Any, str], Any], Callable[[Any, str], list[Any]]]:
+        self.record(cls)
+        exec("\n\n".join(self.sources), self.env)  # our own schema's source, never input
+        self.sources.clear()
+        return self.env[f"dec_{cls.__name__}"], self.env[f"enc_{cls.__name__}"]
 
 
 class _Kind:
-    __slots__ = ("cls", "decoders", "getters", "n", "tag")
+    __slots__ = ("cls", "dec", "enc", "n", "name", "tag")
 
     def __init__(self, tag: int, cls: type[Message]) -> None:
-        schema = _schema(cls)
         self.tag = tag
         self.cls = cls
-        self.n = len(schema)
-        self.decoders = [(f"{cls.__name__}.{name}", dec) for name, dec, _ in schema]
-        self.getters = [(name, enc) for name, _, enc in schema]
+        self.name = cls.__name__
+        self.n = len(dataclasses.fields(typing.cast(Any, cls)))
+        # A class of its own per message: the record names stay unique.
+        self.dec, self.enc = _Compiler().build(cls)
 
 
 _BY_TAG: dict[int, _Kind] = {}
@@ -296,18 +404,16 @@ def encode(sender: NodeId, msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> 
         kind = _BY_CLS.get(type(msg))
         if kind is None:
             raise EncodeError(f"{type(msg).__name__} has no wire tag")
-    body: list[Any] = [PROTOCOL_VERSION, _enc_node(sender), kind.tag]
-    for name, enc in kind.getters:
-        try:
-            body.append(enc(getattr(msg, name)))
-        except EncodeError as exc:
-            raise EncodeError(f"{type(msg).__name__}.{name}: {exc}") from None
+    if type(sender) is not NodeId:
+        raise EncodeError(f"sender: expected NodeId, got {type(sender).__name__}")
+    body: list[Any] = [PROTOCOL_VERSION, [sender.name, sender.host, sender.port], kind.tag]
+    body += kind.enc(msg, kind.name)
     try:
         data: bytes = msgpack.packb(body, use_bin_type=True)
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a lone surrogate in a str
-        raise EncodeError(f"{type(msg).__name__}: {type(exc).__name__}: {exc}") from None
+        raise EncodeError(f"{kind.name}: {type(exc).__name__}: {exc}") from None
     if len(data) > max_frame:
-        raise EncodeError(f"{type(msg).__name__} frame is {len(data)} bytes, limit {max_frame}")
+        raise EncodeError(f"{kind.name} frame is {len(data)} bytes, limit {max_frame}")
     return data
 
 
@@ -318,12 +424,7 @@ def decode(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[NodeId, Mes
     if not data:
         raise DecodeError("empty frame")
     try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-        )
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises a zoo of types on bad input
         raise DecodeError(f"not msgpack: {type(exc).__name__}: {exc}") from None
     if type(obj) is not list or len(obj) < 3:
@@ -331,7 +432,7 @@ def decode(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[NodeId, Mes
     version, sender_raw, tag = obj[0], obj[1], obj[2]
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise DecodeError(f"unsupported protocol version {version!r}")
-    sender = _dec_node(sender_raw, "sender")
+    sender = _node(sender_raw, "sender")
     if type(tag) is not int:
         raise DecodeError(f"tag must be int, got {type(tag).__name__}")
     kind = _BY_TAG.get(tag)
@@ -341,11 +442,10 @@ def decode(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[NodeId, Mes
         if kind is None:
             raise DecodeError(f"unknown message tag {tag}")
     if len(obj) != 3 + kind.n:
-        raise DecodeError(f"{kind.cls.__name__} has {kind.n} fields, frame has {len(obj) - 3}")
+        raise DecodeError(f"{kind.name} has {kind.n} fields, frame has {len(obj) - 3}")
     try:
-        args = [dec(v, where) for (where, dec), v in zip(kind.decoders, obj[3:], strict=True)]
-        return sender, kind.cls(*args)
+        return sender, kind.dec(obj[3:], kind.name)
     except DecodeError:
         raise
     except (ValueError, TypeError) as exc:  # a constructor's own validation
-        raise DecodeError(f"{kind.cls.__name__}: {exc}") from None
+        raise DecodeError(f"{kind.name}: {exc}") from None

@@ -150,6 +150,12 @@ class SwimConfig:
     # A leaving node pushes its "left" state straight to this many members
     # besides gossiping it (guess: like indirect_k).
     leave_fanout: int = 3
+    # Announcements (the changes this node originates, broadcast over
+    # Plumtree) wait this long so that a burst goes out as one broadcast:
+    # the neighbours of a crashed node all probe it out of turn and reach
+    # their suspicions within a few link latencies of each other (guess:
+    # a few LAN/WAN latencies; 0 announces at once).
+    announce_delay: float = 0.1
     # Lifeguard refinements (local health, nacks, suspicion confirmations,
     # buddy system) can be turned off to measure what they buy.
     lifeguard: bool = True
@@ -163,6 +169,8 @@ class SwimConfig:
             raise ValueError("swim.indirect_k >= 0, retransmit_mult >= 1, awareness_max >= 1")
         if self.suspicion_mult <= 0 or self.suspicion_max_mult < 1:
             raise ValueError("swim.suspicion_mult > 0 and swim.suspicion_max_mult >= 1")
+        if self.announce_delay < 0:
+            raise ValueError("swim.announce_delay must be >= 0")
         if self.piggyback_bytes < 64 or self.push_pull_part_bytes < 1024:
             raise ValueError("swim.piggyback_bytes >= 64 and swim.push_pull_part_bytes >= 1024")
 

@@ -44,7 +44,7 @@ class Member:
     """One entry, mutated in place by `MemberList.set_state` only. `tags` is
     replaced, never changed in place, so it can be shared with outputs."""
 
-    __slots__ = ("in_order", "incarnation", "node", "since", "status", "tags")
+    __slots__ = ("in_order", "incarnation", "node", "since", "status", "tags", "wire")
 
     def __init__(
         self,
@@ -60,6 +60,9 @@ class Member:
         self.tags = tags
         self.since = since
         self.in_order = False  # in the probe order list
+        # The owner's memo of this member's wire state; it checks that the
+        # memo still matches (incarnation, status, tags) before use.
+        self.wire: Any = None
 
     def __repr__(self) -> str:
         return f"Member({self.node}, {self.status.value}@{self.incarnation})"

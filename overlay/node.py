@@ -105,8 +105,7 @@ class Node:
         """SWIM's verdicts and hints to HyParView (`overlay.coupling`), and
         the changes SWIM originated broadcast on `MEMBERS_TOPIC`."""
         outs = self._neighbors(self.coupling.after_swim(outs, now), now)
-        news = self.swim.take_announcements()
-        if news is not None:
+        while (news := self.swim.take_announcements()) is not None:
             payload = codec.encode(self.me, news)
             with contextlib.suppress(PublishError):  # left: piggybacking still spreads them
                 outs += self.plumtree.publish(MEMBERS_TOPIC, payload, now)

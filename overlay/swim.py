@@ -147,12 +147,14 @@ class SwimTimer(enum.Enum):
     PUSH_PULL = "push_pull"
     RECONNECT = "reconnect"
     JOIN_RETRY = "join_retry"
+    ANNOUNCE = "announce"  # the announcement batch is due
 
 
 _PROBE_TIMER = Timer(SwimTimer.PROBE)
 _PUSH_PULL_TIMER = Timer(SwimTimer.PUSH_PULL)
 _RECONNECT_TIMER = Timer(SwimTimer.RECONNECT)
 _JOIN_TIMER = Timer(SwimTimer.JOIN_RETRY)
+_ANNOUNCE_TIMER = Timer(SwimTimer.ANNOUNCE)
 
 
 class TagsTooLarge(ValueError):
@@ -193,9 +195,20 @@ def _int_size(i: int) -> int:
     return 1 if i < 128 else 2 if i < 256 else 3 if i < 65536 else 5 if i < 2**32 else 9
 
 
+_NODE_SIZES: dict[NodeId, int] = {}
+_NODE_SIZES_MAX = 1 << 16  # the memo starts over when full
+
+
 def node_size(n: NodeId) -> int:
-    """Bytes of a NodeId in a msgpack frame."""
-    return 1 + _str_size(n.name) + _str_size(n.host) + _int_size(n.port)
+    """Bytes of a NodeId in a msgpack frame (memoised: every push-pull and
+    every queued update asks it of the same few thousand ids)."""
+    size = _NODE_SIZES.get(n)
+    if size is None:
+        size = 1 + _str_size(n.name) + _str_size(n.host) + _int_size(n.port)
+        if len(_NODE_SIZES) >= _NODE_SIZES_MAX:
+            _NODE_SIZES.clear()
+        _NODE_SIZES[n] = size
+    return size
 
 
 def tags_bytes(tags: Mapping[str, str]) -> int:
@@ -206,10 +219,11 @@ def tags_bytes(tags: Mapping[str, str]) -> int:
 def state_size(s: MemberState) -> int:
     """Bytes of a MemberState in a msgpack frame (exact for maps under 16
     entries, an upper bound otherwise)."""
-    size = 2 + node_size(s.node) + _int_size(s.incarnation)
-    size += 1 if len(s.tags) < 16 else 3
-    for k, v in s.tags.items():
-        size += _str_size(k) + _str_size(v)
+    size = 3 + node_size(s.node) + _int_size(s.incarnation)
+    if s.tags:
+        size += 0 if len(s.tags) < 16 else 2
+        for k, v in s.tags.items():
+            size += _str_size(k) + _str_size(v)
     return size + (1 if s.accuser is None else node_size(s.accuser))
 
 
@@ -270,6 +284,8 @@ class Swim:
         # Set by the node when a broadcast layer carries our announcements.
         self.announce = False
         self._announcements: list[MemberState] = []
+        self._announce_armed = False  # the ANNOUNCE timer is pending
+        self._announce_due = False  # take_announcements() hands the batch out
         self._rejoined: list[NodeId] = []
         self.counters: Counter[str] = Counter()
 
@@ -305,6 +321,7 @@ class Swim:
                 self._exchanges.pop((peer.host, peer.port), None)
             case _:
                 pass
+        self._arm_announce(out)
         return out
 
     def probe_now(self, peer: NodeId, now: float) -> list[Output]:
@@ -316,6 +333,7 @@ class Swim:
             return out
         self.counters["probes_out_of_turn"] += 1
         self._start_probe(member, now, out)
+        self._arm_announce(out)
         return out
 
     def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
@@ -330,6 +348,7 @@ class Swim:
         self.members.set_state(self._self, ALIVE, self.incarnation, now)
         self._spread(self._state_of(self._self), local=True)
         out.append(MemberChanged(self.me, ALIVE, self.incarnation, new))
+        self._arm_announce(out)
         return out
 
     def members_snapshot(self) -> tuple[MemberInfo, ...]:
@@ -340,12 +359,25 @@ class Swim:
         return self.members.random_alive(k, exclude)
 
     def take_announcements(self) -> MemberUpdates | None:
-        """Changes this node originated since the last call, for a broadcast."""
-        if not self._announcements:
+        """Changes this node originated, for a broadcast: a batch once the
+        `announce_delay` after the first of them has passed (at once on a
+        leave), None otherwise. Call until None."""
+        if not self._announce_due or not self._announcements:
+            self._announce_due = False
             return None
         batch = tuple(self._announcements[:SWIM_MAX_UPDATES])
         del self._announcements[:SWIM_MAX_UPDATES]
         return MemberUpdates(batch)
+
+    def _arm_announce(self, out: list[Output]) -> None:
+        """Start the batching window when announcements wait and none is open."""
+        if not self._announcements or self._announce_armed or self._announce_due:
+            return
+        if self.cfg.announce_delay <= 0:
+            self._announce_due = True
+            return
+        self._announce_armed = True
+        out.append(SetTimer(_ANNOUNCE_TIMER, self.cfg.announce_delay))
 
     def take_rejoined(self) -> list[NodeId]:
         """Members we had as failed that answered our reconnect push-pull
@@ -479,6 +511,12 @@ class Swim:
         if kind is _Exchange.JOIN and not self._joined:
             self._joined = True
             out.append(CancelTimer(_JOIN_TIMER))
+            # We hold the whole list now: the next anti-entropy is a period
+            # (scaled to the size we now know) away, at a random phase. The
+            # timer armed at start was scaled for a cluster of one, and
+            # would fire a second full exchange within seconds.
+            period = self._push_pull_period()
+            out.append(SetTimer(_PUSH_PULL_TIMER, period * (0.5 + self.rng.random())))
         elif kind is _Exchange.RECONNECT:
             member = self.members.get(sender)
             if member is not None and member.status is ALIVE:
@@ -512,6 +550,9 @@ class Swim:
             case SwimTimer.JOIN_RETRY:
                 if not self._joined and self.seeds:
                     self._join_attempt(now, out)
+            case SwimTimer.ANNOUNCE:
+                self._announce_armed = False
+                self._announce_due = True
             case _:
                 pass
 
@@ -546,6 +587,7 @@ class Swim:
         self.members.set_state(self._self, LEFT, self.incarnation, now)
         state = self._state_of(self._self)
         self._spread(state, local=True)
+        self._announce_due = True  # now, while the links are up
         push = MemberUpdates((state,))
         for peer in self.members.random_alive(self.cfg.leave_fanout):
             out.append(Send(peer, push, reliable=False))
@@ -683,8 +725,11 @@ class Swim:
         parts: list[list[MemberState]] = [[]]
         size = 0
         for member in self.members:
-            state = self._state_of(member)
-            n = state_size(state)
+            if member.status is ALIVE:
+                state, n = self._alive_state(member)
+            else:
+                state = self._state_of(member)
+                n = state_size(state)
             if parts[-1] and (size + n > budget or len(parts[-1]) >= PUSH_PULL_MAX_STATES):
                 parts.append([])
                 size = 0
@@ -811,7 +856,10 @@ class Swim:
                 self.counters["confirmations"] += 1
                 delay = max(0.0, suspicion.deadline() - now)
                 out.append(SetTimer(Timer(SwimTimer.SUSPICION, (node, incarnation)), delay))
-                self._spread(MemberState(node, incarnation, 1, {}, accuser), local=local)
+                state = MemberState(node, incarnation, 1, {}, accuser)
+                self._spread(state, local=False)
+                if local:
+                    self._confirm_to_first_accuser(suspicion, state, out)
             return
         self._end_suspicion(member, out)
         self.members.set_state(member, SUSPECT, incarnation, now)
@@ -826,6 +874,20 @@ class Swim:
         out.append(MemberChanged(node, SUSPECT, incarnation, member.tags))
         out.append(SetTimer(Timer(SwimTimer.SUSPICION, (node, incarnation)), suspicion.timeout()))
         self._spread(MemberState(node, incarnation, 1, {}, accuser), local=local)
+
+    def _confirm_to_first_accuser(
+        self, suspicion: Suspicion, state: MemberState, out: list[Output]
+    ) -> None:
+        """Our own probe confirms a suspicion someone else raised. Only the
+        first accuser announces the verdict (see `_suspicion_expired`), so
+        its timer is the one a confirmation must shorten: tell it directly,
+        one datagram, instead of broadcasting to every member. A
+        confirmation broadcast per confirmer cost k+1 cluster-wide
+        broadcasts per failure, which under a mass failure is a storm.
+        Everyone else still hears it piggybacked."""
+        first = next(iter(suspicion.accusers))
+        if isinstance(first, NodeId) and first != self.me:
+            out.append(Send(first, MemberUpdates((state,)), reliable=False))
 
     def _on_dead(
         self,
@@ -870,10 +932,21 @@ class Swim:
 
     # ---------------------------------------------------------- spreading
 
+    def _alive_state(self, member: Member) -> tuple[MemberState, int]:
+        """An alive member's wire state and its size, memoised on the member:
+        every push-pull sends the whole list, mostly unchanged."""
+        memo = member.wire
+        if memo is not None and memo[0] == member.incarnation and memo[1] is member.tags:
+            return memo[2], memo[3]
+        state = MemberState(member.node, member.incarnation, 0, member.tags, None)
+        size = state_size(state)
+        member.wire = (member.incarnation, member.tags, state, size)
+        return state, size
+
     def _state_of(self, member: Member) -> MemberState:
-        code = STATUS_CODES[member.status]
         if member.status is ALIVE:
-            return MemberState(member.node, member.incarnation, code, member.tags, None)
+            return self._alive_state(member)[0]
+        code = STATUS_CODES[member.status]
         accuser = None
         if member.status is SUSPECT:
             suspicion = self._suspicions.get(member.node)

@@ -103,6 +103,15 @@ def status(s: Swim, n: NodeId) -> tuple[MemberStatus, int] | None:
     return None if m is None else (m.status, m.incarnation)
 
 
+ANNOUNCE_T = Timer(SwimTimer.ANNOUNCE)
+
+
+def announced(s: Swim, now: float) -> MemberUpdates | None:
+    """Let the announcement batching window close, then take the batch."""
+    fire(s, SwimTimer.ANNOUNCE, now)
+    return s.take_announcements()
+
+
 def probe_timers(seq: int, timeout: float = 0.5, period: float = 1.0) -> list[Output]:
     return [
         SetTimer(Timer(SwimTimer.PROBE_TIMEOUT, seq), timeout),
@@ -334,10 +343,12 @@ def test_probe_now_out_of_turn_once() -> None:
 def test_refutation_raises_incarnation_past_the_accusation() -> None:
     s = make((B,))
     s.announce = True
-    assert updates(s, [suspect(ME, 0, B)], 1.0) == []
+    assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
     assert s.incarnation == 1
     assert s.queue.get(ME) == alive(ME, 1)
-    assert s.take_announcements() == MemberUpdates((alive(ME, 1),))
+    assert s.take_announcements() is None  # the batching window is open
+    assert announced(s, 1.1) == MemberUpdates((alive(ME, 1),))
+    assert s.take_announcements() is None
     assert s.awareness.score == 1
     updates(s, [failed(ME, 7)], 2.0)
     assert s.incarnation == 8
@@ -405,19 +416,39 @@ def test_confirmations_shrink_the_timeout_each_confirmer_once() -> None:
     assert updates(s2, [suspect(x, 0, a4)], 110.0) == [SetTimer(timer, 0.0)]
 
 
-def test_our_own_failed_probe_confirms_and_is_announced() -> None:
+def test_our_own_failed_probe_confirms_to_the_first_accuser_only() -> None:
+    """A confirmation is not broadcast (k+1 broadcasts per failure would be
+    a storm under mass failure): it goes to the first accuser, whose timer
+    decides the verdict, and piggybacks for everyone else."""
     others = tuple(nid(i) for i in range(1, 10))
     s = make(others)
     s.announce = True
     first = fire(s, SwimTimer.PROBE, 10.0)[0]
     assert isinstance(first, Send)
     x = first.to
-    updates(s, [suspect(x, 0, nid(20))], 10.2)
+    accuser = nid(20) if x != nid(20) else nid(21)
+    updates(s, [suspect(x, 0, accuser)], 10.2)
     assert s.take_announcements() is None  # heard, not ours
     fire(s, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
     out = fire(s, SwimTimer.PROBE_END, 11.0, 1)
-    assert out == [SetTimer(Timer(SwimTimer.SUSPICION, (x, 0)), pytest.approx(13.2))]
-    assert s.take_announcements() == MemberUpdates((suspect(x, 0, ME),))
+    assert out == [
+        SetTimer(Timer(SwimTimer.SUSPICION, (x, 0)), pytest.approx(13.2)),
+        Send(accuser, MemberUpdates((suspect(x, 0, ME),)), reliable=False),
+    ]
+    assert announced(s, 11.1) is None
+    assert s.queue.get(x) == suspect(x, 0, ME)
+
+
+def test_our_own_first_suspicion_is_announced() -> None:
+    others = tuple(nid(i) for i in range(1, 10))
+    s = make(others)
+    s.announce = True
+    first = fire(s, SwimTimer.PROBE, 10.0)[0]
+    assert isinstance(first, Send)
+    x = first.to
+    fire(s, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
+    fire(s, SwimTimer.PROBE_END, 11.0, 1)
+    assert announced(s, 11.1) == MemberUpdates((suspect(x, 0, ME),))
 
 
 def test_verdict_announced_only_by_the_first_accuser() -> None:
@@ -425,13 +456,14 @@ def test_verdict_announced_only_by_the_first_accuser() -> None:
     s.announce = True
     updates(s, [suspect(B, 0, C)], 1.0)
     fire(s, SwimTimer.SUSPICION, 5.0, (B, 0))
-    assert s.take_announcements() is None
+    assert announced(s, 5.1) is None
     s2 = make((B,))
     s2.announce = True
     fire(s2, SwimTimer.PROBE, 1.0)
     fire(s2, SwimTimer.PROBE_END, 2.0, 1)
     fire(s2, SwimTimer.SUSPICION, 6.0, (B, 0))
-    assert s2.take_announcements() == MemberUpdates((suspect(B, 0, ME), failed(B, 0)))
+    # The window opened at 2.0 is still open: both go in one batch.
+    assert announced(s2, 6.1) == MemberUpdates((suspect(B, 0, ME), failed(B, 0)))
 
 
 def test_failed_about_an_alive_member_is_only_a_suspicion() -> None:
@@ -506,7 +538,12 @@ def test_join_pushes_and_pulls_with_a_seed() -> None:
         SetTimer(Timer(SwimTimer.JOIN_RETRY), 2.0),
     ]
     reply = PushPull(True, 0, 1, (alive(real), alive(B, 2)))
-    assert s.handle(Received(real, reply), 1.5) == [
+    out = s.handle(Received(real, reply), 1.5)
+    # The next anti-entropy exchange is a whole period away, at a random phase.
+    anti_entropy = out.pop(3)
+    assert isinstance(anti_entropy, SetTimer) and anti_entropy.timer == Timer(SwimTimer.PUSH_PULL)
+    assert 15.0 <= anti_entropy.delay <= 45.0
+    assert out == [
         MemberChanged(real, ALIVE, 0, {}),
         MemberChanged(B, ALIVE, 2, {}),
         CancelTimer(Timer(SwimTimer.JOIN_RETRY)),
@@ -689,9 +726,31 @@ def test_tags_size_limit_error() -> None:
 def test_set_tags_spreads_at_a_new_incarnation() -> None:
     s = make((B,))
     s.announce = True
-    assert s.set_tags({"zone": "a"}, 1.0) == [MemberChanged(ME, ALIVE, 1, {"zone": "a"})]
+    assert s.set_tags({"zone": "a"}, 1.0) == [
+        MemberChanged(ME, ALIVE, 1, {"zone": "a"}),
+        SetTimer(ANNOUNCE_T, 0.1),
+    ]
     assert s.queue.get(ME) == alive(ME, 1, {"zone": "a"})
-    assert s.take_announcements() == MemberUpdates((alive(ME, 1, {"zone": "a"}),))
+    assert announced(s, 1.1) == MemberUpdates((alive(ME, 1, {"zone": "a"}),))
+
+
+def test_announcements_in_one_window_go_as_one_batch_and_leave_goes_at_once() -> None:
+    s = make((B, C, D))
+    s.announce = True
+    assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
+    assert updates(s, [suspect(ME, 1, C)], 1.05) == []  # the window is already open
+    assert announced(s, 1.1) == MemberUpdates((alive(ME, 1), alive(ME, 2)))
+    out = s.handle(Leave(), 2.0)
+    assert SetTimer(ANNOUNCE_T, 0.1) not in out
+    assert s.take_announcements() == MemberUpdates((left(ME, 3),))
+    assert s.take_announcements() is None
+
+
+def test_announce_delay_zero_announces_at_once() -> None:
+    s = make((B,), SwimConfig(announce_delay=0.0))
+    s.announce = True
+    assert updates(s, [suspect(ME, 0, B)], 1.0) == []
+    assert s.take_announcements() == MemberUpdates((alive(ME, 1),))
 
 
 def test_oversized_tags_from_the_network_are_dropped() -> None:
