@@ -107,6 +107,12 @@ class PlumtreeConfig:
 
 @dataclass(frozen=True, slots=True)
 class SwimConfig:
+    # Run SWIM at all. Off, a node is HyParView + Plumtree only, as in the
+    # papers and iroh-gossip: no member list beyond itself, connection loss
+    # the only failure detector. Full membership costs O(N) memory per node
+    # and O(N^2) in a simulation, which is what keeps 100,000 simulated
+    # nodes out of reach with it on.
+    enabled: bool = True
     # Protocol period (SWIM paper sec. 3: T'; memberlist LAN: 1 s).
     probe_period: float = 1.0
     # Direct ping timeout before asking k others (memberlist LAN: 500 ms).

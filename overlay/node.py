@@ -67,9 +67,14 @@ class Node:
         self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags)
         self.swim.announce = True
         self.coupling = SwimHyParView(self.swim, self.hyparview)
+        # Without SWIM (`swim.enabled = false`) the node is HyParView and
+        # Plumtree alone, as in the papers: connection loss is the only
+        # failure detector and the member list holds this node only.
+        self.swim_enabled = config.swim.enabled
 
     def start(self, now: float) -> list[Output]:
-        return self.hyparview.start(now) + self.plumtree.start(now) + self.swim.start(now)
+        outs = self.hyparview.start(now) + self.plumtree.start(now)
+        return outs + self.swim.start(now) if self.swim_enabled else outs
 
     def members(self) -> tuple[MemberInfo, ...]:
         """SWIM's member list, this node included: an immutable snapshot."""
@@ -112,6 +117,8 @@ class Node:
         return outs
 
     def _swim(self, inp: Input, now: float) -> list[Output]:
+        if not self.swim_enabled:
+            return []
         return self._after_swim(self.swim.handle(inp, now), now)
 
     def _internal(self, outs: list[Output], now: float) -> list[Output]:
@@ -169,7 +176,7 @@ class Node:
                 return outs + self.plumtree.leave()
             case ConnectionDown(peer) | ConnectFailed(peer):
                 # A lost HyParView link is a hint for SWIM: probe at once.
-                watched = self.coupling.watched(peer)
+                watched = self.swim_enabled and self.coupling.watched(peer)
                 outs = self._neighbors(self.hyparview.handle(inp, now), now)
                 outs += self._swim(inp, now)
                 if watched:
