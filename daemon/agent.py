@@ -47,9 +47,8 @@ import trio
 from daemon.control import open_control_listener, serve_control
 from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
 from daemon.framing import FrameCodec, PlainFrames
-from daemon.logs import event
+from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, prometheus_text, sample_forever, serve_metrics
-from daemon.security import Keyring
 from daemon.timers import Expired, TimerQueue
 from daemon.transport import Addr, Transport, TransportSettings
 from overlay import codec
@@ -59,6 +58,9 @@ from overlay.ids import NodeId
 from overlay.io import (
     CancelTimer,
     CloseConnection,
+    ConnectFailed,
+    ConnectionDown,
+    ConnectionUp,
     Deliver,
     Input,
     JoinCluster,
@@ -69,6 +71,7 @@ from overlay.io import (
     Output,
     Publish,
     PublishRejected,
+    Received,
     Send,
     SetTimer,
     TimerFired,
@@ -222,6 +225,11 @@ class _Call:
 
 
 _Item = Input | Expired | _Call
+# What the transport reports: inputs a remote peer can shape.
+_NETWORK_INPUTS = (Received, ConnectionUp, ConnectionDown, ConnectFailed)
+# Inputs the driver takes in a row before it yields to other tasks (guess:
+# enough to absorb a burst, short enough to keep the control API responsive).
+_DRIVER_BATCH = 64
 # A leave waits at most this long for `hold_stop` holders before stopping.
 _HOLD_MAX = 2.0
 # Default bound on how long a leaving agent keeps gossiping its "left":
@@ -259,7 +267,14 @@ class Agent:
             settings = dataclasses.replace(settings, **changes)
         self.settings = settings
         self.metrics = Metrics()
-        self._frames: FrameCodec = Keyring(settings.keys) if settings.keys else PlainFrames()
+        self._error_throttle = Throttle()
+        self._frames: FrameCodec = PlainFrames()
+        if settings.keys:
+            # Imported only when needed: the crypto library costs an agent
+            # without a key about 7 MB of memory.
+            from daemon.security import Keyring
+
+            self._frames = Keyring(settings.keys)
         self._inputs, self._inputs_recv = trio.open_memory_channel[_Item](settings.input_queue)
         self._timer_send, self._timer_recv = trio.open_memory_channel[Expired](0)
         self._timers = TimerQueue(self._timer_send)
@@ -502,30 +517,66 @@ class Agent:
             await self._inputs.send(expired)
 
     async def _drive(self) -> None:
+        """Feed the node every item, one at a time. Items already queued are
+        taken without a trip through the scheduler (a burst of frames costs
+        one wake-up, not one per frame), but at most `_DRIVER_BATCH` in a row
+        before other tasks get their turn."""
+        recv = self._inputs_recv
+        batch = 0
+        while True:
+            if batch >= _DRIVER_BATCH:
+                await trio.lowlevel.checkpoint()
+                batch = 0
+            try:
+                item = recv.receive_nowait()
+            except trio.WouldBlock:
+                item = await recv.receive()
+                batch = 0
+            batch += 1
+            self._step(item, trio.current_time())
+
+    def _step(self, item: _Item, now: float) -> None:
         node = self.node
-        async for item in self._inputs_recv:
-            now = trio.current_time()
-            if isinstance(item, Expired):
-                if not self._timers.take(item):
-                    continue
-                self._execute(node.handle(TimerFired(item.timer), now), now)
-            elif isinstance(item, _Call):
-                try:
-                    outputs = item.fn(now)
-                except (ValueError, TypeError) as exc:  # a refused request, state unchanged
-                    item.error = exc
-                else:
-                    self._execute(outputs, now)
-                item.done.set()
+        if isinstance(item, Expired):
+            if not self._timers.take(item):
+                return
+            self._execute(node.handle(TimerFired(item.timer), now), now)
+        elif isinstance(item, _Call):
+            try:
+                outputs = item.fn(now)
+            except (ValueError, TypeError) as exc:  # a refused request, state unchanged
+                item.error = exc
             else:
-                self._execute(node.handle(item, now), now)
-            if self._leaving and not self._left_done.is_set() and self._goodbyes_spread():
-                self._left_done.set()
-            if node.hyparview.active:
-                if self._alone.is_set():
-                    self._alone = trio.Event()
-            elif not self._alone.is_set():
-                self._alone.set()
+                self._execute(outputs, now)
+            item.done.set()
+        elif isinstance(item, _NETWORK_INPUTS):
+            try:
+                outputs = node.handle(item, now)
+            except Exception as exc:
+                # A protocol bug that a peer's message reached: nothing from
+                # the network may stop the agent. Logged with its traceback
+                # (throttled) and counted; the input is dropped.
+                self.metrics.errors["handler"] += 1
+                allowed, held = self._error_throttle.allow("handler")
+                if allowed:
+                    log.error(
+                        "input %s failed: %r (%d similar errors not logged)",
+                        type(item).__name__,
+                        exc,
+                        held,
+                        exc_info=exc,
+                    )
+                return
+            self._execute(outputs, now)
+        else:
+            self._execute(node.handle(item, now), now)
+        if self._leaving and not self._left_done.is_set() and self._goodbyes_spread():
+            self._left_done.set()
+        if node.hyparview.active:
+            if self._alone.is_set():
+                self._alone = trio.Event()
+        elif not self._alone.is_set():
+            self._alone.set()
 
     def _execute(self, outputs: list[Output], now: float) -> None:
         me = self.me

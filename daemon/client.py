@@ -29,6 +29,7 @@ from daemon.control import (
     pack,
     parse_control,
 )
+from daemon.errors import os_reason
 
 
 class ControlUnreachable(ControlError):
@@ -226,18 +227,7 @@ async def _connect(address: str, timeout: float) -> trio.SocketStream:
     except trio.TooSlowError:
         raise ControlUnreachable(f"no agent answers at {address} (timed out)") from None
     except OSError as exc:
-        raise ControlUnreachable(f"no agent at {address}: {_reason(exc)}") from None
-
-
-def _reason(exc: OSError) -> str:
-    """The most specific reason: trio reports a failed TCP connect as one
-    OSError whose cause groups the error of each address tried."""
-    cause = exc.__cause__
-    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        cause = cause.exceptions[0]
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror.rsplit(": ", 1)[-1].lower()
-    return (exc.strerror or str(exc)).lower()
+        raise ControlUnreachable(f"no agent at {address}: {os_reason(exc)}") from None
 
 
 @contextlib.asynccontextmanager

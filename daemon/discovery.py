@@ -106,13 +106,16 @@ async def resolve_seed(
         names += [f"{spec.host}.{d}" for d in dns.search_domains()]
     last = "no answer"
     for name in names:
+        # The error names the query only when it is not the seed itself
+        # (a search domain appended).
+        prefix = "" if name == spec.host else f"{name}: "
         try:
             answer = await dns.query_srv(name, servers=servers, timeout=timeout)
         except dns.DnsError as exc:
-            last = str(exc)
+            last = f"{prefix}{exc}"
             continue
         if not answer.records:
-            last = f"{name}: no SRV records"
+            last = f"{prefix}no SRV records"
             continue
         out: list[Addr] = []
         for rec in answer.records:
@@ -128,7 +131,7 @@ async def resolve_seed(
             out.extend(a for a in addrs if a not in out)
         if out:
             return out
-        last = f"{name}: no SRV target resolves"
+        last = f"{prefix}no SRV target resolves"
     raise SeedError(f"{spec.text}: {last}")
 
 

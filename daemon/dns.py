@@ -219,7 +219,8 @@ async def query_srv(
     timeout: float = 2.0,
     rng: random.Random | None = None,
 ) -> SrvAnswer:
-    """The SRV records of `name`, asking each server in turn."""
+    """The SRV records of `name`, asking each server in turn. The error
+    says what went wrong, without the name (the caller knows it)."""
     rng = rng or random.Random(os.urandom(8))
     errors: list[str] = []
     for server in servers if servers is not None else nameservers():
@@ -239,9 +240,9 @@ async def query_srv(
             errors.append(f"{server}: {exc.strerror or exc}")
         except DnsError as exc:
             if "NXDOMAIN" in str(exc):
-                raise DnsError(f"{name}: no such name") from None
+                raise DnsError("no such name") from None
             errors.append(f"{server}: {exc}")
-    raise DnsError(f"SRV {name}: " + "; ".join(errors or ["no name server"]))
+    raise DnsError("; ".join(errors or ["no name server"]))
 
 
 async def _udp_exchange(host: str, port: int, query: bytes, timeout: float) -> bytes:

@@ -63,8 +63,10 @@ class FrameBuffer:
     """Reassembles length-prefixed frames from a byte stream.
 
     `feed` returns the frames completed by the new bytes, in order. A length
-    of zero or above `max_size` raises FrameError at once: the stream is then
-    unusable (its framing is lost) and must be closed.
+    of zero or above `max_size` raises FrameError, before any byte of that
+    frame's body is kept: the stream is then unusable (its framing is lost)
+    and must be closed. Frames complete before the bad length are returned
+    first; the error is raised by the next `feed` or `check`.
     """
 
     __slots__ = ("_buf", "_need", "max_size")
@@ -85,6 +87,8 @@ class FrameBuffer:
                     break
                 (size,) = HEADER.unpack_from(buf, pos)
                 if size == 0 or size > self.max_size:
+                    if frames:
+                        break  # deliver these first; `check` raises next
                     raise FrameError(f"frame length {size} outside 1..{self.max_size}")
                 pos += HEADER_SIZE
                 self._need = size
@@ -96,6 +100,10 @@ class FrameBuffer:
         if pos:
             del buf[:pos]
         return frames
+
+    def check(self) -> None:
+        """FrameError if the next header is already known to be bad."""
+        self.feed(b"")
 
     @property
     def pending(self) -> int:

@@ -41,6 +41,8 @@ class Metrics:
     drops: Counter[str] = field(default_factory=Counter)
     # Connection events: dial, dial_failed, accepted, closed, broken.
     connections: Counter[str] = field(default_factory=Counter)
+    # Inputs the node failed on (a bug; the input was dropped), by kind.
+    errors: Counter[str] = field(default_factory=Counter)
     # Application traffic.
     published: int = 0
     delivered: int = 0
@@ -101,6 +103,7 @@ class Metrics:
             "bad_frames": dict(sorted(self.bad_frames.items())),
             "drops": dict(sorted(self.drops.items())),
             "connections": dict(sorted(self.connections.items())),
+            "errors": dict(sorted(self.errors.items())),
             "published": self.published,
             "delivered": self.delivered,
         }
@@ -197,6 +200,12 @@ def prometheus_text(metrics: Metrics, gauges: Mapping[str, Any]) -> str:
         "counter",
         "Stream connection events, by event.",
         by("event", metrics.connections),
+    )
+    out.family(
+        "overlay_errors_total",
+        "counter",
+        "Inputs the protocol failed on (dropped; a bug worth reporting), by kind.",
+        by("kind", metrics.errors),
     )
     out.family(
         "overlay_published_total",

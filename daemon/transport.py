@@ -54,13 +54,14 @@ from dataclasses import dataclass
 
 import trio
 
+from daemon.errors import os_reason
 from daemon.framing import FrameBuffer, FrameCodec, FrameError, prefixed
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics
 from overlay import codec
 from overlay.codec import DecodeError
 from overlay.ids import NodeId
-from overlay.io import ConnectFailed, ConnectionDown, ConnectionUp, Input, Received
+from overlay.io import ConnectFailed, ConnectionDown, ConnectionUp, Input, Received, is_seed
 
 log = logging.getLogger("overlay.transport")
 
@@ -108,6 +109,7 @@ class _Stream:
         "remote",
         "scope",
         "sid",
+        "unidentified",
         "up",
     )
 
@@ -122,6 +124,7 @@ class _Stream:
         self.done = trio.Event()
         self.up = False
         self.closing = False
+        self.unidentified = False  # incoming, counted until its first frame
         self.remote = "?"
 
 
@@ -337,13 +340,15 @@ class Transport:
             except trio.TooSlowError:
                 why = f"no answer within {self.settings.dial_timeout:g} s"
             except OSError as exc:
-                why = exc.strerror or str(exc)
+                why = os_reason(exc)
         if sock is None:
             st.done.set()
             if not why:
                 why = "aborted"
             self.metrics.connections["dial_failed"] += 1
-            event(log, logging.INFO, "dial failed", peer=str(st.dial_id), error=why)
+            # A seed that cannot be reached is why a join fails: a warning.
+            level = logging.WARNING if is_seed(st.dial_id) else logging.INFO
+            event(log, level, "dial failed", peer=str(st.dial_id), error=why)
             remaining = self._remove(st)
             if st.closing:
                 return
@@ -364,12 +369,12 @@ class Transport:
                         target.scope.cancel()
                         break
                 return
-            await self.sink.send(ConnectFailed(st.dial_id))
+            await self._report(ConnectFailed(st.dial_id))
             return
         _set_nodelay(sock)
         st.up = True
         if not st.closing and self._up_count(st.key, st) == 0:
-            await self.sink.send(ConnectionUp(st.dial_id))
+            await self._report(ConnectionUp(st.dial_id))
         await self._serve(st, sock)
 
     async def _accept_loop(self, listener: trio.SocketListener) -> None:
@@ -395,11 +400,18 @@ class Transport:
 
     async def _run_inbound(self, st: _Stream, sock: trio.SocketStream) -> None:
         self._unidentified += 1
+        st.unidentified = True
         try:
             await self._serve(st, sock)
         finally:
-            if st.key is None:
-                self._unidentified -= 1
+            self._identified(st)
+
+    def _identified(self, st: _Stream) -> None:
+        """`st` no longer counts as unidentified: its first frame came, or
+        it is closing without one."""
+        if st.unidentified:
+            st.unidentified = False
+            self._unidentified -= 1
 
     async def _serve(self, st: _Stream, sock: trio.SocketStream) -> None:
         """Run a connected stream until it ends, then report as the module
@@ -418,6 +430,7 @@ class Transport:
                     broken = await self._reader(st, sock)
                     nursery.cancel_scope.cancel()
         finally:
+            self._identified(st)  # before the peer can see the close
             with trio.CancelScope(shield=True):
                 await sock.aclose()
             st.done.set()
@@ -431,7 +444,7 @@ class Transport:
             peer = st.peer or st.dial_id
             assert peer is not None
             event(log, logging.DEBUG, "stream down", peer=str(peer), broken=broken)
-            await self.sink.send(ConnectionDown(peer))
+            await self._report(ConnectionDown(peer))
 
     async def _writer(self, st: _Stream, sock: trio.SocketStream, scope: trio.CancelScope) -> None:
         try:
@@ -486,13 +499,13 @@ class Transport:
                     return True
                 return False
             try:
-                frames = buf.feed(data)
+                for raw in buf.feed(data):
+                    if not await self._deliver_stream_frame(st, raw):
+                        return True
+                buf.check()  # a bad length after good frames
             except FrameError as exc:
                 self._bad("tcp", "length", st.remote, str(exc))
                 return True
-            for raw in frames:
-                if not await self._deliver_stream_frame(st, raw):
-                    return True
 
     async def _deliver_stream_frame(self, st: _Stream, raw: bytes) -> bool:
         try:
@@ -514,13 +527,13 @@ class Transport:
             # First frame of an incoming stream: now we know whose it is.
             st.key = key
             st.up = True
-            self._unidentified -= 1
+            self._identified(st)
             first = not any(s.up for s in self._streams.get(key, ()))
             self._streams.setdefault(key, []).append(st)
             if first:
-                await self.sink.send(ConnectionUp(sender))
+                await self._report(ConnectionUp(sender))
         self.metrics.count_received(type(msg).__name__, len(raw) + 4)
-        await self.sink.send(Received(sender, msg))
+        await self._report(Received(sender, msg))
         return True
 
     # ---------------------------------------------------------- datagrams
@@ -571,6 +584,15 @@ class Transport:
                     )
 
     # ------------------------------------------------------------ helpers
+
+    async def _report(self, item: Input) -> None:
+        """Hand `item` to the driver; wait only if its queue is full (a
+        `send` that succeeds at once would still cost a trip through the
+        scheduler, once per frame)."""
+        try:
+            self.sink.send_nowait(item)
+        except trio.WouldBlock:
+            await self.sink.send(item)
 
     def _bad(self, transport: str, reason: str, remote: str, detail: str) -> None:
         self.metrics.bad_frames[f"{transport}:{reason}"] += 1

@@ -133,3 +133,16 @@ def test_key_file(tmp_path: object) -> None:
         load_key_file(path)
     with pytest.raises(KeyFileError, match="cannot read"):
         load_key_file(Path(str(tmp_path)) / "missing")
+
+
+def test_frames_before_a_bad_length_come_out_first() -> None:
+    buf = FrameBuffer(1000)
+    assert buf.feed(prefixed(b"one") + prefixed(b"two") + (5000).to_bytes(4, "big")) == [
+        b"one",
+        b"two",
+    ]
+    with pytest.raises(FrameError, match="5000"):
+        buf.check()
+    clean = FrameBuffer(1000)
+    clean.feed(prefixed(b"x")[:3])
+    clean.check()  # an incomplete header is not an error

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 import trio
 
 from daemon.framing import PlainFrames, prefixed
@@ -317,4 +318,25 @@ async def test_full_send_queue_aborts_the_stream() -> None:
             assert a.metrics.drops["stream"] >= 1
             got = await a.next()
             assert got == ConnectFailed(peer) or got == ConnectionUp(peer)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dial_that_hangs_fails_after_the_dial_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that never completes the handshake (a dropped SYN) costs at
+    most `dial_timeout`, then counts as a failed dial."""
+
+    async def hang(host: str, port: int) -> trio.SocketStream:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    quick = TransportSettings(dial_timeout=0.2)
+    async with trio.open_nursery() as nursery, endpoint(nursery, "a", quick) as a:
+        monkeypatch.setattr(trio, "open_tcp_stream", hang)
+        peer = NodeId("silent", "127.0.0.1", 9)
+        a.send(peer, Join())
+        assert await a.next() == ConnectFailed(peer)
+        assert a.metrics.connections["dial_failed"] == 1
+        assert a.transport.connections()["peers"] == 0
         nursery.cancel_scope.cancel()
