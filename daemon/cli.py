@@ -60,7 +60,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_agent(sub: Any) -> None:
-    from daemon.settings import PROTOCOL_SECTIONS, field_comments, protocol_fields
+    from daemon.agent import AgentSettings
+    from daemon.settings import PROTOCOL_SECTIONS, field_comments, protocol_fields, transport_fields
+    from daemon.transport import TransportSettings
     from overlay.config import Config
 
     p = sub.add_parser(
@@ -70,12 +72,15 @@ def _add_agent(sub: Any) -> None:
             "%(prog)s --bind HOST:PORT [--advertise HOST:PORT] [--name NAME]\n"
             "       [--join HOST:PORT|DNSNAME ...] [--control ADDR] [--config FILE.toml]\n"
             "       [--key-file FILE] [--tag K=V ...] [--metrics HOST:PORT] [--log-json]\n"
-            "       [--log-level LEVEL] [--SECTION.PARAMETER VALUE ...]"
+            "       [--log-level LEVEL] [--leave-grace SECONDS] [--leave-timeout SECONDS]\n"
+            "       [--input-queue N] [--subscriber-queue N] [--SECTION.PARAMETER VALUE ...]"
         ),
         description=(
             "Run an overlay agent. Settings come from --config FILE.toml, "
-            "overridden by flags; every protocol parameter can be set with "
-            "--SECTION.NAME VALUE (or in the file's [SECTION] table). "
+            "overridden by flags; every protocol parameter and transport setting "
+            "can be set with --SECTION.NAME VALUE (or in the file's [SECTION] "
+            "table), every agent setting with its flag (or in the file's [agent] "
+            "table, tags in [agent.tags]). "
             "SIGTERM/SIGINT (or `overlay leave`) leave the cluster gracefully; "
             "a second signal exits at once."
         ),
@@ -110,9 +115,18 @@ def _add_agent(sub: Any) -> None:
     a.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
-        help="log level (default info)",
+        help="least severe log records written (default info)",
     )
-    a.add_argument("--leave-grace", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
+    agent_comments = field_comments(AgentSettings)
+    for key in ("leave_grace", "leave_timeout", "input_queue", "subscriber_queue"):
+        default = getattr(AgentSettings(), key)
+        shown = "10 SWIM probe periods" if default is None else str(default)
+        a.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            metavar="SECONDS" if "leave" in key else "N",
+            help=f"{agent_comments.get(key, '')} (default {shown})".replace("%", "%%").strip(),
+        )
     titles = {
         "hyparview": "HyParView parameters (connectivity)",
         "plumtree": "Plumtree parameters (broadcast)",
@@ -124,6 +138,15 @@ def _add_agent(sub: Any) -> None:
     comments[""] = field_comments(Config)
     groups = {section: p.add_argument_group(title) for section, title in titles.items()}
     groups[""] = p.add_argument_group("codec")
+    transport = p.add_argument_group("transport (the [transport] table of the file)")
+    transport_comments = field_comments(TransportSettings)
+    for name, default in transport_fields():
+        transport.add_argument(
+            f"--transport.{name.replace('_', '-')}",
+            dest=f"proto:transport.{name}",
+            metavar=type(default).__name__.upper(),
+            help=f"{transport_comments.get(name, '')} (default {default})".replace("%", "%%"),
+        )
     for key, _field, default in protocol_fields():
         section, _, name = key.rpartition(".")
         flag = "--" + (f"{section}." if section else "") + name.replace("_", "-")
@@ -153,6 +176,9 @@ def _agent_settings(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, 
         "log_json": args.log_json,
         "log_level": args.log_level,
         "leave_grace": args.leave_grace,
+        "leave_timeout": args.leave_timeout,
+        "input_queue": args.input_queue,
+        "subscriber_queue": args.subscriber_queue,
         "tags": args.tag,
     }
     assert set(flags) <= set(AGENT_KEYS)

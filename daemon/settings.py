@@ -24,6 +24,7 @@ File layout (every key optional)::
 
     [transport]                  # daemon.transport.TransportSettings
     dial_timeout = 5.0
+    send_queue = 1024
 
     [hyparview]                  # overlay.config.HyParViewConfig
     active_size = 5
@@ -31,9 +32,11 @@ File layout (every key optional)::
     [swim]                       # overlay.config.SwimConfig
     probe_period = 1.0
 
-Every protocol parameter (`overlay.config`) has a flag too,
-`--SECTION.NAME VALUE` (`--swim.probe-period 0.5`), documented in
-`overlay agent --help` from the comments of `overlay/config.py`.
+Every protocol parameter (`overlay.config`) and transport setting has a flag
+too, `--SECTION.NAME VALUE` (`--swim.probe-period 0.5`,
+`--transport.dial-timeout 2`), and so has every `[agent]` key; `overlay agent
+--help` documents them all, from the comments in `overlay/config.py`,
+`daemon/transport.py` and `daemon/agent.py`.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ from typing import Any
 
 from daemon.agent import AgentSettings
 from daemon.control import control_address, parse_listen
-from daemon.security import load_key_file
 from daemon.transport import TransportSettings
 from overlay.config import Config
 from overlay.ids import parse_addr
@@ -70,6 +72,15 @@ AGENT_KEYS = (
     "tags",
 )
 DEFAULT_BIND = "0.0.0.0:7946"
+
+
+# Agent settings that are numbers, and their type.
+_NUMBERS: dict[str, type[int] | type[float]] = {
+    "leave_grace": float,
+    "leave_timeout": float,
+    "input_queue": int,
+    "subscriber_queue": int,
+}
 
 
 class SettingsError(ValueError):
@@ -114,6 +125,7 @@ def field_comments(cls: type) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    previous: ast.AnnAssign | None = None
     for node in body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             comments: list[str] = []
@@ -123,7 +135,40 @@ def field_comments(cls: type) -> dict[str, str]:
                 i -= 1
             if comments:
                 out[node.target.id] = " ".join(comments)
+            elif (
+                previous is not None
+                and isinstance(previous.target, ast.Name)
+                and previous.target.id in out
+                and previous.end_lineno == node.lineno - 1
+            ):
+                # A field right below another shares its comment
+                # (`join_retry_initial` / `join_retry_max`).
+                out[node.target.id] = out[previous.target.id]
+            previous = node
+        else:
+            previous = None
     return out
+
+
+def transport_fields() -> Iterator[tuple[str, Any]]:
+    """(name, default) of every transport setting."""
+    defaults = TransportSettings()
+    for f in dataclasses.fields(defaults):
+        yield f.name, getattr(defaults, f.name)
+
+
+def _transport_settings(changes: Mapping[str, Any]) -> TransportSettings:
+    """TransportSettings with `changes` (from the file's [transport] table or
+    from --transport.NAME flags, given as text)."""
+    defaults = dict(transport_fields())
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in defaults:
+            raise SettingsError(f"unknown key {name!r} in [transport]")
+        values[name] = _number(value, type(defaults[name]), f"transport.{name}")
+        if not values[name]:
+            raise SettingsError(f"transport.{name}: {value!r} is out of range")
+    return TransportSettings(**values)
 
 
 def _addr(value: Any, what: str) -> tuple[str, int]:
@@ -143,6 +188,22 @@ def _addr_port0(value: Any, what: str) -> tuple[str, int]:
         return parse_listen(value)
     except ValueError as exc:
         raise SettingsError(f"{what}: {exc}") from None
+
+
+def _number(value: Any, kind: type[int] | type[float], what: str) -> float:
+    """A duration (float, >= 0) or a queue size (int, >= 1) from TOML or a flag."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError
+        if kind is int and isinstance(value, float):
+            raise ValueError
+        number = kind(value)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number of seconds"
+        raise SettingsError(f"{what}: expected {expected}, got {value!r}") from None
+    if number < (1 if kind is int else 0) or number != number:
+        raise SettingsError(f"{what}: {value!r} is out of range")
+    return number
 
 
 def _tags(value: Any, what: str) -> dict[str, str]:
@@ -202,17 +263,19 @@ def build(
             raise SettingsError(f"unknown section [{section}] in the config file")
         else:
             changes[section] = values
-    changes.update(protocol_flags)
+    transport_changes: dict[str, Any] = dict(transport_file)
+    for key, value in protocol_flags.items():
+        if key.startswith("transport."):
+            transport_changes[key[len("transport.") :]] = value
+        else:
+            changes[key] = value
     try:
         config = Config().replace(**changes)
     except (KeyError, ValueError, TypeError) as exc:
         message = exc.args[0] if exc.args else str(exc)
         raise SettingsError(f"protocol parameter: {message}") from None
 
-    try:
-        transport = dataclasses.replace(TransportSettings(), **transport_file)
-    except TypeError as exc:
-        raise SettingsError(f"[transport]: {exc}") from None
+    transport = _transport_settings(transport_changes)
 
     kw: dict[str, Any] = {"config": config, "transport": transport}
     kw["bind"] = _addr_port0(merged.get("bind", DEFAULT_BIND), "bind")
@@ -233,16 +296,15 @@ def build(
     if merged.get("tags"):
         kw["tags"] = _tags(merged["tags"], "tags")
     if merged.get("key_file"):
+        from daemon.security import load_key_file  # the crypto library: only when used
+
         try:
             kw["keys"] = tuple(load_key_file(str(merged["key_file"])))
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-    for key in ("leave_grace", "leave_timeout"):
+    for key, kind in _NUMBERS.items():
         if key in merged:
-            kw[key] = float(merged[key])
-    for key in ("input_queue", "subscriber_queue"):
-        if key in merged:
-            kw[key] = int(merged[key])
+            kw[key] = _number(merged[key], kind, key)
     extra = {
         "log_json": bool(merged.get("log_json", False)),
         "log_level": str(merged.get("log_level", "info")),

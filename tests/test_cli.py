@@ -4,6 +4,7 @@ thread with its own trio loop, as it would in its own process)."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import json
@@ -89,6 +90,72 @@ def test_agent_help_documents_every_protocol_parameter(
         assert flag in out
     # The reasons in overlay/config.py's comments are the help text.
     assert "the paper uses 5" in out
+
+
+def _agent_parser() -> argparse.ArgumentParser:
+    parser = build_parser(["agent"])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    agent: argparse.ArgumentParser = sub.choices["agent"]
+    return agent
+
+
+def test_every_parameter_has_a_documented_flag() -> None:
+    """Every protocol parameter, transport setting and [agent] key is a flag
+    with a real explanation, not just its default."""
+    from daemon.settings import AGENT_KEYS, protocol_fields, transport_fields
+
+    helps = {
+        opt: action.help or ""
+        for action in _agent_parser()._actions
+        for opt in action.option_strings
+    }
+    wanted = ["--" + key.replace("_", "-") for key, _, _ in protocol_fields() if "." not in key]
+    wanted += [
+        "--" + key.partition(".")[0] + "." + key.partition(".")[2].replace("_", "-")
+        for key, _, _ in protocol_fields()
+        if "." in key
+    ]
+    wanted += [f"--transport.{name.replace('_', '-')}" for name, _ in transport_fields()]
+    wanted += [
+        "--" + key.replace("_", "-") for key in AGENT_KEYS if key not in ("tags", "key_file")
+    ]
+    wanted += ["--tag", "--key-file"]
+    for flag in wanted:
+        assert flag in helps, flag
+        text = helps[flag]
+        assert text != argparse.SUPPRESS and len(text.split("(default")[0].strip()) > 10, flag
+
+
+def test_transport_and_agent_flags_override_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("[agent]\nleave_grace = 3.0\ninput_queue = 10\n[transport]\nlinger = 2.0\n")
+    args = _agent_parser().parse_args(
+        [
+            "--config",
+            str(cfg),
+            "--leave-grace",
+            "0.5",
+            "--transport.dial-timeout",
+            "1.5",
+            "--subscriber-queue",
+            "7",
+        ]
+    )
+    from daemon.cli import _agent_settings
+
+    settings, _ = _agent_settings(args)
+    assert settings.leave_grace == 0.5 and settings.input_queue == 10
+    assert settings.subscriber_queue == 7
+    assert settings.transport.dial_timeout == 1.5 and settings.transport.linger == 2.0
+    for bad, needle in (
+        ({"transport": {"dial_timeout": "soon"}}, "transport.dial_timeout"),
+        ({"transport": {"dial_timeout": 0}}, "out of range"),
+        ({"transport": {"colour": 1}}, "unknown key"),
+        ({"agent": {"input_queue": 1.5}}, "input_queue"),
+        ({"agent": {"leave_grace": -1}}, "out of range"),
+    ):
+        with pytest.raises(SettingsError, match=needle):
+            build(bad, {}, {})
 
 
 def test_file_then_flags(tmp_path: Path) -> None:
