@@ -2,18 +2,25 @@
 
 Prints figures; never fails on time. Phases:
 
-1. N agents (default 100, at most 200), each joining through the first:
-   seconds from the last start until every agent lists N alive.
+1. N agents (default 100, at most 200), each joining through a random
+   earlier one: seconds from the last start until every agent lists N alive
+   (followed through each agent's `monitor` stream).
 2. Broadcast latency: the bench subscribes on every agent and publishes
-   messages stamped with the send time; p50/p99/max of each delivery, and of
-   the time until the last of the N agents has it.
-3. Failure detection: SIGKILL one agent; seconds until the first agent
+   messages stamped with the send time (Unix time) from random agents; each
+   agent stamps its delivery (the `time` of the delivery event), so the
+   figures do not include the bench's own delay in reading them: p50/p99/max
+   of each delivery, and of the time until the last of the N agents has it.
+3. Idle cost: CPU % (from /proc, over a quiet window) and memory per agent:
+   RSS, and PSS/USS (RSS counts the shared libraries of every process in
+   full; PSS shares them out, USS leaves them out).
+4. Failure detection: SIGKILL one agent; seconds until the first agent
    suspects it and until every agent lists it failed.
-4. Idle cost: CPU % (from /proc, over a quiet window) and RSS per agent.
 5. On a separate 10-agent cluster: the highest sustained rate of 1 KiB
-   publishes (steps of increasing rate) with zero loss at every subscriber.
+   publishes (steps of increasing rate, from one agent) with zero loss at
+   every subscriber (one on every agent).
 
 Usage: python bench/cluster.py [--nodes 100] [--messages 50] [--skip-rate]
+                               [--set swim.probe_period=0.5 ...] [--json]
 
 The bench process itself follows N monitor streams and N subscriptions, so
 on a small machine it competes with the agents for CPU: the figures are an
@@ -34,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +56,9 @@ from daemon.client import ControlClient, open_client
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+# How long each wait of the bench may take, at most (seconds).
+CONVERGE_MAX = 120.0
+START_MAX = 30.0
 
 
 @dataclass
@@ -75,16 +86,17 @@ async def _lines(stream: trio.abc.ReceiveStream, on_line: Callable[[str], None])
 
 @asynccontextmanager
 async def cluster(
-    nursery: trio.Nursery, n: int, config: Path, prefix: str
+    nursery: trio.Nursery, n: int, config: Path, prefix: str, extra: list[str]
 ) -> AsyncIterator[list[Proc]]:
+    """`n` agents started one after the other, each joining through a random
+    earlier one (no single hot seed)."""
     procs: list[Proc] = []
     try:
         for i in range(n):
             args = ["agent", "--bind", "127.0.0.1:0", "--control", "127.0.0.1:0"]
-            args += ["--name", f"{prefix}{i}", "--config", str(config), "--log-json"]
+            args += ["--name", f"{prefix}{i}", "--config", str(config), "--log-json", *extra]
             if procs:
-                # Join through a random earlier agent: no single hot seed.
-                args += ["--join", random.choice(procs[: max(1, len(procs))]).peer]
+                args += ["--join", random.choice(procs).peer]
             p = Proc(
                 f"{prefix}{i}",
                 await trio.lowlevel.open_process(
@@ -94,22 +106,20 @@ async def cluster(
             started = trio.Event()
 
             def on_line(line: str, p: Proc = p, started: trio.Event = started) -> None:
-                try:
+                # Parse only the line we need: the agents log every member
+                # change, and the bench shares the CPU with them.
+                if '"agent started"' in line:
                     rec = json.loads(line)
-                except ValueError:
-                    p.log.append(line)
-                    return
-                if rec.get("msg") == "agent started":
                     p.peer, p.control = rec["advertise"], rec["control"]
                     p.started_at = time.monotonic()
                     started.set()
-                elif len(p.log) < 100:
+                elif '"level":"info"' not in line and len(p.log) < 100:
                     p.log.append(line)
 
             procs.append(p)  # before waiting: the finally kills whatever was spawned
             assert p.proc.stderr is not None
             nursery.start_soon(_lines, p.proc.stderr, on_line)
-            with trio.fail_after(30):
+            with trio.fail_after(START_MAX):
                 await started.wait()
         yield procs
     finally:
@@ -161,12 +171,35 @@ class Views:
                 await self.changed.wait()
         return None
 
+    def all_alive(self, names: list[str]) -> bool:
+        return all(
+            all(v.get(x) == "alive" for x in names) for v in (self.views.get(a, {}) for a in names)
+        )
 
-def pct(values: list[float], q: float) -> float:
+    def gaps(self, names: list[str]) -> dict[str, dict[str, str | None]]:
+        """agent -> {member: status} for every member not listed alive there."""
+        out: dict[str, dict[str, str | None]] = {}
+        for a in names:
+            view = self.views.get(a, {})
+            missing = {x: view.get(x) for x in names if view.get(x) != "alive"}
+            if missing:
+                out[a] = missing
+        return out
+
+
+def pct(values: Sequence[float], q: float) -> float:
     if not values:
         return math.nan
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(pct(values, 0.5) * 1e3, 1),
+        "p99": round(pct(values, 0.99) * 1e3, 1),
+        "max": round(max(values, default=math.nan) * 1e3, 1),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -175,9 +208,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE / 1e6
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private pages) in MB."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                values[parts[0][:-1]] = int(parts[1])
+    uss = values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
+    return {
+        "rss": values.get("Rss", 0) / 1024,
+        "pss": values.get("Pss", 0) / 1024,
+        "uss": uss / 1024,
+    }
+
+
+def udp_receive_errors() -> int:
+    """The kernel's count of datagrams dropped for a full receive buffer."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    header, values = rows[0], rows[1]
+    return int(values[header.index("RcvbufErrors")])
 
 
 async def subscribe_all(
@@ -198,7 +250,8 @@ async def subscribe_all(
                     on_event(name, ev)
 
         nursery.start_soon(run)
-        await ready.wait()
+        with trio.fail_after(START_MAX):
+            await ready.wait()
 
 
 @asynccontextmanager
@@ -221,127 +274,184 @@ async def clients_for(procs: list[Proc]) -> AsyncIterator[dict[str, ControlClien
             done.set()
 
 
+async def totals(clients: dict[str, ControlClient]) -> dict[str, Any]:
+    """Summed over the agents: Plumtree counters, drops, bad frames, errors."""
+    plumtree: Counter[str] = Counter()
+    problems: Counter[str] = Counter()
+    for client in clients.values():
+        stats = await client.stats()
+        plumtree.update({k: v for k, v in stats["plumtree"].items() if isinstance(v, int)})
+        problems.update({f"drop:{k}": v for k, v in stats["drops"].items()})
+        problems.update({f"bad:{k}": v for k, v in stats["bad_frames"].items()})
+        problems.update({f"error:{k}": v for k, v in stats.get("errors", {}).items()})
+    return {"plumtree": plumtree, "problems": problems}
+
+
+def delta(after: Counter[str], before: Counter[str], keys: list[str]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in keys}
+
+
+async def converge(
+    nursery: trio.Nursery, procs: list[Proc], report: dict[str, Any], key: str
+) -> Views:
+    last_start = max(p.started_at for p in procs)
+    views = Views()
+    for p in procs:
+        await nursery.start(views.follow, p)
+    names = [p.name for p in procs]
+    t = await views.until(lambda: views.all_alive(names), CONVERGE_MAX)
+    report[key] = round(time.monotonic() - last_start, 2) if t is not None else None
+    print(f"converged: {report[key]} s after the last start", flush=True)
+    if t is None:
+        gaps = views.gaps(names)
+        print(f"  not converged at {len(gaps)} agents, e.g. {list(gaps.items())[:3]}")
+    return views
+
+
+async def latency_phase(
+    args: argparse.Namespace, procs: list[Proc], report: dict[str, Any]
+) -> None:
+    n = len(procs)
+    names = [p.name for p in procs]
+    async with clients_for(procs) as clients:
+        before = await totals(clients)
+        got: dict[int, list[float]] = {}
+        hops: list[int] = []
+
+        def on_event(name: str, ev: dict[str, Any]) -> None:
+            sent_at, index = struct.unpack(">dI", ev["payload"][:12])
+            got.setdefault(index, []).append(ev["time"] - sent_at)
+            hops.append(ev["hops"])
+
+        async with trio.open_nursery() as subs:
+            await subscribe_all(subs, clients, "lat", on_event)
+            for i in range(args.messages):
+                origin = random.choice(names)
+                payload = struct.pack(">dI", time.time(), i) + b"x" * 100
+                await clients[origin].publish("lat", payload)
+                await trio.sleep(args.interval)
+            with trio.move_on_after(10):
+                while sum(len(v) for v in got.values()) < args.messages * n:
+                    await trio.sleep(0.05)
+            subs.cancel_scope.cancel()
+        after = await totals(clients)
+    per_delivery = [x for v in got.values() for x in v]
+    to_all = [max(v) for v in got.values() if len(v) == n]
+    counters = delta(
+        after["plumtree"],
+        before["plumtree"],
+        ["eager_sent", "duplicates", "prune_sent", "graft_sent", "optimized", "ihave_sent"],
+    )
+    # A GRAFT is either a tree optimisation (no id) or a repair after
+    # `graft_timeout_1`: a delivery that the eager tree missed.
+    counters["repair_grafts"] = counters["graft_sent"] - counters["optimized"]
+    report["broadcast"] = {
+        "messages": args.messages,
+        "interval_s": args.interval,
+        "deliveries": len(per_delivery),
+        "expected": args.messages * n,
+        "delivery_ms": ms(per_delivery),
+        "all_n_ms": ms(to_all),
+        "over_100ms": sum(1 for x in per_delivery if x > 0.1),
+        "hops": {"p50": pct(hops, 0.5), "max": max(hops, default=0)},
+        "plumtree": counters,
+    }
+    print(f"broadcast: {report['broadcast']}", flush=True)
+
+
+async def idle_phase(args: argparse.Namespace, procs: list[Proc], report: dict[str, Any]) -> None:
+    pids = [p.proc.pid for p in procs]
+    c0 = {pid: cpu_seconds(pid) for pid in pids}
+    t0 = time.monotonic()
+    await trio.sleep(args.idle_window)
+    dt = time.monotonic() - t0
+    cpu = [(cpu_seconds(pid) - c0[pid]) / dt * 100 for pid in pids]
+    mem = [memory_mb(pid) for pid in pids]
+    report["idle"] = {
+        "window_s": args.idle_window,
+        "cpu_pct_mean": round(statistics.mean(cpu), 2),
+        "cpu_pct_max": round(max(cpu), 2),
+        **{
+            f"{kind}_mb_{how}": round(fn(m[kind] for m in mem), 1)
+            for kind in ("rss", "pss", "uss")
+            for how, fn in (("mean", statistics.mean), ("max", max))
+        },
+    }
+    print(f"idle: {report['idle']}", flush=True)
+
+
+async def failure_phase(procs: list[Proc], views: Views, report: dict[str, Any]) -> None:
+    victim = procs[-1]
+    others = [p.name for p in procs[:-1]]
+    t_kill = time.monotonic()
+    victim.proc.send_signal(signal.SIGKILL)
+    t_all = await views.until(
+        lambda: all(views.views.get(a, {}).get(victim.name) == "failed" for a in others),
+        CONVERGE_MAX,
+    )
+    first_suspect = views.first.get((victim.name, "suspect"))
+    report["failure"] = {
+        "first_suspicion_s": round(first_suspect - t_kill, 2) if first_suspect else None,
+        "failed_everywhere_s": round(t_all, 2) if t_all is not None else None,
+    }
+    print(f"failure detection: {report['failure']}", flush=True)
+
+
 async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
     n = args.nodes
     tmp = Path(tempfile.mkdtemp(prefix="overlay-bench-"))
     config = tmp / "agent.toml"
     config.write_text(args.config_text)
+    udp_errors = udp_receive_errors()
     async with trio.open_nursery() as nursery:
         print(f"starting {n} agents ...", flush=True)
         t_start = time.monotonic()
-        async with cluster(nursery, n, config, "a") as procs:
-            last_start = max(p.started_at for p in procs)
-            report["start_all_s"] = round(last_start - t_start, 2)
-            views = Views()
-            for p in procs:
-                await nursery.start(views.follow, p)
-            names = [p.name for p in procs]
-
-            def converged() -> bool:
-                return all(
-                    len(v) >= n and all(v.get(x) == "alive" for x in names)
-                    for v in (views.views.get(a, {}) for a in names)
-                )
-
-            t = await views.until(converged, 120)
-            report["converge_s_after_last_start"] = (
-                round(time.monotonic() - last_start, 2) if t is not None else None
-            )
-            print(f"converged: {report['converge_s_after_last_start']} s after the last start")
-
-            # Broadcast latency.
-            async with clients_for(procs) as clients:
-                got: dict[int, list[float]] = {}
-
-                def on_event(name: str, ev: dict[str, Any]) -> None:
-                    sent_at, index = struct.unpack(">dI", ev["payload"][:12])
-                    got.setdefault(index, []).append(time.monotonic() - sent_at)
-
-                async with trio.open_nursery() as subs:
-                    await subscribe_all(subs, clients, "lat", on_event)
-                    for i in range(args.messages):
-                        origin = random.choice(names)
-                        payload = struct.pack(">dI", time.monotonic(), i) + b"x" * 100
-                        await clients[origin].publish("lat", payload)
-                        await trio.sleep(args.interval)
-                    with trio.move_on_after(10):
-                        while sum(len(v) for v in got.values()) < args.messages * n:
-                            await trio.sleep(0.05)
-                    subs.cancel_scope.cancel()
-                per_delivery = [x for v in got.values() for x in v]
-                to_all = [max(v) for v in got.values() if len(v) == n]
-                report["broadcast"] = {
-                    "messages": args.messages,
-                    "deliveries": len(per_delivery),
-                    "expected": args.messages * n,
-                    "delivery_ms": {
-                        "p50": round(pct(per_delivery, 0.5) * 1e3, 1),
-                        "p99": round(pct(per_delivery, 0.99) * 1e3, 1),
-                        "max": round(max(per_delivery, default=math.nan) * 1e3, 1),
-                    },
-                    "all_n_ms": {
-                        "p50": round(pct(to_all, 0.5) * 1e3, 1),
-                        "p99": round(pct(to_all, 0.99) * 1e3, 1),
-                        "max": round(max(to_all, default=math.nan) * 1e3, 1),
-                    },
-                }
-                print(f"broadcast: {report['broadcast']}")
-
-            # Idle cost (before the kill, the cluster quiet).
-            pids = [p.proc.pid for p in procs]
-            c0 = {pid: cpu_seconds(pid) for pid in pids}
-            t0 = time.monotonic()
-            await trio.sleep(args.idle_window)
-            dt = time.monotonic() - t0
-            cpu = [(cpu_seconds(pid) - c0[pid]) / dt * 100 for pid in pids]
-            rss = [rss_mb(pid) for pid in pids]
-            report["idle"] = {
-                "window_s": args.idle_window,
-                "cpu_pct_mean": round(statistics.mean(cpu), 2),
-                "cpu_pct_max": round(max(cpu), 2),
-                "rss_mb_mean": round(statistics.mean(rss), 1),
-                "rss_mb_max": round(max(rss), 1),
-            }
-            print(f"idle: {report['idle']}")
-
-            # Failure detection.
-            victim = procs[-1]
-            others = names[:-1]
-            t_kill = time.monotonic()
-            victim.proc.send_signal(signal.SIGKILL)
-            t_all = await views.until(
-                lambda: all(views.views.get(a, {}).get(victim.name) == "failed" for a in others),
-                120,
-            )
-            first_suspect = views.first.get((victim.name, "suspect"))
-            report["failure"] = {
-                "first_suspicion_s": round(first_suspect - t_kill, 2) if first_suspect else None,
-                "failed_everywhere_s": round(t_all, 2) if t_all is not None else None,
-            }
-            print(f"failure detection: {report['failure']}")
+        async with cluster(nursery, n, config, "a", args.extra) as procs:
+            report["start_all_s"] = round(max(p.started_at for p in procs) - t_start, 2)
+            views = await converge(nursery, procs, report, "converge_s_after_last_start")
+            await latency_phase(args, procs, report)
+            await idle_phase(args, procs, report)
+            await failure_phase(procs, views, report)
+            async with clients_for(procs[:-1]) as clients:
+                report["problems"] = dict((await totals(clients))["problems"])
             nursery.cancel_scope.cancel()
+    report["kernel_udp_rcvbuf_errors"] = udp_receive_errors() - udp_errors
+    print(
+        f"problems: {report['problems']}, kernel UDP receive-buffer drops: "
+        f"{report['kernel_udp_rcvbuf_errors']}",
+        flush=True,
+    )
 
     if not args.skip_rate:
         report["publish_rate"] = await rate_phase(args, config)
-        print(f"sustained publish rate: {report['publish_rate']}")
+        print(f"sustained publish rate: {report['publish_rate']}", flush=True)
+
+
+async def _publish_one(
+    publisher: ControlClient, topic: str, i: int, limiter: trio.CapacityLimiter
+) -> None:
+    try:
+        await publisher.publish(topic, struct.pack(">I", i) + b"x" * 1020)
+    finally:
+        limiter.release_on_behalf_of(i)
 
 
 async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
+    """Publish 1 KiB messages from one agent at increasing rates; each step
+    counts what every subscriber got. Stops at the first loss, or when the
+    publisher (the bench and the publishing agent) cannot keep the pace."""
     n = 10
     results: list[dict[str, Any]] = []
-    async with trio.open_nursery() as nursery, cluster(nursery, n, config, "r") as procs:
-        views = Views()
-        for p in procs:
-            await nursery.start(views.follow, p)
+    report: dict[str, Any] = {}
+    async with (
+        trio.open_nursery() as nursery,
+        cluster(nursery, n, config, "r", args.extra) as procs,
+    ):
+        await converge(nursery, procs, report, "converge_s")
         names = [p.name for p in procs]
-        await views.until(
-            lambda: all(
-                all(views.views.get(a, {}).get(x) == "alive" for x in names) for a in names
-            ),
-            60,
-        )
         async with clients_for(procs) as clients:
             for rate in args.rates:
+                topic = f"rate{rate}"
                 got: dict[str, set[int]] = {name: set() for name in names}
 
                 def on_event(name: str, ev: dict[str, Any], got: dict[str, set[int]] = got) -> None:
@@ -349,39 +459,25 @@ async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
 
                 total = int(rate * args.rate_seconds)
                 async with trio.open_nursery() as subs:
-                    await subscribe_all(subs, clients, f"rate{rate}", on_event)
+                    await subscribe_all(subs, clients, topic, on_event)
                     publisher = clients[names[0]]
+                    limiter = trio.CapacityLimiter(64)  # requests in flight
                     t0 = time.monotonic()
-                    sent = 0
+
                     async with trio.open_nursery() as pubs:
-                        limiter = trio.CapacityLimiter(64)
-
-                        async def one(
-                            i: int,
-                            limiter: trio.CapacityLimiter = limiter,
-                            publisher: ControlClient = publisher,
-                            topic: str = f"rate{rate}",
-                        ) -> None:
-                            async with limiter:
-                                payload = struct.pack(">I", i) + b"x" * 1020
-                                await publisher.publish(topic, payload)
-
                         for i in range(total):
-                            target = t0 + i / rate
-                            delay = target - time.monotonic()
+                            delay = t0 + i / rate - time.monotonic()
                             if delay > 0:
                                 await trio.sleep(delay)
                             await limiter.acquire_on_behalf_of(i)
-                            limiter.release_on_behalf_of(i)
-                            pubs.start_soon(one, i)
-                            sent += 1
+                            pubs.start_soon(_publish_one, publisher, topic, i, limiter)
                     elapsed = time.monotonic() - t0
                     with trio.move_on_after(10):
                         while any(len(s) < total for s in got.values()):
                             await trio.sleep(0.05)
                     subs.cancel_scope.cancel()
                 lost = sum(total - len(s) for s in got.values())
-                achieved = sent / elapsed
+                achieved = total / elapsed
                 results.append(
                     {"target_per_s": rate, "achieved_per_s": round(achieved, 1), "lost": lost}
                 )
@@ -389,7 +485,7 @@ async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
                 if lost or achieved < rate * 0.9:
                     break
         nursery.cancel_scope.cancel()
-    ok = [r for r in results if r["lost"] == 0 and r["achieved_per_s"] >= 0.9 * r["target_per_s"]]
+    ok = [r for r in results if r["lost"] == 0]
     return {
         "steps": results,
         "max_zero_loss_per_s": max((r["achieved_per_s"] for r in ok), default=0),
@@ -401,19 +497,30 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=100)
     p.add_argument("--messages", type=int, default=50, help="broadcasts for the latency phase")
     p.add_argument("--interval", type=float, default=0.1, help="seconds between them")
-    p.add_argument("--idle-window", type=float, default=10.0)
-    p.add_argument("--rates", type=int, nargs="+", default=[100, 200, 500, 1000, 2000])
+    p.add_argument("--idle-window", type=float, default=20.0)
+    p.add_argument("--rates", type=int, nargs="+", default=[100, 200, 400, 800, 1600])
     p.add_argument("--rate-seconds", type=float, default=5.0)
     p.add_argument("--skip-rate", action="store_true")
-    p.add_argument("--probe-period", type=float, default=1.0, help="swim.probe_period")
+    p.add_argument(
+        "--set",
+        metavar="SECTION.NAME=VALUE",
+        action="append",
+        default=[],
+        help="a protocol or transport parameter for every agent (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     args = p.parse_args()
     if not 1 < args.nodes <= 200:
         p.error("--nodes must be 2..200")
-    args.config_text = (
-        f"[swim]\nprobe_period = {args.probe_period}\nprobe_timeout = {args.probe_period / 2}\n"
-    )
-    report: dict[str, Any] = {"nodes": args.nodes, "cpus": os.cpu_count()}
+    args.extra = []
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            p.error(f"--set {item!r}: expected SECTION.NAME=VALUE")
+        section, _, name = key.partition(".")
+        args.extra += [f"--{section}.{name.replace('_', '-')}", value]
+    args.config_text = ""
+    report: dict[str, Any] = {"nodes": args.nodes, "cpus": os.cpu_count(), "set": args.set}
     trio.run(main_phases, args, report)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import socket as stdsocket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -137,6 +138,9 @@ class Delivery:
     seq: int
     hops: int
     epoch: int
+    # Unix time (seconds) at which this agent delivered it: with the
+    # publisher's clock in the payload, a broadcast's latency.
+    delivered_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,7 +627,7 @@ class Agent:
         subs = self._subs.get(d.topic)
         if not subs:
             return
-        item = Delivery(d.topic, d.payload, d.origin, d.seq, d.hops, d.id.epoch)
+        item = Delivery(d.topic, d.payload, d.origin, d.seq, d.hops, d.id.epoch, time.time())
         for sub in list(subs.values()):
             if not sub._push(item):
                 self.metrics.drops["subscriber"] += 1

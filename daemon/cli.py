@@ -357,6 +357,7 @@ async def _subscribe(client: Any, args: argparse.Namespace) -> int:
                         "epoch": ev["epoch"],
                         "seq": ev["seq"],
                         "hops": ev["hops"],
+                        "time": ev.get("time"),
                     }
                 )
             else:

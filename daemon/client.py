@@ -201,7 +201,7 @@ class ControlClient:
     def subscribe(
         self, topic: str, count: int | None = None
     ) -> contextlib.AbstractAsyncContextManager[Stream]:
-        """Deliveries on `topic`: {topic, payload, origin, epoch, seq, hops}."""
+        """Deliveries on `topic`: {topic, payload, origin, epoch, seq, hops, time}."""
         args: dict[str, Any] = {"topic": topic}
         if count is not None:
             args["count"] = count

@@ -394,6 +394,7 @@ async def _subscribe(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
                             "epoch": d.epoch,
                             "seq": d.seq,
                             "hops": d.hops,
+                            "time": d.delivered_at,
                         },
                     }
                 )

@@ -54,6 +54,7 @@ async def test_handshake_publish_subscribe_over_tcp() -> None:
             ("news", b"two", "solo", 0),
         ]
         assert got[1]["seq"] == got[0]["seq"] + 2  # "other" took one seq
+        assert all(isinstance(e["time"], float) and e["time"] > 1.6e9 for e in got)
 
 
 async def test_unix_socket_and_unsubscribe(tmp_path: Path) -> None:
