@@ -18,8 +18,14 @@ real `overlay.node.Node`; the engine gives it the inputs a daemon would
   across it break for both ends `break_after` seconds later.
 - A paused node (SIGSTOP: the gray failure) processes nothing and sends
   nothing, but its streams stay up; what reaches it waits until it resumes.
-- Datagram loss is a probability per datagram. Streams are not lossy: a
-  real one retransmits, and shows loss only as delay.
+- Datagram loss is a probability per datagram (`set_loss` changes it at a
+  given time). Streams are not lossy: a real one retransmits, and shows loss
+  only as delay.
+- Latency: drawn once per pair, uniform in [latency_min, latency_max], or
+  given by an underlay (`sim.underlay.Underlay`: shortest paths in a
+  weighted networkx graph whose vertices the hosts attach to).
+- `stop` ends a node's process (after a graceful `leave`, say): like a crash
+  for the network, its streams close one link latency later.
 
 Observers see every output of every node (with its time), which is how the
 analysis measures broadcasts, detections and views without the protocol
@@ -33,7 +39,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from overlay import codec
 from overlay.config import Config
@@ -68,10 +74,19 @@ _ACTION = 2  # (t, seq, _ACTION, None, callable)
 _DOWN = 3  # (t, seq, _DOWN, dst_addr, (pair, ConnectionDown)): dropped if a newer stream is up
 
 
+class LatencySource(Protocol):
+    """Where link latencies come from when not drawn per pair (an underlay)."""
+
+    def attach(self, addr: Addr) -> None: ...
+
+    def latency(self, a: Addr, b: Addr) -> float: ...
+
+
 @dataclass(slots=True)
 class NetworkModel:
-    """Link behaviour. Latency per unordered pair is drawn once from
-    `latency(rng)` unless `fixed_latency` names the pair."""
+    """Link behaviour. Latency per unordered pair is drawn once, uniform in
+    [latency_min, latency_max], unless `fixed_latency` names the pair or an
+    `underlay` gives it."""
 
     latency_min: float = 0.010
     latency_max: float = 0.050
@@ -79,12 +94,15 @@ class NetworkModel:
     connect_timeout: float = 1.0  # a dial to a dead or cut-off host fails after this
     break_after: float = 2.0  # a stream across a new partition breaks after this
     fixed_latency: dict[tuple[Addr, Addr], float] = field(default_factory=dict)
+    underlay: LatencySource | None = None
 
 
 @dataclass(slots=True)
 class SimNode:
     node: Node
     alive: bool = True
+    started_at: float | None = None  # when start() ran
+    stopped_at: float | None = None  # crashed or stopped
     paused: bool = False
     backlog: list[Input] = field(default_factory=list)
     timers: dict[Timer, int] = field(default_factory=dict)
@@ -143,6 +161,8 @@ class Simulation:
         node = Node(me, self.config, random.Random(self.rng.getrandbits(64)))
         self.nodes[addr] = SimNode(node)
         self.ids[addr] = me
+        if self.net.underlay is not None:
+            self.net.underlay.attach(addr)
         self.call_at(self.now if at is None else at, lambda: self._start(addr))
         return me
 
@@ -151,6 +171,16 @@ class Simulation:
 
     def live(self) -> list[NodeId]:
         return [self.ids[a] for a, s in self.nodes.items() if s.alive]
+
+    def node_seconds(self) -> float:
+        """Seconds of running time summed over nodes, up to now: the
+        denominator of per-node rates."""
+        total = 0.0
+        for sn in self.nodes.values():
+            if sn.started_at is not None:
+                end = self.now if sn.stopped_at is None else sn.stopped_at
+                total += max(0.0, end - sn.started_at)
+        return total
 
     # ------------------------------------------------------- the timeline
 
@@ -171,6 +201,21 @@ class Simulation:
 
     def crash(self, nid: NodeId, *, at: float | None = None) -> None:
         self.call_at(self.now if at is None else at, lambda: self._crash((nid.host, nid.port)))
+
+    def stop(self, nid: NodeId, *, at: float | None = None) -> None:
+        """The node's process exits (after a graceful `leave`, typically): for
+        the network the same as a crash."""
+        self.crash(nid, at=at)
+
+    def set_loss(self, loss: float, *, at: float | None = None) -> None:
+        """Datagram loss probability from `at` on."""
+        if not 0.0 <= loss <= 1.0:
+            raise ValueError(f"loss must be within 0..1, not {loss}")
+
+        def apply() -> None:
+            self.net.loss = loss
+
+        self.call_at(self.now if at is None else at, apply)
 
     def pause(self, nid: NodeId, *, at: float | None = None) -> None:
         self.call_at(self.now if at is None else at, lambda: self._set_paused(nid, True))
@@ -227,6 +272,9 @@ class Simulation:
 
     def _start(self, addr: Addr) -> None:
         sn = self.nodes[addr]
+        if not sn.alive or sn.started_at is not None:
+            return
+        sn.started_at = self.now
         self._execute(addr, sn.node.start(self.now))
 
     def _deliver(self, addr: Addr, inp: Input) -> None:
@@ -244,7 +292,10 @@ class Simulation:
         if lat is None:
             lat = self.net.fixed_latency.get(key)
             if lat is None:
-                lat = self.rng.uniform(self.net.latency_min, self.net.latency_max)
+                if self.net.underlay is not None:
+                    lat = self.net.underlay.latency(a, b)
+                else:
+                    lat = self.rng.uniform(self.net.latency_min, self.net.latency_max)
             self._latency[key] = lat
         return lat
 
@@ -339,6 +390,7 @@ class Simulation:
         if not sn.alive:
             return
         sn.alive = False
+        sn.stopped_at = self.now
         sn.timers.clear()
         sn.backlog.clear()
         self._break_streams(addr, lambda other: self.latency(addr, other))
