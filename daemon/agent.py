@@ -31,6 +31,7 @@ with an exception stops the agent at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -38,7 +39,7 @@ import os
 import random
 import socket as stdsocket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -343,18 +344,21 @@ class Agent:
         if self._bound:
             return
         s = self.settings
-        bound = await self._transport.bind()
+        with _naming("peer port", _fmt_addr(s.bind)):
+            bound = await self._transport.bind()
         self._me = self._identity(bound)
         self._transport.me = self._me
         try:
             seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
             self._node = Node(self._me, s.config, random.Random(seed), dict(s.tags))
             if s.control is not None:
-                self._control_listener, self.control_address = await open_control_listener(
-                    s.control
-                )
+                with _naming("control API", s.control):
+                    self._control_listener, self.control_address = await open_control_listener(
+                        s.control
+                    )
             if s.metrics is not None:
-                listeners = await trio.open_tcp_listeners(s.metrics[1], host=s.metrics[0])
+                with _naming("metrics endpoint", _fmt_addr(s.metrics)):
+                    listeners = await trio.open_tcp_listeners(s.metrics[1], host=s.metrics[0])
                 sockname = listeners[0].socket.getsockname()
                 self.metrics_address = (str(sockname[0]), int(sockname[1]))
                 self._metrics_listeners = listeners
@@ -824,6 +828,16 @@ class Agent:
             "uptime_seconds": stats["uptime"],
         }
         return prometheus_text(self.metrics, gauges)
+
+
+@contextlib.contextmanager
+def _naming(what: str, where: str) -> Iterator[None]:
+    """An OSError raised inside names the socket it is about: "control API
+    127.0.0.1:7373: Address already in use", not just the reason."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what} {where}: {exc.strerror or exc}") from exc
 
 
 def _fmt_addr(addr: Addr | None) -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 WAIT = 30.0
@@ -86,18 +87,23 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     assert not sock.exists()
 
 
-async def test_port_in_use_is_one_line_and_exit_1() -> None:
+@pytest.mark.parametrize("which", ["peer port", "control API", "metrics endpoint"])
+async def test_port_in_use_is_one_line_naming_the_socket_and_exit_1(which: str) -> None:
     with trio.socket.socket() as taken:
         await taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        port = taken.getsockname()[1]
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        args = {"--bind": "127.0.0.1:0", "--control": "none"}
+        flag = {"peer port": "--bind", "control API": "--control"}.get(which, "--metrics")
+        args[flag] = busy
         with trio.fail_after(WAIT):
             result = await trio.run_process(
-                overlay_cmd("agent", "--bind", f"127.0.0.1:{port}", "--control", "none"),
+                overlay_cmd("agent", *[x for kv in args.items() for x in kv]),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
     err = result.stderr.decode()
     assert result.returncode == 1
-    assert len(err.strip().splitlines()) == 1 and "cannot bind" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"cannot bind: {which} {busy}: " in err, err
