@@ -15,8 +15,8 @@ every output of every node. It records
 - every Plumtree payload message sent (`Send` of a `Gossip`: tree pushes,
   GRAFT answers and anti-entropy repairs alike), by message id.
 
-`summary(live_nodes, *, since=0.0)` covers the broadcasts published at or
-after `since` and returns a dict with exactly these keys:
+`summary(live_nodes, *, since=0.0, until=inf)` covers the broadcasts
+published at or after `since` and before `until`, and returns a dict with exactly these keys:
 
 - `sent` (int): broadcasts published.
 - `reliability` (float): mean over broadcasts of delivered / expected, where
@@ -100,9 +100,11 @@ class BroadcastTracker:
             return
         b.deliveries[node] = (t, out.hops)
 
-    def summary(self, live_nodes: Iterable[NodeId], *, since: float = 0.0) -> dict[str, Any]:
+    def summary(
+        self, live_nodes: Iterable[NodeId], *, since: float = 0.0, until: float = math.inf
+    ) -> dict[str, Any]:
         live = frozenset(live_nodes)
-        chosen = [b for b in self.broadcasts.values() if b.time >= since]
+        chosen = [b for b in self.broadcasts.values() if since <= b.time < until]
         by_broadcast: list[float] = []
         undelivered = 0
         payloads = 0

@@ -170,7 +170,8 @@ class Simulation:
         return self.nodes[(nid.host, nid.port)].node
 
     def live(self) -> list[NodeId]:
-        return [self.ids[a] for a, s in self.nodes.items() if s.alive]
+        """Nodes running now: started, and not crashed or stopped."""
+        return [self.ids[a] for a, s in self.nodes.items() if s.alive and s.started_at is not None]
 
     def node_seconds(self) -> float:
         """Seconds of running time summed over nodes, up to now: the

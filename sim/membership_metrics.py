@@ -13,6 +13,14 @@ API (stable: the simulator's report calls it)
     simulated time of the failure.
 ``tracker.note_recovery(node, time)``
     A paused node resumed at `time`.
+``tracker.note_partition(groups, start, end)``
+    The network was split into `groups` (node -> group) from `start` to
+    `end` (math.inf while it lasts; call again with the heal time). A
+    suspicion or verdict about a node across the cut made during it is the
+    detector doing its job, and so is one about any partitioned node within
+    `heal_grace` seconds after the heal (each side's verdicts reach the
+    other side's nodes and hold until refuted): they count in
+    ``partition_verdicts``, not among the false positives.
 ``tracker.summary() -> dict``
     JSON-ready figures; times in seconds, None where there is nothing to
     measure:
@@ -36,6 +44,8 @@ API (stable: the simulator's report calls it)
       such verdicts, one per (observer, verdict); ``paused_declared_failed``:
       distinct paused nodes declared failed (expected when the pause outlasts
       the suspicion timeout).
+    - ``partition_verdicts``: suspect/failed events caused by a noted
+      partition (see ``note_partition``).
     - ``false_suspicions``: suspect events about running, unpaused nodes;
       ``suspected_healthy``: distinct such nodes.
     - ``converged``: every live, unpaused node lists every other live,
@@ -43,7 +53,9 @@ API (stable: the simulator's report calls it)
       it: tombstones are reaped after ``swim.reap_after``), and every node
       that left as left, failed or gone; ``unconverged_pairs`` counts the
       (observer, member) pairs that break it. Paused nodes are neither judged
-      nor judged by.
+      nor judged by. ``summary(max_judges=K)`` reads the lists of at most K
+      observers, evenly spaced (the check is O(observers x N));
+      ``converged_judges`` says how many were read.
 
 The tracker reads the member lists through ``sim.node(id).swim`` for
 ``converged`` and takes everything else from the outputs, so the protocol
@@ -82,9 +94,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class MembershipTracker:
-    def __init__(self, sim: Simulation, *, pause_grace: float = 5.0) -> None:
+    def __init__(
+        self, sim: Simulation, *, pause_grace: float = 5.0, heal_grace: float = 30.0
+    ) -> None:
         self.sim = sim
         self.pause_grace = pause_grace
+        self.heal_grace = heal_grace
         self._failures: dict[NodeId, list[_Failure]] = {}
         self._started: dict[NodeId, float] = {}
         self.false_positive_events = 0
@@ -93,6 +108,8 @@ class MembershipTracker:
         self.false_suspicions = 0
         self.suspected_healthy: dict[NodeId, int] = {}
         self.events = 0
+        self.partition_verdicts = 0
+        self._partitions: list[tuple[float, float, dict[NodeId, int]]] = []
         sim.observers.append(self)
 
     # ----------------------------------------------------------- recording
@@ -109,6 +126,22 @@ class MembershipTracker:
                 return
         raise ValueError(f"{node} has no open pause")
 
+    def note_partition(self, groups: dict[NodeId, int], start: float, end: float) -> None:
+        for i, (s, _, g) in enumerate(self._partitions):
+            if s == start:
+                self._partitions[i] = (start, end, g)
+                return
+        self._partitions.append((start, end, dict(groups)))
+
+    def _across(self, observer: NodeId, member: NodeId, time: float) -> bool:
+        for start, end, groups in self._partitions:
+            if start <= time < end:
+                if groups.get(observer, 0) != groups.get(member, 0):
+                    return True
+            elif end <= time < end + self.heal_grace and member in groups:
+                return True
+        return False
+
     def __call__(self, time: float, node: NodeId, out: Output) -> None:
         if out.__class__ is not MemberChanged:
             return
@@ -122,6 +155,9 @@ class MembershipTracker:
             return
         self.events += 1
         failure = self._failure_at(member, time)
+        if failure is None and self._partitions and self._across(node, member, time):
+            self.partition_verdicts += 1
+            return
         if status is MemberStatus.SUSPECT:
             if failure is None:
                 self.false_suspicions += 1
@@ -160,7 +196,7 @@ class MembershipTracker:
             if sn.alive and not sn.paused and self.sim.ids[addr] not in left
         ]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, *, max_judges: int | None = None) -> dict[str, Any]:
         observers = self._observers()
         first: list[float] = []
         paused_first: list[float] = []
@@ -192,7 +228,7 @@ class MembershipTracker:
                     full.append(last - f.start)
                 else:
                     undetected += 1
-        unconverged = self._unconverged(observers)
+        unconverged, judged = self._unconverged(observers, max_judges)
         return {
             "failures": crashes,
             "first_detection_p50_s": percentile(first, 50),
@@ -209,13 +245,15 @@ class MembershipTracker:
             "false_positives": len(self.false_positive_nodes),
             "false_positive_events": self.false_positive_events,
             "paused_declared_failed": len(self.paused_failed),
+            "partition_verdicts": self.partition_verdicts,
             "false_suspicions": self.false_suspicions,
             "suspected_healthy": len(self.suspected_healthy),
             "converged": unconverged == 0,
             "unconverged_pairs": unconverged,
+            "converged_judges": judged,
         }
 
-    def _unconverged(self, observers: list[NodeId]) -> int:
+    def _unconverged(self, observers: list[NodeId], max_judges: int | None) -> tuple[int, int]:
         sim = self.sim
         crashed = {
             n for n, fs in self._failures.items() if any(f.kind in ("crash", "leave") for f in fs)
@@ -226,8 +264,11 @@ class MembershipTracker:
         paused = {sim.ids[a] for a, sn in sim.nodes.items() if sn.paused}
         healthy = [o for o in observers if o not in crashed]
         dead_ok = (MemberStatus.FAILED, MemberStatus.LEFT)
+        judges = healthy
+        if max_judges is not None and len(healthy) > max_judges:
+            judges = healthy[:: math.ceil(len(healthy) / max_judges)]
         bad = 0
-        for observer in healthy:
+        for observer in judges:
             members = sim.node(observer).swim.members
             for other in healthy:
                 if other != observer:
@@ -238,4 +279,4 @@ class MembershipTracker:
                     continue
                 m = members.get(other)
                 bad += m is not None and m.status not in dead_ok
-        return bad
+        return bad, len(judges)

@@ -1,0 +1,452 @@
+"""Run a scenario on the simulator and produce its report.
+
+Theory of operation: a cursor walks the timeline (`sim.scenario`). Before
+each step the simulation runs up to the step's time, then the step acts on
+the state as it is then (victims are drawn among the nodes live at that
+moment). Between steps the simulation advances in chunks of simulated time,
+which is where the progress callback and the *watches* run: every
+`WATCH_INTERVAL` simulated seconds the runner checks whether the overlay is
+whole again after a crash or a heal, and whether SWIM's member lists are
+complete after the last join or a heal, and records how long that took.
+
+Randomness: the simulation draws from `Simulation(seed)`; the scenario's own
+choices (contacts, victims, senders, partition groups) from a second
+generator derived from the same seed, so the same seed and scenario give the
+same report, wall-clock fields (`run.wall_s`, `run.events_per_s`,
+`run.peak_rss_mb`) aside.
+
+The report's keys are a contract (issue 3, section 3): `scenario`, `nodes`,
+`seed`, `run`, `overlay`, `broadcast`, `membership`, `messages`, and
+`failure` when the timeline crashes nodes, `partition` when it partitions.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from overlay.ids import NodeId
+from sim import analysis, scenario, underlay
+from sim.broadcast_metrics import BroadcastTracker
+from sim.engine import NetworkModel, Simulation
+from sim.membership_metrics import MembershipTracker
+from sim.scenario import Scenario, ScenarioError, Step
+
+WATCH_INTERVAL = 0.25  # simulated seconds between recovery checks
+CHUNK = 1.0  # simulated seconds between progress callbacks otherwise
+CDF_POINTS = 101
+MAX_JUDGES = 1000  # member lists read for membership.converged (O(judges x N))
+
+Progress = Callable[[float, float, int], None]  # (sim time, planned total, events)
+
+
+@dataclass(slots=True)
+class Watch:
+    name: str
+    start: float
+    check: Callable[[], bool]
+    done_after: float | None = None
+    closed: bool = False  # stopped waiting: a disruption came first
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a run hands back: the JSON report, and the series the plots draw
+    (kept out of the report to keep it compact)."""
+
+    report: dict[str, Any]
+    series: dict[str, list[float]] = field(default_factory=dict)
+
+
+def network_of(sc: Scenario, seed: int) -> NetworkModel:
+    get = {**scenario.NETWORK_KEYS, **sc.network}.__getitem__
+    net = NetworkModel(
+        latency_min=float(get("latency_min")),
+        latency_max=float(get("latency_max")),
+        loss=float(get("loss")),
+        connect_timeout=float(get("connect_timeout")),
+        break_after=float(get("break_after")),
+    )
+    spec = sc.network.get("underlay")
+    if spec is not None:
+        try:
+            net.underlay = underlay.build(spec, seed)
+        except underlay.UnderlayError as exc:
+            raise ScenarioError(f"{sc.source}: {exc}") from None
+    return net
+
+
+class Runner:
+    def __init__(
+        self,
+        sc: Scenario,
+        seed: int,
+        *,
+        use_codec: bool = True,
+        progress: Progress | None = None,
+    ) -> None:
+        self.sc = sc
+        self.seed = seed
+        self.plan = scenario.steps(sc)
+        self.total = scenario.duration(self.plan)
+        self.sim = Simulation(
+            scenario.config_of(sc), seed, network=network_of(sc, seed), use_codec=use_codec
+        )
+        self.rng = random.Random(f"scenario-{seed}")
+        self.broadcasts = BroadcastTracker(self.sim)
+        self.membership = MembershipTracker(self.sim)
+        self.progress = progress
+        self.created: list[NodeId] = []
+        self.by_name: dict[str, NodeId] = {}
+        self.paused: dict[NodeId, None] = {}
+        self.leaving: set[NodeId] = set()
+        self.groups: list[list[NodeId]] = []
+        self._cut: dict[NodeId, int] = {}
+        self.watches: list[Watch] = []
+        self.failure: dict[str, Any] | None = None
+        self.partition: dict[str, Any] | None = None
+        self.cursor = 0.0
+        self._payloads: dict[int, bytes] = {}
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> Outcome:
+        started = time.perf_counter()
+        for step in self.plan:
+            if step.at is not None:
+                self.cursor = max(self.cursor, step.at)
+            self.advance(self.cursor)
+            getattr(self, f"_do_{step.do}")(step)
+        self.advance(self.cursor)
+        wall = time.perf_counter() - started
+        return self._outcome(wall)
+
+    def advance(self, t: float) -> None:
+        """Run the simulation up to `t`, events at `t` included."""
+        sim = self.sim
+        while sim.now < t:
+            chunk = WATCH_INTERVAL if any(not w.closed for w in self.watches) else CHUNK
+            sim.run_until(min(t, sim.now + chunk))
+            self._check_watches()
+            if self.progress is not None:
+                self.progress(sim.now, self.total, sim.events)
+        sim.run_until(t)
+
+    def _watch(self, name: str, check: Callable[[], bool], start: float | None = None) -> None:
+        """Measure how long after `start` (default now) `check` first holds."""
+        self.watches = [w for w in self.watches if w.name != name]
+        w = Watch(name, self.sim.now if start is None else start, check)
+        self.watches.append(w)
+        self._check_watches()
+
+    def _check_watches(self) -> None:
+        now = self.sim.now
+        for w in self.watches:
+            if not w.closed and now >= w.start and w.check():
+                w.done_after = now - w.start
+                w.closed = True
+
+    def _disrupt(self) -> None:
+        """A crash, pause, leave, partition or churn: what was still awaited
+        (members complete after the joins) is not awaited any more."""
+        self._check_watches()
+        for w in self.watches:
+            w.closed = True
+
+    def _watched(self, name: str) -> float | None:
+        for w in self.watches:
+            if w.name == name:
+                return w.done_after
+        return None
+
+    # -------------------------------------------------------------- nodes
+
+    def healthy(self) -> list[NodeId]:
+        """Running, unpaused nodes that are not leaving, in creation order."""
+        nodes = self.sim.nodes
+        return [
+            n
+            for n in self.created
+            if (sn := nodes[(n.host, n.port)]).alive
+            and sn.started_at is not None
+            and not sn.paused
+            and n not in self.leaving
+        ]
+
+    def _new_node(self, at: float, contact: NodeId | None) -> NodeId:
+        name = f"n{len(self.created)}"
+        nid = self.sim.add_node(name, at=at)
+        if contact is not None:
+            self.sim.join(nid, [contact], at=at)
+        self.created.append(nid)
+        self.by_name[name] = nid
+        return nid
+
+    def _named(self, step: Step, names: list[str]) -> list[NodeId]:
+        out = []
+        for name in names:
+            nid = self.by_name.get(name)
+            if nid is None:
+                raise ScenarioError(f"{step.where}: no node named {name!r} (yet)")
+            out.append(nid)
+        return out
+
+    def _select(self, step: Step) -> list[NodeId]:
+        if step["nodes"] is not None:
+            return self._named(step, step["nodes"])
+        pool = self.healthy()
+        k = step["count"] if step["count"] is not None else round(step["fraction"] * len(pool))
+        return self.rng.sample(pool, min(k, len(pool)))
+
+    # -------------------------------------------------------------- steps
+
+    def _do_join(self, step: Step) -> None:
+        now = self.sim.now
+        rate = step["rate"]
+        first = step["contact"] == "first"
+        pool = self.healthy()
+        for i in range(step["count"]):
+            contact = (pool[0] if first else self.rng.choice(pool)) if pool else None
+            pool.append(self._new_node(now + (i / rate if rate > 0 else 0.0), contact))
+        self.cursor = now + scenario.step_length(step)
+        last = now + (step["count"] - 1) / rate if rate > 0 else now
+        self._watch("members_complete", lambda: analysis.members_merged(self.sim), start=last)
+
+    def _do_wait(self, step: Step) -> None:
+        self.cursor = self.sim.now + step["seconds"]
+
+    def _do_publish(self, step: Step) -> None:
+        now = self.sim.now
+        size = step["size"]
+        payload = self._payloads.setdefault(size, b"x" * size)
+        state: dict[str, Any] = {"one": None}
+        for k in range(step["count"]):
+            self.sim.call_at(
+                now + k * step["interval"], partial(self._publish_round, step, k, payload, state)
+            )
+        if not step["background"]:
+            self.cursor = now + scenario.step_length(step)
+
+    def _publish_round(self, step: Step, k: int, payload: bytes, state: dict[str, Any]) -> None:
+        sender = step["from"]
+        topic = step["topic"]
+        pool = self.healthy()
+        if not pool:
+            return
+        chosen: list[NodeId]
+        if isinstance(sender, list):
+            chosen = self._named(step, [sender[k % len(sender)]])
+        elif sender == "all":
+            chosen = pool
+        elif sender == "one":
+            one = state["one"]
+            if one is None or one not in pool:
+                one = state["one"] = self.rng.choice(pool)
+            chosen = [one]
+        elif sender == "groups" and self.groups:
+            alive = set(pool)
+            group = [n for n in self.groups[k % len(self.groups)] if n in alive]
+            chosen = [self.rng.choice(group or pool)]
+        else:
+            chosen = [self.rng.choice(pool)]
+        for nid in chosen:
+            self.sim.publish(nid, topic, payload)
+
+    def _do_crash(self, step: Step) -> None:
+        self._disrupt()
+        pool = len(self.healthy())
+        victims = self._select(step)
+        now = self.sim.now
+        for v in victims:
+            self.sim.crash(v)
+            self.membership.note_failure(v, now, "crash")
+        self.failure = {
+            "at_s": now,
+            "fraction": step["fraction"] if step["fraction"] is not None else len(victims) / pool,
+            "crashed": len(victims),
+        }
+        self.advance(now)  # the crashes happen before the first check
+        self._watch("failure", lambda: analysis.overlay_whole(self.sim))
+
+    def _do_pause(self, step: Step) -> None:
+        self._disrupt()
+        now = self.sim.now
+        for v in self._select(step):
+            self.sim.pause(v)
+            self.paused[v] = None
+            self.membership.note_failure(v, now, "pause")
+            if step["duration"] is not None:
+                self.sim.resume(v, at=now + step["duration"])
+                self.membership.note_recovery(v, now + step["duration"])
+                self.sim.call_at(now + step["duration"], partial(self.paused.pop, v, None))
+
+    def _do_resume(self, step: Step) -> None:
+        names = step["nodes"]
+        nodes = self._named(step, names) if names is not None else list(self.paused)
+        for v in nodes:
+            if v in self.paused:
+                del self.paused[v]
+                self.sim.resume(v)
+                self.membership.note_recovery(v, self.sim.now)
+
+    def _do_leave(self, step: Step) -> None:
+        self._disrupt()
+        now = self.sim.now
+        for v in self._select(step):
+            self._leave(v, now, step["linger"])
+
+    def _leave(self, v: NodeId, now: float, linger: float) -> None:
+        self.sim.leave(v)
+        self.sim.stop(v, at=now + linger)
+        self.leaving.add(v)
+        self.membership.note_failure(v, now, "leave")
+
+    def _do_partition(self, step: Step) -> None:
+        self._disrupt()
+        groups = step["groups"]
+        if all(isinstance(g, float) for g in groups):
+            pool = self.healthy()
+            self.rng.shuffle(pool)
+            sizes = [round(f * len(pool)) for f in groups]
+            cut: list[list[NodeId]] = []
+            start = 0
+            for size in sizes:
+                cut.append(pool[start : start + size])
+                start += size
+        else:
+            cut = [self._named(step, g) for g in groups]
+        self.groups = cut
+        if step["one_way"]:
+            self.sim.partition_one_way(cut[0], cut[1])
+        else:
+            self.sim.partition(cut)
+        self._cut = {n: i + 1 for i, g in enumerate(cut) for n in g}
+        self.membership.note_partition(self._cut, self.sim.now, math.inf)
+        self.partition = {
+            "at_s": self.sim.now,
+            "groups": [len(g) for g in cut],
+            "one_way": step["one_way"],
+            "healed_at_s": None,
+        }
+
+    def _do_heal(self, step: Step) -> None:
+        self.sim.heal()
+        self.groups = []
+        if self.partition is not None:
+            self.partition["healed_at_s"] = self.sim.now
+            self.membership.note_partition(self._cut, self.partition["at_s"], self.sim.now)
+        self._watch("overlay_merged", lambda: analysis.overlay_whole(self.sim))
+        self._watch("members_merged", lambda: analysis.members_merged(self.sim))
+
+    def _do_loss(self, step: Step) -> None:
+        self.sim.set_loss(step["value"])
+
+    def _do_churn(self, step: Step) -> None:
+        self._disrupt()
+        start = self.sim.now
+        end = start + step["duration"]
+        scale = len(self.healthy()) if step["relative"] else 1
+        events: list[tuple[float, int]] = []
+        for kind, key in enumerate(("join_rate", "crash_rate", "leave_rate")):
+            rate = step[key] * scale
+            if rate > 0:
+                count = math.floor(step["duration"] * rate)
+                events += [(start + i / rate, kind) for i in range(1, count + 1)]
+        events.sort()
+        for t, kind in events:
+            self.advance(t)
+            pool = self.healthy()
+            if kind == 0:
+                self._new_node(self.sim.now, self.rng.choice(pool) if pool else None)
+            elif len(pool) > 1:
+                victim = self.rng.choice(pool)
+                if kind == 1:
+                    self.sim.crash(victim)
+                    self.membership.note_failure(victim, self.sim.now, "crash")
+                else:
+                    self._leave(victim, self.sim.now, scenario.STEPS["leave"]["linger"])
+        self.cursor = end
+
+    # ------------------------------------------------------------ report
+
+    def _outcome(self, wall: float) -> Outcome:
+        sim = self.sim
+        live = sim.live()
+        b = self.broadcasts.summary(live)
+        by_broadcast = b.pop("reliability_by_broadcast")
+        report: dict[str, Any] = {
+            "scenario": self.sc.name,
+            "nodes": self.sc.params.get("nodes", len(self.created)),
+            "seed": self.seed,
+            "params": dict(self.sc.params),
+            "codec": sim.use_codec,
+            "run": {
+                "events": sim.events,
+                "wall_s": wall,
+                "events_per_s": sim.events / wall if wall > 0 else 0.0,
+                "sim_time_s": sim.now,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            },
+            "overlay": analysis.overlay_figures(sim),
+            "broadcast": {**b, "reliability_by_broadcast": by_broadcast},
+            "membership": {
+                **self.membership.summary(max_judges=MAX_JUDGES),
+                "complete_after_s": self._watched("members_complete"),
+            },
+            "messages": analysis.message_figures(sim),
+        }
+        if self.failure is not None:
+            after = self.broadcasts.summary(live, since=self.failure["at_s"])
+            report["failure"] = {
+                **self.failure,
+                "reliability": after["reliability"],
+                "reliability_by_broadcast": after["reliability_by_broadcast"],
+                "recovered_after_s": self._watched("failure"),
+            }
+        if self.partition is not None:
+            p = self.partition
+            during = self.broadcasts.summary(
+                live, since=p["at_s"], until=p["healed_at_s"] or math.inf
+            )
+            report["partition"] = {
+                **p,
+                "broadcasts_during": during["sent"],
+                "reliability_during": during["reliability"] if during["sent"] else None,
+                "overlay_merged_after_s": self._watched("overlay_merged"),
+                "members_merged_after_s": self._watched("members_merged"),
+            }
+        return Outcome(report, {"latency_cdf_s": self._latency_cdf()})
+
+    def _latency_cdf(self) -> list[float]:
+        """Delivery latencies at CDF_POINTS evenly spaced quantiles."""
+        lat = sorted(
+            t - bc.time
+            for bc in self.broadcasts.broadcasts.values()
+            for t, _ in bc.deliveries.values()
+        )
+        if not lat:
+            return []
+        last = len(lat) - 1
+        return [lat[round(q * last / (CDF_POINTS - 1))] for q in range(CDF_POINTS)]
+
+
+def run(
+    sc: Scenario,
+    seed: int,
+    *,
+    use_codec: bool = True,
+    progress: Progress | None = None,
+    graph_path: str | None = None,
+) -> Outcome:
+    """Run `sc` with `seed`; write the final overlay to `graph_path` if given."""
+    runner = Runner(sc, seed, use_codec=use_codec, progress=progress)
+    outcome = runner.run()
+    if graph_path is not None:
+        analysis.write_graph(runner.sim, graph_path)
+    return outcome
