@@ -1,0 +1,87 @@
+"""How the simulator scales: the steady scenario at 1,000 and 10,000 nodes
+(100,000 with --huge). Prints wall time, events per second, peak RSS and
+bytes per node; never fails on time (issue 3, section 4: targets on a 2-core
+machine are 1,000 nodes <= 10 s, 10,000 <= 120 s, 100,000 within 8 GB).
+
+Each size runs in a fresh process (spawned, not forked), so its peak RSS is
+its own. `make bench` runs the default sizes.
+
+    .venv/bin/python bench/sim_scale.py [--sizes 1000,10000] [--huge]
+        [--scenario steady] [--seed 1] [--no-codec] [--set KEY=VALUE ...]
+        [--profile FILE.txt]   # pyinstrument profile of the first size
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+from sim import runner, scenario
+
+
+def one(name: str, sets: list[str], nodes: int, seed: int, codec: bool, profile: str) -> Any:
+    sc = scenario.override(scenario.load(name).with_param("nodes", nodes), sets)
+    if not profile:
+        return runner.run(sc, seed, use_codec=codec).report
+    from pyinstrument import Profiler
+
+    with Profiler() as prof:
+        rep = runner.run(sc, seed, use_codec=codec).report
+    Path(profile).write_text(prof.output_text(show_all=False), encoding="utf-8")
+    return rep
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="1000,10000", help="node counts (default 1000,10000)")
+    p.add_argument("--huge", action="store_true", help="also 100,000 nodes")
+    p.add_argument("--scenario", default="steady")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-codec", action="store_true")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--profile", default="", metavar="FILE.txt")
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.huge:
+        sizes.append(100_000)
+    ctx = multiprocessing.get_context("spawn")
+    print(
+        f"{args.scenario}, seed {args.seed}, codec {'off' if args.no_codec else 'on'}"
+        f"{''.join(' --set ' + s for s in args.sets)}"
+    )
+    header = (
+        f"{'nodes':>8} {'wall s':>8} {'events':>11} {'events/s':>9} {'sim s':>6} "
+        f"{'RSS MB':>7} {'KB/node':>8} {'msg/node/s':>10} {'B/node/s':>9} {'reliab.':>8}"
+    )
+    print(header)
+    for i, n in enumerate(sizes):
+        with ctx.Pool(1) as pool:
+            rep = pool.apply(
+                one,
+                (
+                    args.scenario,
+                    args.sets,
+                    n,
+                    args.seed,
+                    not args.no_codec,
+                    args.profile if i == 0 else "",
+                ),
+            )
+        r, m = rep["run"], rep["messages"]
+        size = m["bytes_per_node_per_s"]
+        print(
+            f"{n:>8,} {r['wall_s']:>8.1f} {r['events']:>11,} {r['events_per_s']:>9,.0f} "
+            f"{r['sim_time_s']:>6.0f} {r['peak_rss_mb']:>7.0f} {r['peak_rss_mb'] * 1024 / n:>8.1f} "
+            f"{m['per_node_per_s']:>10.1f} {'-' if size is None else f'{size:,.0f}':>9} "
+            f"{rep['broadcast']['reliability']:>8.2%}",
+            flush=True,
+        )
+    if args.profile:
+        print(f"profile of {sizes[0]:,} nodes: {args.profile}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
