@@ -40,8 +40,10 @@ def register(sub: Any) -> None:
             f"Built-in scenarios: {', '.join(scenario.builtin_names())} (default steady)."
         ),
     )
-    p.add_argument("--nodes", type=int, help="cluster size (the scenario's 'nodes' parameter)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument(
+        "--nodes", type=int, metavar="N", help="cluster size (the scenario's 'nodes' parameter)"
+    )
+    p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
     p.add_argument(
         "--seeds", metavar="S,S,...", help="run once per seed, in parallel, and aggregate"
     )
@@ -64,7 +66,9 @@ def register(sub: Any) -> None:
         help="progress bar on stderr (default: when stderr is a terminal)",
     )
     p.add_argument("--no-codec", action="store_true", help="skip the wire codec (faster)")
-    p.add_argument("--jobs", type=int, help="processes for --seeds (default: CPU count)")
+    p.add_argument(
+        "--jobs", type=int, metavar="N", help="processes for --seeds (default: CPU count)"
+    )
     p.add_argument(
         "--list-scenarios", action="store_true", help="list the built-in scenarios and exit"
     )

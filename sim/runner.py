@@ -278,22 +278,26 @@ class Runner:
         self._disrupt()
         now = self.sim.now
         for v in self._select(step):
+            if v in self.paused:
+                continue
             self.sim.pause(v)
             self.paused[v] = None
             self.membership.note_failure(v, now, "pause")
             if step["duration"] is not None:
-                self.sim.resume(v, at=now + step["duration"])
-                self.membership.note_recovery(v, now + step["duration"])
-                self.sim.call_at(now + step["duration"], partial(self.paused.pop, v, None))
+                self.sim.call_at(now + step["duration"], partial(self._resume, v))
 
     def _do_resume(self, step: Step) -> None:
         names = step["nodes"]
-        nodes = self._named(step, names) if names is not None else list(self.paused)
-        for v in nodes:
-            if v in self.paused:
-                del self.paused[v]
-                self.sim.resume(v)
-                self.membership.note_recovery(v, self.sim.now)
+        for v in self._named(step, names) if names is not None else list(self.paused):
+            self._resume(v)
+
+    def _resume(self, v: NodeId) -> None:
+        """Resume `v` now if it is still paused (a resume step may have come
+        before the end of a pause with a duration)."""
+        if v in self.paused:
+            del self.paused[v]
+            self.sim.resume(v)
+            self.membership.note_recovery(v, self.sim.now)
 
     def _do_leave(self, step: Step) -> None:
         self._disrupt()

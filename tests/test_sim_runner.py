@@ -190,7 +190,7 @@ count = 1
 [[timeline]]
 do = "pause"
 nodes = ["n5"]
-duration = 2
+duration = 10  # the resume step below comes first
 
 [[timeline]]
 do = "pause"
