@@ -157,11 +157,17 @@ class SwimConfig:
     # besides gossiping it (guess: like indirect_k).
     leave_fanout: int = 3
     # Announcements (the changes this node originates, broadcast over
-    # Plumtree) wait this long so that a burst goes out as one broadcast:
-    # the neighbours of a crashed node all probe it out of turn and reach
-    # their suspicions within a few link latencies of each other (guess:
-    # a few LAN/WAN latencies; 0 announces at once).
+    # Plumtree) wait a random time between these two, so that a burst goes
+    # out as one broadcast, and so that of the neighbours of a crashed node,
+    # which all probe it out of turn and suspect it within milliseconds of
+    # each other, the first to announce usually silences the others (who
+    # strike what they hear broadcast from their own waiting batch). The
+    # spread is a guess: longer than a broadcast takes to cross a few
+    # overlay hops, short against the suspicion timeout (>= 4 s). Measured
+    # at 1,000 nodes crashing 500: 2.3 suspicion broadcasts per failure
+    # with a fixed 0.1 s, see the commit. 0 and 0 announce at once.
     announce_delay: float = 0.1
+    announce_max_delay: float = 1.0
     # Lifeguard refinements (local health, nacks, suspicion confirmations,
     # buddy system) can be turned off to measure what they buy.
     lifeguard: bool = True
@@ -175,8 +181,8 @@ class SwimConfig:
             raise ValueError("swim.indirect_k >= 0, retransmit_mult >= 1, awareness_max >= 1")
         if self.suspicion_mult <= 0 or self.suspicion_max_mult < 1:
             raise ValueError("swim.suspicion_mult > 0 and swim.suspicion_max_mult >= 1")
-        if self.announce_delay < 0:
-            raise ValueError("swim.announce_delay must be >= 0")
+        if not 0 <= self.announce_delay <= self.announce_max_delay:
+            raise ValueError("swim: 0 <= announce_delay <= announce_max_delay")
         if self.piggyback_bytes < 64 or self.push_pull_part_bytes < 1024:
             raise ValueError("swim.piggyback_bytes >= 64 and swim.push_pull_part_bytes >= 1024")
 

@@ -136,8 +136,8 @@ class Node:
                     origin, msg = codec.decode(o.payload, self.config.max_frame)
                 except codec.DecodeError:
                     continue
-                if isinstance(msg, MemberUpdates):
-                    more += self._swim(Received(origin, msg), now)
+                if isinstance(msg, MemberUpdates) and self.swim_enabled:
+                    more += self._after_swim(self.swim.handle_announcement(origin, msg, now), now)
         # What SWIM answers may hold our own announcement's local delivery.
         return kept + self._internal(more, now)
 

@@ -136,6 +136,17 @@ _EXCHANGE_TIMEOUT = 60.0
 # memberlist's pushPullScaleThreshold: above this many members the push-pull
 # period grows with log2(N).
 _PUSH_PULL_SCALE_FROM = 32
+# Wire codes of the states that accuse a member (suspect, failed, left).
+_ACCUSING_CODES = (1, 2, 3)
+
+
+def _covers(theirs: MemberState, mine: MemberState) -> bool:
+    """Does the accusation `theirs` make our pending `mine` redundant? The
+    same member, at our incarnation or later, as grave or graver (suspect <
+    failed/left). A suspicion never covers a verdict."""
+    if mine.status not in _ACCUSING_CODES or theirs.incarnation < mine.incarnation:
+        return False
+    return theirs.incarnation > mine.incarnation or theirs.status >= mine.status
 
 
 class SwimTimer(enum.Enum):
@@ -284,7 +295,8 @@ class Swim:
         # Set by the node when a broadcast layer carries our announcements.
         self.announce = False
         self._announcements: list[MemberState] = []
-        self._announce_armed = False  # the ANNOUNCE timer is pending
+        self._announce_armed = False  # the ANNOUNCE timer is pending...
+        self._announce_at = 0.0  # ...and fires then
         self._announce_due = False  # take_announcements() hands the batch out
         self._rejoined: list[NodeId] = []
         self.counters: Counter[str] = Counter()
@@ -321,7 +333,7 @@ class Swim:
                 self._exchanges.pop((peer.host, peer.port), None)
             case _:
                 pass
-        self._arm_announce(out)
+        self._arm_announce(out, now)
         return out
 
     def probe_now(self, peer: NodeId, now: float) -> list[Output]:
@@ -333,7 +345,7 @@ class Swim:
             return out
         self.counters["probes_out_of_turn"] += 1
         self._start_probe(member, now, out)
-        self._arm_announce(out)
+        self._arm_announce(out, now)
         return out
 
     def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
@@ -348,7 +360,7 @@ class Swim:
         self.members.set_state(self._self, ALIVE, self.incarnation, now)
         self._spread(self._state_of(self._self), local=True)
         out.append(MemberChanged(self.me, ALIVE, self.incarnation, new))
-        self._arm_announce(out)
+        self._arm_announce(out, now)
         return out
 
     def members_snapshot(self) -> tuple[MemberInfo, ...]:
@@ -369,15 +381,66 @@ class Swim:
         del self._announcements[:SWIM_MAX_UPDATES]
         return MemberUpdates(batch)
 
-    def _arm_announce(self, out: list[Output]) -> None:
-        """Start the batching window when announcements wait and none is open."""
-        if not self._announcements or self._announce_armed or self._announce_due:
+    def handle_announcement(self, origin: NodeId, msg: MemberUpdates, now: float) -> list[Output]:
+        """A batch `origin` broadcast to the whole cluster: merged like any
+        updates. Then what it told everyone is struck from our own batch
+        still waiting in its window: the neighbours of a crashed node all
+        probe it out of turn and suspect it within a few milliseconds of
+        each other, and one broadcast of the suspicion is enough. The
+        suspicion we keep names the announcer as its first accuser, so the
+        verdict is announced once too (by the announcer; everyone's own
+        timer still reaches it if the announcer dies)."""
+        out: list[Output] = []
+        self.on_message(origin, msg, now, out)
+        if self._announcements:
+            told = {s.node: s for s in msg.updates if s.status in _ACCUSING_CODES}
+            if told:
+                kept = []
+                for mine in self._announcements:
+                    theirs = told.get(mine.node)
+                    if theirs is not None and _covers(theirs, mine):
+                        self._yield_first_accuser(mine.node, theirs, mine, out)
+                        self.counters["announcements_suppressed"] += 1
+                    else:
+                        kept.append(mine)
+                self._announcements = kept
+        self._arm_announce(out, now)
+        return out
+
+    def _yield_first_accuser(
+        self, node: NodeId, theirs: MemberState, mine: MemberState, out: list[Output]
+    ) -> None:
+        """Make the announcer of a suspicion we also raised its first accuser
+        here, and send it our own as a confirmation (Lifeguard: it shortens
+        the timer that decides the verdict)."""
+        suspicion = self._suspicions.get(node)
+        accuser = theirs.accuser
+        if suspicion is None or accuser is None or accuser == self.me:
             return
-        if self.cfg.announce_delay <= 0:
+        rest = {a: None for a in suspicion.accusers if a != accuser}
+        suspicion.accusers = {accuser: None, **rest}
+        if mine.status == 1 and mine.accuser == self.me:
+            out.append(Send(accuser, MemberUpdates((mine,)), reliable=False))
+
+    def _arm_announce(self, out: list[Output], now: float) -> None:
+        """Open the batching window when announcements wait and none is open.
+        Suspicions wait a random time in [announce_delay,
+        announce_max_delay], so that racing accusers hear each other first;
+        anything else (a verdict, a refutation, tags) waits the minimum, and
+        shortens a window already open."""
+        if not self._announcements or self._announce_due:
+            return
+        lo, hi = self.cfg.announce_delay, self.cfg.announce_max_delay
+        urgent = any(a.status != 1 for a in self._announcements)
+        if self._announce_armed and (not urgent or self._announce_at <= now + lo):
+            return
+        if hi <= 0:
             self._announce_due = True
             return
+        delay = lo if urgent else lo + (hi - lo) * self.rng.random()
         self._announce_armed = True
-        out.append(SetTimer(_ANNOUNCE_TIMER, self.cfg.announce_delay))
+        self._announce_at = now + delay
+        out.append(SetTimer(_ANNOUNCE_TIMER, delay))
 
     def take_rejoined(self) -> list[NodeId]:
         """Members we had as failed that answered our reconnect push-pull

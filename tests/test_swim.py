@@ -79,10 +79,15 @@ def left(n: NodeId, inc: int) -> MemberState:
     return MemberState(n, inc, 3, {}, None)
 
 
+# The announcement window is random (0.1-0.5 s); fixed here, so that the
+# expected outputs are exact.
+FIXED_WINDOW = SwimConfig(announce_max_delay=0.1)
+
+
 def make(members: tuple[NodeId, ...] = (), cfg: SwimConfig | None = None, seed: int = 1) -> Swim:
     """A started node that knows `members` (all alive at 0), with an empty
     piggyback queue, so the next outputs are exact."""
-    s = Swim(ME, cfg or SwimConfig(), random.Random(seed))
+    s = Swim(ME, cfg or FIXED_WINDOW, random.Random(seed))
     s.start(0.0)
     if members:
         s.handle(Received(members[0], MemberUpdates(tuple(alive(m) for m in members))), 0.0)
@@ -746,8 +751,73 @@ def test_announcements_in_one_window_go_as_one_batch_and_leave_goes_at_once() ->
     assert s.take_announcements() is None
 
 
+def test_a_suspicion_someone_else_announced_first_is_not_announced_again() -> None:
+    others = tuple(nid(i) for i in range(1, 10))
+    s = make(others)
+    s.announce = True
+    first = fire(s, SwimTimer.PROBE, 10.0)[0]
+    assert isinstance(first, Send)
+    x = first.to
+    other = nid(1) if x != nid(1) else nid(2)
+    fire(s, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
+    fire(s, SwimTimer.PROBE_END, 11.0, 1)  # our suspicion waits in its window
+    # The same suspicion, piggybacked or sent to us alone: ours still goes.
+    s2 = make(others)
+    s2.announce = True
+    fire(s2, SwimTimer.PROBE, 10.0)
+    fire(s2, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
+    fire(s2, SwimTimer.PROBE_END, 11.0, 1)
+    updates(s2, [suspect(x, 0, other)], 11.02, sender=other)
+    assert announced(s2, 11.1) == MemberUpdates((suspect(x, 0, ME),))
+    # Broadcast by another accuser within our window: everyone has it. Ours
+    # goes to the announcer alone, as a confirmation.
+    out = s.handle_announcement(other, MemberUpdates((suspect(x, 0, other),)), 11.02)
+    assert Send(other, MemberUpdates((suspect(x, 0, ME),)), reliable=False) in out
+    assert announced(s, 11.1) is None
+    assert s.stats()["announcements_suppressed"] == 1
+    # The announcer is now the first accuser here, so the verdict is its to
+    # announce; our own timer still declares the member failed.
+    out = fire(s, SwimTimer.SUSPICION, 30.0, (x, 0))
+    assert MemberChanged(x, FAILED, 0, {}) in out
+    assert announced(s, 30.1) is None
+
+
+def test_a_suspicion_does_not_suppress_our_verdict() -> None:
+    s = make((B, C))
+    s.announce = True
+    fire(s, SwimTimer.PROBE, 1.0)
+    target = s._probes[1].target
+    fire(s, SwimTimer.PROBE_END, 2.0, 1)
+    assert announced(s, 2.1) == MemberUpdates((suspect(target, 0, ME),))
+    fire(s, SwimTimer.SUSPICION, 20.0, (target, 0))
+    other = C if target == B else B
+    s.handle_announcement(other, MemberUpdates((suspect(target, 0, other),)), 20.01)
+    assert announced(s, 20.1) == MemberUpdates((failed(target, 0),))
+
+
+def test_the_announcement_window_is_random_for_suspicions_only() -> None:
+    delays = set()
+    for seed in range(20):
+        s = make((B,), SwimConfig(), seed=seed)
+        s.announce = True
+        fire(s, SwimTimer.PROBE, 1.0)
+        out = fire(s, SwimTimer.PROBE_END, 2.0, 1)  # we suspect B
+        (timer,) = [o for o in out if isinstance(o, SetTimer) and o.timer == ANNOUNCE_T]
+        assert 0.1 <= timer.delay <= 1.0
+        delays.add(round(timer.delay, 3))
+        # A refutation does not wait as long: the window closes sooner.
+        out = updates(s, [suspect(ME, 0, B)], 2.01)
+        if timer.delay > 0.11:
+            assert out == [SetTimer(ANNOUNCE_T, 0.1)]
+        assert announced(s, 2.2) == MemberUpdates((suspect(B, 0, ME), alive(ME, 1)))
+    assert len(delays) > 10
+    s = make((B,), SwimConfig())
+    s.announce = True
+    assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
+
+
 def test_announce_delay_zero_announces_at_once() -> None:
-    s = make((B,), SwimConfig(announce_delay=0.0))
+    s = make((B,), SwimConfig(announce_delay=0.0, announce_max_delay=0.0))
     s.announce = True
     assert updates(s, [suspect(ME, 0, B)], 1.0) == []
     assert s.take_announcements() == MemberUpdates((alive(ME, 1),))
