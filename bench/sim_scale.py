@@ -4,33 +4,59 @@ bytes per node; never fails on time (issue 3, section 4: targets on a 2-core
 machine are 1,000 nodes <= 10 s, 10,000 <= 120 s, 100,000 within 8 GB).
 
 Each size runs in a fresh process (spawned, not forked), so its peak RSS is
-its own. `make bench` runs the default sizes.
+its own, under an address-space cap (--max-gb, default 8: the issue's
+budget) so that a size that does not fit stops with a line saying so rather
+than swapping a shared machine to a halt. `make bench` runs the defaults.
 
     .venv/bin/python bench/sim_scale.py [--sizes 1000,10000] [--huge]
         [--scenario steady] [--seed 1] [--no-codec] [--set KEY=VALUE ...]
-        [--profile FILE.txt]   # pyinstrument profile of the first size
+        [--max-gb 8] [--profile FILE.txt]   # pyinstrument, first size only
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from sim import runner, scenario
+from sim.progress import Bar
+
+
+def _cap(max_gb: float) -> None:
+    limit = int(max_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def one(name: str, sets: list[str], nodes: int, seed: int, codec: bool, profile: str) -> Any:
     sc = scenario.override(scenario.load(name).with_param("nodes", nodes), sets)
-    if not profile:
-        return runner.run(sc, seed, use_codec=codec).report
-    from pyinstrument import Profiler
+    bar = Bar(enabled=sys.stderr.isatty())
+    try:
+        if not profile:
+            return runner.run(sc, seed, use_codec=codec, progress=bar.sim).report
+        from pyinstrument import Profiler
 
-    with Profiler() as prof:
-        rep = runner.run(sc, seed, use_codec=codec).report
-    Path(profile).write_text(prof.output_text(show_all=False), encoding="utf-8")
-    return rep
+        with Profiler() as prof:
+            rep = runner.run(sc, seed, use_codec=codec, progress=bar.sim).report
+        Path(profile).write_text(prof.output_text(show_all=False), encoding="utf-8")
+        return rep
+    finally:
+        bar.close()
+
+
+def row(n: int, rep: dict[str, Any]) -> str:
+    r, m = rep["run"], rep["messages"]
+    size = m["bytes_per_node_per_s"]
+    return (
+        f"{n:>8,} {r['wall_s']:>8.1f} {r['events']:>11,} {r['events_per_s']:>9,.0f} "
+        f"{r['sim_time_s']:>6.0f} {r['peak_rss_mb']:>7.0f} {r['peak_rss_mb'] * 1024 / n:>8.1f} "
+        f"{m['per_node_per_s']:>10.1f} {'-' if size is None else f'{size:,.0f}':>9} "
+        f"{rep['broadcast']['reliability']:>8.2%}"
+    )
 
 
 def main() -> int:
@@ -41,6 +67,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-codec", action="store_true")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--max-gb", type=float, default=8.0, help="address space per run (GB)")
     p.add_argument("--profile", default="", metavar="FILE.txt")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -48,36 +75,25 @@ def main() -> int:
         sizes.append(100_000)
     ctx = multiprocessing.get_context("spawn")
     print(
-        f"{args.scenario}, seed {args.seed}, codec {'off' if args.no_codec else 'on'}"
-        f"{''.join(' --set ' + s for s in args.sets)}"
+        f"{args.scenario}, seed {args.seed}, codec {'off' if args.no_codec else 'on'}, "
+        f"cap {args.max_gb:g} GB{''.join(' --set ' + s for s in args.sets)}"
     )
-    header = (
+    print(
         f"{'nodes':>8} {'wall s':>8} {'events':>11} {'events/s':>9} {'sim s':>6} "
-        f"{'RSS MB':>7} {'KB/node':>8} {'msg/node/s':>10} {'B/node/s':>9} {'reliab.':>8}"
+        f"{'RSS MB':>7} {'KB/node':>8} {'msg/node/s':>10} {'B/node/s':>9} {'reliab.':>8}",
+        flush=True,
     )
-    print(header)
     for i, n in enumerate(sizes):
-        with ctx.Pool(1) as pool:
-            rep = pool.apply(
-                one,
-                (
-                    args.scenario,
-                    args.sets,
-                    n,
-                    args.seed,
-                    not args.no_codec,
-                    args.profile if i == 0 else "",
-                ),
-            )
-        r, m = rep["run"], rep["messages"]
-        size = m["bytes_per_node_per_s"]
-        print(
-            f"{n:>8,} {r['wall_s']:>8.1f} {r['events']:>11,} {r['events_per_s']:>9,.0f} "
-            f"{r['sim_time_s']:>6.0f} {r['peak_rss_mb']:>7.0f} {r['peak_rss_mb'] * 1024 / n:>8.1f} "
-            f"{m['per_node_per_s']:>10.1f} {'-' if size is None else f'{size:,.0f}':>9} "
-            f"{rep['broadcast']['reliability']:>8.2%}",
-            flush=True,
-        )
+        started = time.perf_counter()
+        task = (args.scenario, args.sets, n, args.seed, not args.no_codec)
+        try:
+            with ctx.Pool(1, initializer=_cap, initargs=(args.max_gb,)) as pool:
+                rep = pool.apply(one, (*task, args.profile if i == 0 else ""))
+        except MemoryError:
+            wall = time.perf_counter() - started
+            print(f"{n:>8,} out of memory (over {args.max_gb:g} GB) after {wall:.0f} s", flush=True)
+            continue
+        print(row(n, rep), flush=True)
     if args.profile:
         print(f"profile of {sizes[0]:,} nodes: {args.profile}")
     return 0
