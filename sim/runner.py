@@ -17,7 +17,8 @@ same report, wall-clock fields (`run.wall_s`, `run.events_per_s`,
 
 The report's keys are a contract (issue 3, section 3): `scenario`, `nodes`,
 `seed`, `run`, `overlay`, `broadcast`, `membership`, `messages`, and
-`failure` when the timeline crashes nodes, `partition` when it partitions.
+`failure` when the timeline has a crash step (the last one: churn's crashes
+are not counted there), `partition` when it partitions (the last split).
 """
 
 from __future__ import annotations
@@ -198,8 +199,11 @@ class Runner:
         return out
 
     def _select(self, step: Step) -> list[NodeId]:
+        """The step's victims: named ones still running, or a count or a
+        fraction of the healthy nodes drawn at random."""
         if step["nodes"] is not None:
-            return self._named(step, step["nodes"])
+            nodes = self.sim.nodes
+            return [n for n in self._named(step, step["nodes"]) if nodes[(n.host, n.port)].alive]
         pool = self.healthy()
         k = step["count"] if step["count"] is not None else round(step["fraction"] * len(pool))
         return self.rng.sample(pool, min(k, len(pool)))
@@ -268,7 +272,9 @@ class Runner:
             self.membership.note_failure(v, now, "crash")
         self.failure = {
             "at_s": now,
-            "fraction": step["fraction"] if step["fraction"] is not None else len(victims) / pool,
+            "fraction": step["fraction"]
+            if step["fraction"] is not None
+            else len(victims) / max(1, pool),
             "crashed": len(victims),
         }
         self.advance(now)  # the crashes happen before the first check
