@@ -10,14 +10,36 @@ becomes true is seen within one timer period.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
 from daemon.agent import Agent, AgentSettings
 from overlay.config import Config
 from overlay.io import Output
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def bounded(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Run an async test inside `trio.fail_after(seconds)`: whatever it
+    awaits, it cannot hang the suite (trio time: a `MockClock` test gets
+    that many virtual seconds)."""
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with trio.fail_after(seconds):
+                return await fn(*args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 class Changes:

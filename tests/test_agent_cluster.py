@@ -10,9 +10,18 @@ import pytest
 import trio
 
 from daemon.agent import Agent, AgentSettings, Delivery, Subscription
-from daemon.testing import Changes, all_alive, fast_config, local_cluster, overlay_connected
+from daemon.testing import (
+    Changes,
+    all_alive,
+    bounded,
+    fast_config,
+    local_cluster,
+    overlay_connected,
+)
 
 WAIT = 30.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 async def _drain(sub: Subscription[Delivery], into: list[Delivery], want: int) -> None:
@@ -22,6 +31,7 @@ async def _drain(sub: Subscription[Delivery], into: list[Delivery], want: int) -
             return
 
 
+@bounded(TEST_MAX)
 async def test_three_agents_join_publish_subscribe_leave() -> None:
     async with local_cluster(3) as agents:
         changes = Changes(agents)
@@ -65,6 +75,7 @@ def _status(agent: Agent, name: str) -> str | None:
     return next((m.status for m in agent.members() if m.name == name), None)
 
 
+@bounded(TEST_MAX)
 async def test_thirty_agents_converge_and_deliver_every_broadcast_once() -> None:
     n = 30
     async with local_cluster(n, seed=3) as agents:
@@ -107,6 +118,7 @@ async def _until_payload(sub: Subscription[Delivery], into: list[Delivery], payl
             return
 
 
+@bounded(TEST_MAX)
 async def test_encrypted_cluster_refuses_strangers() -> None:
     from daemon.security import decode_key, generate_key
 
@@ -134,6 +146,7 @@ async def test_encrypted_cluster_refuses_strangers() -> None:
             stranger.stop()
 
 
+@bounded(TEST_MAX)
 async def test_metrics_endpoint_serves_prometheus_text() -> None:
     async with local_cluster(2, metrics=("127.0.0.1", 0)) as agents:
         changes = Changes(agents)
@@ -158,6 +171,7 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
                 assert math.isfinite(float(value)), line
 
 
+@bounded(TEST_MAX)
 async def test_join_by_dns_name_and_by_srv_that_appears_later() -> None:
     """A seed given by name is resolved; an SRV name that resolves to nothing
     yet is resolved again while the agent is alone, and joined once it does."""
@@ -206,6 +220,7 @@ async def test_join_by_dns_name_and_by_srv_that_appears_later() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_an_error_in_the_body_stops_the_agent_and_propagates_as_itself() -> None:
     agent = Agent(AgentSettings(bind=("127.0.0.1", 0), control=None, config=fast_config()))
     with pytest.raises(KeyError, match="boom"):
@@ -215,6 +230,7 @@ async def test_an_error_in_the_body_stops_the_agent_and_propagates_as_itself() -
     assert not agent.running
 
 
+@bounded(TEST_MAX)
 async def test_bind_errors_come_out_plain() -> None:
     with trio.socket.socket() as taken:
         await taken.bind(("127.0.0.1", 0))

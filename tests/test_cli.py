@@ -17,9 +17,11 @@ import trio
 from daemon.agent import Agent, AgentSettings
 from daemon.cli import build_parser, main
 from daemon.settings import SettingsError, build
-from daemon.testing import fast_config
+from daemon.testing import bounded, fast_config
 
 WAIT = 10.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -222,6 +224,7 @@ async def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
         return await trio.to_thread.run_sync(run_cli, args, capsys)
 
 
+@bounded(TEST_MAX)
 async def test_publish_subscribe_stats_leave_through_the_cli(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

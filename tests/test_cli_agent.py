@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from daemon.testing import bounded
+
 WAIT = 30.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 def overlay_cmd(*args: str) -> list[str]:
@@ -37,6 +41,7 @@ async def _follow(
                 event.set()
 
 
+@bounded(TEST_MAX)
 async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     sock = tmp_path / "ctl.sock"
     proc = await trio.lowlevel.open_process(
@@ -88,6 +93,7 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("which", ["peer port", "control API", "metrics endpoint"])
+@bounded(TEST_MAX)
 async def test_port_in_use_is_one_line_naming_the_socket_and_exit_1(which: str) -> None:
     with trio.socket.socket() as taken:
         await taken.bind(("127.0.0.1", 0))

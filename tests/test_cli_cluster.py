@@ -23,8 +23,11 @@ from typing import Any
 import trio
 
 from daemon.client import open_client
+from daemon.testing import bounded
 
 WAIT = 30.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 N = 10
 CONFIG = """
 [agent]
@@ -182,6 +185,7 @@ async def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
         )
 
 
+@bounded(TEST_MAX)
 async def test_ten_agent_processes(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery, agent_processes(nursery, tmp_path, N) as agents:
         names = [a.name for a in agents]

@@ -13,9 +13,11 @@ import trio
 from daemon.agent import Agent, AgentSettings
 from daemon.client import ControlUnreachable, open_client
 from daemon.control import ControlError, FrameReader, pack, parse_control
-from daemon.testing import Changes, fast_config
+from daemon.testing import Changes, bounded, fast_config
 
 WAIT = 10.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 def _agent(control: str, **kw: object) -> Agent:
@@ -39,6 +41,7 @@ def test_parse_control() -> None:
         parse_control("nohost")
 
 
+@bounded(TEST_MAX)
 async def test_handshake_publish_subscribe_over_tcp() -> None:
     async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
         hello = await client.handshake()
@@ -57,6 +60,7 @@ async def test_handshake_publish_subscribe_over_tcp() -> None:
         assert all(isinstance(e["time"], float) and e["time"] > 1.6e9 for e in got)
 
 
+@bounded(TEST_MAX)
 async def test_unix_socket_and_unsubscribe(tmp_path: Path) -> None:
     path = tmp_path / "ctl.sock"
     async with _agent(f"unix:{path}") as agent:
@@ -76,6 +80,7 @@ async def test_unix_socket_and_unsubscribe(tmp_path: Path) -> None:
     assert not path.exists()  # removed when the agent stops
 
 
+@bounded(TEST_MAX)
 async def test_errors_are_answers_not_disconnects() -> None:
     async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
         with pytest.raises(ControlError, match="unknown op"):
@@ -97,6 +102,7 @@ async def test_errors_are_answers_not_disconnects() -> None:
         assert (await client.handshake())["name"] == "solo"
 
 
+@bounded(TEST_MAX)
 async def test_garbage_from_a_client_gets_an_error_and_a_close() -> None:
     async with _agent("127.0.0.1:0") as agent:
         host, port = agent.control_address.rsplit(":", 1)  # type: ignore[union-attr]
@@ -129,6 +135,7 @@ async def test_garbage_from_a_client_gets_an_error_and_a_close() -> None:
         assert agent.running
 
 
+@bounded(TEST_MAX)
 async def test_unreachable_control_socket() -> None:
     with pytest.raises(ControlUnreachable, match="no agent"):
         async with open_client("127.0.0.1:1"):
@@ -138,6 +145,7 @@ async def test_unreachable_control_socket() -> None:
             pass
 
 
+@bounded(TEST_MAX)
 async def test_leave_answers_then_the_agent_stops() -> None:
     agent = _agent("127.0.0.1:0", leave_grace=0.05)
     async with trio.open_nursery() as nursery:
@@ -152,6 +160,7 @@ async def test_leave_answers_then_the_agent_stops() -> None:
     assert not agent.running
 
 
+@bounded(TEST_MAX)
 async def test_monitor_streams_member_changes() -> None:
     async with _agent("127.0.0.1:0", tags={"role": "web"}) as agent:
         changes = Changes([agent])
@@ -167,6 +176,7 @@ async def test_monitor_streams_member_changes() -> None:
         await changes.until(lambda: True, WAIT)
 
 
+@bounded(TEST_MAX)
 async def test_a_client_that_resets_mid_stream_does_not_hurt_the_agent() -> None:
     import socket
 

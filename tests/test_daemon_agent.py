@@ -18,7 +18,7 @@ import trio.testing
 
 from daemon.agent import Agent, AgentSettings, Delivery
 from daemon.framing import prefixed
-from daemon.testing import Changes, all_alive, fast_config, local_cluster
+from daemon.testing import Changes, all_alive, bounded, fast_config, local_cluster
 from overlay import codec
 from overlay.config import Config
 from overlay.ids import NodeId
@@ -27,6 +27,8 @@ from overlay.messages import Disconnect, Join, Neighbor
 from tests.test_daemon_discovery import fake_dns, srv_response
 
 WAIT = 30.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 @contextmanager
@@ -59,6 +61,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 # ---------------------------------------------------------------- time
 
 
+@bounded(3600)  # virtual seconds: the test lives ten minutes of them
 async def test_trio_time_drives_the_node(autojump_clock: trio.testing.MockClock) -> None:
     """`node.handle(input, trio.current_time())`: under a MockClock a lone
     agent lives ten virtual minutes in a moment, every timer firing exactly
@@ -163,6 +166,7 @@ def test_identity_takes_the_advertised_address() -> None:
     assert me(advertise=("203.0.113.7", 0)) == NodeId("a", "203.0.113.7", 7946)
 
 
+@bounded(TEST_MAX)
 async def test_peers_reach_an_agent_at_its_advertised_address() -> None:
     forwarder = Forwarder()
     config = fast_config()
@@ -204,6 +208,7 @@ async def test_peers_reach_an_agent_at_its_advertised_address() -> None:
 # ----------------------------------------------------------------- seeds
 
 
+@bounded(TEST_MAX)
 async def test_a_dead_seed_is_retried_and_each_failure_logged() -> None:
     """While alone the agent keeps dialling its seed (HyParView's backoff),
     logging why each attempt failed; once the seed is up, it joins. A seed
@@ -279,6 +284,7 @@ def _garbage(rng: random.Random, frames: list[bytes]) -> Iterator[bytes]:
     yield b"\xc1" * 10  # never used in msgpack
 
 
+@bounded(TEST_MAX)
 async def test_garbage_on_both_ports_never_stops_the_agent() -> None:
     rng = random.Random(0)
     async with local_cluster(2) as agents:
@@ -327,6 +333,7 @@ def _decodes(data: bytes) -> bool:
     return True
 
 
+@bounded(TEST_MAX)
 async def test_an_input_the_protocol_fails_on_is_dropped_and_counted() -> None:
     """A bug that a peer's message reaches must not stop the agent: the input
     is dropped, logged with its traceback and counted."""
@@ -360,6 +367,7 @@ async def test_an_input_the_protocol_fails_on_is_dropped_and_counted() -> None:
 # ---------------------------------------------------------------- queues
 
 
+@bounded(TEST_MAX)
 async def test_a_slow_subscriber_loses_the_newest_never_blocks_the_node() -> None:
     async with Agent(
         AgentSettings(bind=("127.0.0.1", 0), control=None, config=fast_config(), subscriber_queue=2)

@@ -15,8 +15,11 @@ from hypothesis import strategies as st
 
 from daemon import dns
 from daemon.discovery import SeedError, parse_seed, resolve_seeds
+from daemon.testing import bounded
 
 WAIT = 10.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 def test_parse_seed_forms() -> None:
@@ -99,6 +102,7 @@ async def fake_dns(
                 await udp.sendto(respond(query, False), addr)
 
 
+@bounded(TEST_MAX)
 async def test_srv_with_additional_addresses() -> None:
     def respond(query: bytes, tcp: bool) -> bytes:
         return srv_response(
@@ -126,6 +130,7 @@ async def test_srv_with_additional_addresses() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_truncated_answer_is_retried_over_tcp() -> None:
     many = [(0, 1, 7000 + i, f"pod-{i}.svc.example") for i in range(200)]
     seen: list[bool] = []
@@ -148,6 +153,7 @@ async def test_truncated_answer_is_retried_over_tcp() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_nxdomain_and_dead_servers_are_reported() -> None:
     def respond(query: bytes, tcp: bool) -> bytes:
         return srv_response(query, [], rcode=3)
@@ -169,6 +175,7 @@ async def test_nxdomain_and_dead_servers_are_reported() -> None:
     assert addrs == [] and "no answer" in errors[0]
 
 
+@bounded(TEST_MAX)
 async def test_dns_names_resolve_through_the_system() -> None:
     specs = [parse_seed("localhost:7001", 1), parse_seed("10.0.0.9:7002", 1)]
     with trio.fail_after(WAIT):

@@ -7,8 +7,12 @@ import enum
 import trio
 import trio.testing
 
+from daemon.testing import bounded
 from daemon.timers import Expired, TimerQueue
 from overlay.io import Timer
+
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 class K(enum.Enum):
@@ -29,6 +33,7 @@ async def _collect(
     return fired
 
 
+@bounded(TEST_MAX)
 async def test_timers_fire_in_deadline_order(autojump_clock: trio.testing.MockClock) -> None:
     send, recv = trio.open_memory_channel[Expired](0)
     queue = TimerQueue(send)
@@ -50,6 +55,7 @@ async def test_timers_fire_in_deadline_order(autojump_clock: trio.testing.MockCl
     assert len(queue) == 0
 
 
+@bounded(TEST_MAX)
 async def test_an_earlier_timer_wakes_the_sleeping_task(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -66,6 +72,7 @@ async def test_an_earlier_timer_wakes_the_sleeping_task(
     assert [(round(t - t0, 6), tm) for t, tm in fired] == [(2.0, Timer(K.B))]
 
 
+@bounded(TEST_MAX)
 async def test_set_again_replaces_and_cancel_removes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -83,6 +90,7 @@ async def test_set_again_replaces_and_cancel_removes(
     assert [(round(t - t0, 6), tm) for t, tm in fired] == [(4.0, Timer(K.A))]
 
 
+@bounded(TEST_MAX)
 async def test_an_expiry_in_flight_is_stale_after_set_or_cancel() -> None:
     send, _recv = trio.open_memory_channel[Expired](1)
     queue = TimerQueue(send)
@@ -97,6 +105,7 @@ async def test_an_expiry_in_flight_is_stale_after_set_or_cancel() -> None:
     assert not queue.take(Expired(Timer(K.B), 3))
 
 
+@bounded(TEST_MAX)
 async def test_heap_stays_bounded_under_rescheduling(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -15,6 +15,7 @@ import trio
 from daemon.framing import PlainFrames, prefixed
 from daemon.metrics import Metrics
 from daemon.security import Keyring, decode_key, generate_key
+from daemon.testing import bounded
 from daemon.transport import Transport, TransportSettings
 from overlay import codec
 from overlay.ids import NodeId
@@ -22,6 +23,8 @@ from overlay.io import ConnectFailed, ConnectionDown, ConnectionUp, Input, Recei
 from overlay.messages import Disconnect, Join, Neighbor
 
 WAIT = 10.0
+# No test may take longer than this, whatever it awaits.
+TEST_MAX = 120.0
 
 
 @dataclass
@@ -62,6 +65,7 @@ async def endpoint(
     yield End(t, recv, metrics)
 
 
+@bounded(TEST_MAX)
 async def test_stream_roundtrip_and_connection_events() -> None:
     async with (
         trio.open_nursery() as nursery,
@@ -82,6 +86,7 @@ async def test_stream_roundtrip_and_connection_events() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_seed_id_and_real_id_share_the_stream() -> None:
     async with (
         trio.open_nursery() as nursery,
@@ -99,6 +104,7 @@ async def test_seed_id_and_real_id_share_the_stream() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_local_close_delivers_queued_frames_then_reports_down_to_peer() -> None:
     async with (
         trio.open_nursery() as nursery,
@@ -128,6 +134,7 @@ async def test_local_close_delivers_queued_frames_then_reports_down_to_peer() ->
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_dial_failure_reports_connect_failed() -> None:
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
@@ -141,6 +148,7 @@ async def test_dial_failure_reports_connect_failed() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_crossing_dials_give_one_up_and_no_spurious_down() -> None:
     async with (
         trio.open_nursery() as nursery,
@@ -169,6 +177,7 @@ async def test_crossing_dials_give_one_up_and_no_spurious_down() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_peer_crash_reports_down() -> None:
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         with trio.socket.socket() as raw:
@@ -184,6 +193,7 @@ async def test_peer_crash_reports_down() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_datagrams_roundtrip() -> None:
     async with (
         trio.open_nursery() as nursery,
@@ -196,6 +206,7 @@ async def test_datagrams_roundtrip() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_encrypted_endpoints_talk_and_strangers_are_refused() -> None:
     key = decode_key(generate_key())
     async with (
@@ -244,6 +255,7 @@ async def _still_works(end: End, nursery: trio.Nursery) -> None:
         assert ups == [ConnectionUp(probe.me), Received(probe.me, Join())]
 
 
+@bounded(TEST_MAX)
 async def test_garbage_on_the_tcp_port_closes_that_stream_only() -> None:
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         s = await _raw_stream(a)
@@ -254,6 +266,7 @@ async def test_garbage_on_the_tcp_port_closes_that_stream_only() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_oversized_length_prefix_closes_that_stream() -> None:
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         s = await _raw_stream(a)
@@ -264,6 +277,7 @@ async def test_oversized_length_prefix_closes_that_stream() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_a_stalling_peer_is_dropped() -> None:
     quick = TransportSettings(handshake_timeout=0.2)
     async with trio.open_nursery() as nursery, endpoint(nursery, "a", quick) as a:
@@ -278,6 +292,7 @@ async def test_a_stalling_peer_is_dropped() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_a_sender_that_changes_identity_is_dropped() -> None:
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         s = await _raw_stream(a)
@@ -291,6 +306,7 @@ async def test_a_sender_that_changes_identity_is_dropped() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_garbage_on_the_udp_port_is_dropped() -> None:
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         with trio.socket.socket(type=socket.SOCK_DGRAM) as u:
@@ -306,6 +322,7 @@ async def test_garbage_on_the_udp_port_is_dropped() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_full_send_queue_aborts_the_stream() -> None:
     small = TransportSettings(send_queue=4)
     async with trio.open_nursery() as nursery, endpoint(nursery, "a", small) as a:
@@ -321,6 +338,7 @@ async def test_full_send_queue_aborts_the_stream() -> None:
         nursery.cancel_scope.cancel()
 
 
+@bounded(TEST_MAX)
 async def test_a_dial_that_hangs_fails_after_the_dial_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
