@@ -545,7 +545,11 @@ def main() -> None:
         args.extra += [f"--{section}.{name.replace('_', '-')}", value]
     args.config_text = ""
     report: dict[str, Any] = {"nodes": args.nodes, "cpus": os.cpu_count(), "set": args.set}
+    # What else the machine was doing: the figures mean little under load.
+    report["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
     trio.run(main_phases, args, report)
+    report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average before {report['loadavg_before']}, after {report['loadavg_after']}")
     if args.json:
         print(json.dumps(report, indent=2))
 
