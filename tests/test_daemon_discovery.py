@@ -44,6 +44,13 @@ def _name(n: str) -> bytes:
     return dns.encode_name(n)
 
 
+def _address(host: str, ip: str) -> bytes:
+    """An A record, or AAAA for an IPv6 address."""
+    if ":" in ip:
+        return _rr(_name(host), 28, socket.inet_pton(socket.AF_INET6, ip))
+    return _rr(_name(host), 1, socket.inet_aton(ip))
+
+
 def _rr(name: bytes, rtype: int, rdata: bytes) -> bytes:
     return name + struct.pack(">HHIH", rtype, 1, 30, len(rdata)) + rdata
 
@@ -67,9 +74,7 @@ def srv_response(
         _rr(b"\xc0\x0c", 33, struct.pack(">HHH", p, w, port) + _name(target))
         for p, w, port, target in records
     )
-    extra = b"".join(
-        _rr(_name(host), 1, socket.inet_aton(ip)) for host, ip in (additional or {}).items()
-    )
+    extra = b"".join(_address(host, ip) for host, ip in (additional or {}).items())
     flags = 0x8180 | (0x0200 if tc else 0) | rcode
     header = qid + struct.pack(">HHHHH", flags, 1, len(records), 0, len(additional or {}))
     return header + question + answers + extra
@@ -200,3 +205,27 @@ def test_parser_is_total_on_mangled_answers(data: bytes, cut: int) -> None:
     mangled = good[: cut % len(good)] + data
     with contextlib.suppress(dns.DnsError):
         dns.parse_response(mangled, 7)
+
+
+@bounded(TEST_MAX)
+async def test_srv_targets_with_a_and_aaaa_records_match_the_agents_family() -> None:
+    """A dual-stack service: an IPv4 agent dials the A addresses, an IPv6
+    agent the AAAA ones (nothing is dialled here: addresses are data)."""
+    additional = {"a.example": "10.0.0.1", "b.example": "2001:db8::2"}
+
+    def respond(query: bytes, tcp: bool) -> bytes:
+        records = [(0, 1, 7001, "a.example"), (0, 1, 7002, "b.example")]
+        return srv_response(query, records, additional=additional)
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake_dns, respond)
+        spec = parse_seed("_g._tcp.example", 1)
+        servers = [f"127.0.0.1#{port}"]
+        with trio.fail_after(WAIT):
+            v4, errors4 = await resolve_seeds([spec], servers=servers, family=socket.AF_INET)
+            v6, errors6 = await resolve_seeds([spec], servers=servers, family=socket.AF_INET6)
+            both, _ = await resolve_seeds([spec], servers=servers)
+        assert (v4, errors4) == ([("10.0.0.1", 7001)], [])
+        assert (v6, errors6) == ([("2001:db8::2", 7002)], [])
+        assert both == [("10.0.0.1", 7001), ("2001:db8::2", 7002)]
+        nursery.cancel_scope.cancel()
