@@ -31,8 +31,10 @@ API (stable: the simulator's report calls it)
     - ``full_detection_p50_s``, ``full_detection_p99_s``,
       ``full_detection_max_s``: from a crash until every live node (one that
       was already running at the crash, is still running and not paused now)
-      has marked it failed; ``undetected``: crashes some such node never
-      marked failed.
+      that knew the crashed node (gave a verdict on it, or lists it now) has
+      marked it failed; ``undetected``: crashes some such node never marked
+      failed. A node that never heard of the crashed one has nothing to
+      detect: incomplete member lists show in ``converged`` instead.
     - ``pauses``: pauses noted; ``pause_first_detection_p50_s``: from a pause
       to the first suspicion of the paused node during it (no connection
       breaks: this is SWIM's probing alone).
@@ -198,6 +200,7 @@ class MembershipTracker:
 
     def summary(self, *, max_judges: int | None = None) -> dict[str, Any]:
         observers = self._observers()
+        lists = {o: self.sim.node(o).swim.members for o in observers}
         first: list[float] = []
         paused_first: list[float] = []
         full: list[float] = []
@@ -213,7 +216,9 @@ class MembershipTracker:
                 judges = [
                     o
                     for o in observers
-                    if o != member and self._started.get(o, math.inf) <= f.start
+                    if o != member
+                    and self._started.get(o, math.inf) <= f.start
+                    and (o in f.seen or member in lists[o])
                 ]
                 last = max((f.seen.get(o, math.inf) for o in judges), default=f.start)
                 if f.kind == "leave":
