@@ -44,12 +44,19 @@ Theory of operation
 - Dissemination (sec. 4.1): every accepted change is queued and piggybacks
   on our PINGs, PING-REQs and ACKs (`piggyback_bytes` per message, each
   update sent ``retransmit_mult * ceil(log10(N+1))`` times). Changes this
-  node originates (its own suspicions and confirmations, the verdicts on
-  suspicions it started, its refutations, leave and tags) are also
-  collected in `take_announcements()` when `announce` is on: the node
-  broadcasts them over Plumtree so the whole cluster hears in a few hundred
-  milliseconds (see `overlay.node`). Every other node then runs the same
-  suspicion timer and reaches the same verdict at about the same time.
+  node originates (its own suspicions, the verdicts on suspicions it
+  started first, its refutations, leave and tags; not its arrival: a burst
+  of joins announced at once sets off concurrent broadcasts from many
+  origins, whose mutual PRUNEs cut Plumtree's eager graph into pieces,
+  measured: 20 components of 100 nodes, until later broadcasts GRAFT it
+  whole) are also collected in `take_announcements()`
+  when `announce` is on: the node broadcasts them over Plumtree so the whole
+  cluster hears in a few hundred milliseconds (see `overlay.node`). Every
+  other node then runs the same suspicion timer and reaches the same
+  verdict at about the same time. A confirmation of someone else's
+  suspicion goes to that first accuser alone; a suspicion another accuser
+  broadcast while ours waited in its batching window is not broadcast
+  again (`handle_announcement`).
 - Anti-entropy: full-state push-pull over the stream with one random alive
   member every `push_pull_period` (scaled by cluster size as memberlist
   does), with a seed on join (retried with backoff, next seed on a failed
