@@ -170,8 +170,10 @@ class Node:
             case TimerFired():
                 return []
             case Leave():
-                # SWIM first: its goodbye goes out while the links are up.
+                # SWIM first: its goodbye goes out while the links are up,
+                # to every neighbour (we will not be there to answer GRAFTs).
                 outs = self._swim(inp, now)
+                outs += self.plumtree.push_announced(now)
                 outs += self._neighbors(self.hyparview.handle(inp, now), now)
                 return outs + self.plumtree.leave()
             case ConnectionDown(peer) | ConnectFailed(peer):

@@ -278,6 +278,21 @@ class Plumtree:
             announcers[:] = [a for a in announcers if a[0] != peer]
         return []
 
+    def push_announced(self, now: float) -> list[Output]:
+        """The node is about to leave and will answer no GRAFT: what it still
+        meant to announce lazily, it pushes now, payload and all. (Its
+        goodbye, published just before, is one of them whenever its eager
+        set is empty, as it often is after a burst of broadcasts.)"""
+        out: list[Output] = []
+        for peer, items in self.lazy_queue.items():
+            for ann in items:
+                entry = self.cache.get(ann.id, now)
+                if entry is not None:
+                    out.append(Send(peer, self._gossip(ann.id, entry, now, repair=False)))
+                    self.counters["eager_sent"] += 1
+        self.lazy_queue.clear()
+        return out
+
     def leave(self) -> list[Output]:
         """The node is leaving: stop the periodic work. (HyParView's
         `NeighborDown`s empty the peer sets.)"""

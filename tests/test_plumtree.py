@@ -450,6 +450,18 @@ def test_publish_after_leave_is_refused() -> None:
         pt.publish("t", b"", 1.0)
 
 
+def test_a_leaving_node_pushes_what_it_meant_to_announce() -> None:
+    """It will answer no GRAFT: lazy peers get the payload itself."""
+    pt = with_peers(make(), A, B, lazy=(B,))
+    out = pt.publish("bye", b"left", 1.0)
+    mid = MsgId("me", pt.epoch, 1)
+    assert Send(A, Gossip(mid, "bye", 1, 0.0, b"left")) in out
+    assert SetTimer(FLUSH, 0.2) in out  # B would have heard of it in an IHAVE
+    assert pt.push_announced(1.0) == [Send(B, Gossip(mid, "bye", 1, 0.0, b"left"))]
+    assert pt.push_announced(1.0) == []
+    assert fire(pt, FLUSH, 1.2) == []  # nothing left to announce
+
+
 def test_node_publish_raises_and_node_handle_reports() -> None:
     node = Node(ME, Config().replace(**{"plumtree.max_payload": 4}), random.Random(0))
     node.start(0.0)
