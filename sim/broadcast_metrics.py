@@ -29,8 +29,9 @@ published at or after `since` and before `until`, and returns a dict with exactl
   (a perfect tree). 0.0 when nothing was delivered.
 - `ldh_max` (int): Last Delivery Hop, the largest hop count of any delivery.
 - `latency_p50_s`, `latency_p99_s` (float): delivery time minus publish
-  time over all deliveries (origins excluded), nearest-rank percentiles;
-  0.0 when nothing was delivered.
+  time over the deliveries to nodes live at the publish (origins excluded;
+  a node that joined later and caught up by anti-entropy has no latency to
+  speak of), nearest-rank percentiles; 0.0 when nothing was delivered.
 - `reliability_by_broadcast` (list[float]): per broadcast, in publish order.
 - `undelivered` (int): (broadcast, expected node) pairs not delivered.
 - `duplicates` (int): deliveries of an id a node had already delivered.
@@ -120,9 +121,10 @@ class BroadcastTracker:
             payloads += b.payloads
             deliveries += len(b.deliveries)
             duplicates += b.duplicates
-            for t, hops in b.deliveries.values():
+            for n, (t, hops) in b.deliveries.items():
                 ldh = max(ldh, hops)
-                latencies.append(t - b.time)
+                if n in b.live:
+                    latencies.append(t - b.time)
         latencies.sort()
         return {
             "sent": len(chosen),

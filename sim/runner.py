@@ -434,11 +434,13 @@ class Runner:
         return Outcome(report, {"latency_cdf_s": self._latency_cdf()})
 
     def _latency_cdf(self) -> list[float]:
-        """Delivery latencies at CDF_POINTS evenly spaced quantiles."""
+        """Delivery latencies (as the tracker counts them) at CDF_POINTS
+        evenly spaced quantiles."""
         lat = sorted(
             t - bc.time
             for bc in self.broadcasts.broadcasts.values()
-            for t, _ in bc.deliveries.values()
+            for n, (t, _) in bc.deliveries.items()
+            if n in bc.live
         )
         if not lat:
             return []

@@ -121,3 +121,23 @@ def test_stop_after_leave_and_running_time() -> None:
     assert sim.node_seconds() == pytest.approx(4 * 30 + 22 + 20)
     for nid in ids[:4]:
         assert ids[4] not in sim.node(nid).hyparview.active
+
+
+def test_a_late_joiner_catching_up_is_no_latency() -> None:
+    """Anti-entropy hands a node that joined after a broadcast the message
+    seconds later: a delivery, but not a broadcast latency."""
+    from sim.broadcast_metrics import BroadcastTracker
+
+    sim = Simulation(seed=2, use_codec=False)
+    ids = [sim.add_node(f"n{i}") for i in range(8)]
+    for nid in ids[1:]:
+        sim.join(nid, [ids[0]], at=0.1)
+    tracker = BroadcastTracker(sim)
+    sim.publish(ids[3], "t", b"hello", at=10.0)
+    late = sim.add_node("late", at=15.0)
+    sim.join(late, [ids[0]], at=15.0)
+    sim.run_until(40.0)
+    (b,) = tracker.broadcasts.values()
+    assert late in b.deliveries and b.deliveries[late][0] > 15.0
+    s = tracker.summary(sim.live())
+    assert s["reliability"] == 1.0 and s["latency_p99_s"] < 2.0
