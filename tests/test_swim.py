@@ -79,9 +79,10 @@ def left(n: NodeId, inc: int) -> MemberState:
     return MemberState(n, inc, 3, {}, None)
 
 
-# The announcement window is random (0.1-0.5 s); fixed here, so that the
-# expected outputs are exact.
-FIXED_WINDOW = SwimConfig(announce_max_delay=0.1)
+# The announcement window is random (0.1-1.0 s); fixed here, and gossip
+# rounds off (their own tests turn them on), so that the expected outputs
+# are exact.
+FIXED_WINDOW = SwimConfig(announce_max_delay=0.1, gossip_nodes=0)
 
 
 def make(members: tuple[NodeId, ...] = (), cfg: SwimConfig | None = None, seed: int = 1) -> Swim:
@@ -194,6 +195,21 @@ def test_ping_is_acked_with_piggyback() -> None:
     assert s.handle(Received(B, Ping(7, ME, ())), 2.0) == [
         Send(B, Ack(7, (alive(C, 2),)), reliable=False)
     ]
+
+
+def test_a_member_we_do_not_list_gets_a_push_pull() -> None:
+    """We missed its arrival: a full exchange fills the gap both ways, at
+    most once per protocol period."""
+    s = make((B,))
+    assert s.handle(Received(C, Ping(7, ME, ())), 2.0) == [
+        Send(C, Ack(7, ()), reliable=False),
+        Send(C, PushPull(False, 0, 1, (alive(ME), alive(B)))),
+    ]
+    assert s.handle(Received(D, Ping(8, ME, ())), 2.5) == [Send(D, Ack(8, ()), reliable=False)]
+    assert s.handle(Received(B, Ping(9, ME, ())), 3.5) == [Send(B, Ack(9, ()), reliable=False)]
+    out = s.handle(Received(D, Ack(99, ())), 3.5)
+    assert out == [Send(D, PushPull(False, 0, 1, (alive(ME), alive(B))))]
+    assert s.stats()["strangers_met"] == 2
 
 
 def test_misdirected_ping_is_ignored() -> None:
@@ -544,10 +560,10 @@ def test_join_pushes_and_pulls_with_a_seed() -> None:
     ]
     reply = PushPull(True, 0, 1, (alive(real), alive(B, 2)))
     out = s.handle(Received(real, reply), 1.5)
-    # The next anti-entropy exchange is a whole period away, at a random phase.
-    anti_entropy = out.pop(3)
-    assert isinstance(anti_entropy, SetTimer) and anti_entropy.timer == Timer(SwimTimer.PUSH_PULL)
-    assert 15.0 <= anti_entropy.delay <= 45.0
+    # One more exchange soon, for the members that joined alongside us.
+    followup = out.pop(3)
+    assert isinstance(followup, SetTimer) and followup.timer == Timer(SwimTimer.PUSH_PULL)
+    assert 2.25 <= followup.delay <= 3.75
     assert out == [
         MemberChanged(real, ALIVE, 0, {}),
         MemberChanged(B, ALIVE, 2, {}),
@@ -814,6 +830,39 @@ def test_the_announcement_window_is_random_for_suspicions_only() -> None:
     s = make((B,), SwimConfig())
     s.announce = True
     assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
+
+
+GOSSIP_T = Timer(SwimTimer.GOSSIP)
+
+
+def test_gossip_rounds_run_while_updates_wait() -> None:
+    """memberlist's gossip: waiting updates go to 3 random alive members
+    every 200 ms, each send counting as a transmission, until the queue is
+    empty; then no round is scheduled."""
+    others = tuple(nid(i) for i in range(1, 10))
+    s = make(others, SwimConfig(announce_max_delay=0.1))
+    assert fire(s, SwimTimer.GOSSIP, 0.1) == []  # nothing waits: no round
+    out = updates(s, [alive(C, 5)], 1.0)
+    assert out == [MemberChanged(C, ALIVE, 5, {}), SetTimer(GOSSIP_T, 0.2)]
+    assert updates(s, [alive(D, 5)], 1.1) == [MemberChanged(D, ALIVE, 5, {})]  # armed already
+    limit = retransmit_limit(4, 10)  # 8 transmissions each
+    sent: list[Send] = []
+    rounds = 0
+    while True:
+        out = fire(s, SwimTimer.GOSSIP, 1.2 + 0.2 * rounds)
+        rounds += 1
+        sends = [o for o in out if isinstance(o, Send)]
+        sent += sends
+        if SetTimer(GOSSIP_T, 0.2) not in out:
+            break
+        assert rounds < 10
+    assert rounds == 3  # 3 + 3 + 2 sends of both updates
+    assert len(sent) == limit and len({o.to for o in sent}) > 3
+    for o in sent:
+        assert o.reliable is False and o.to in (*others, C, D)
+        assert isinstance(o.msg, MemberUpdates)
+        assert sorted(u.node for u in o.msg.updates) == [C, D]
+    assert len(s.queue) == 0
 
 
 def test_announce_delay_zero_announces_at_once() -> None:
