@@ -34,7 +34,7 @@ first runs until every node lists every node alive (the join's
 dissemination has drained), then the experiment starts. Simulations run
 without the codec (`use_codec=False`: no byte counts, several times
 faster) except the load window, where the codec is on so bytes are real.
-Every simulation has a wall-time budget; one that runs out stops where it
+Every simulation has a budget of CPU seconds; one that runs out stops where it
 is and says so in its row.
 
 Usage:
@@ -45,7 +45,7 @@ Usage:
         [--fp-heavy-nodes 200] [--fp-heavy-minutes 10]
         [--fp-losses 0.05,0.10,0.20] [--slow 5]
         [--load-sizes 100,1000,2000,10000] [--load-window 60]
-        [--partition-sizes 100,1000] [--task-budget 2400] [--json FILE]
+        [--partition-sizes 100,1000] [--task-budget 1800] [--json FILE]
 """
 
 from __future__ import annotations
@@ -93,18 +93,36 @@ Result = dict[str, Any]
 
 
 class Budget:
-    """Wall-clock budget of one simulation: `advance` runs it in chunks and
-    stops early, marking the result, when the budget is spent."""
+    """CPU-time budget of one simulation: `advance` runs it in chunks and
+    stops early, marking the result, when the budget is spent. CPU time of
+    the worker, not wall time: on a shared machine the wall time depends on
+    what else runs, and a budget in CPU seconds cuts a run at the same
+    point every time, so the same seed gives the same figures. It also
+    reports progress on stderr: phases (`say`) and a heartbeat."""
 
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
+    HEARTBEAT = 120.0  # wall seconds between progress lines
+
+    def __init__(self, seconds: float, label: str) -> None:
+        self.start = time.monotonic()
+        self.deadline = time.process_time() + seconds
+        self.label = label
+        self.beat = self.start
         self.cut_at: float | None = None
+
+    def say(self, sim: Simulation, msg: str) -> None:
+        wall = time.monotonic() - self.start
+        print(f"    [{self.label}] t={sim.now:.0f} s, {wall:.0f} s wall: {msg}", file=sys.stderr)
+        sys.stderr.flush()
+        self.beat = time.monotonic()
 
     def advance(self, sim: Simulation, t_end: float, chunk: float = 5.0) -> bool:
         while sim.now < t_end:
-            if time.monotonic() > self.deadline:
+            if time.process_time() > self.deadline:
                 self.cut_at = sim.now
+                self.say(sim, "out of CPU-time budget, stopping here")
                 return False
+            if time.monotonic() - self.beat > self.HEARTBEAT:
+                self.say(sim, f"running, {sim.events:,} events")
             sim.run_until(min(t_end, sim.now + chunk))
         return True
 
@@ -172,8 +190,10 @@ def warm_up(cl: Cluster, budget: Budget, drained: bool = False) -> bool:
             return False
         if check() and (not drained or all(len(sim.node(i).swim.queue) == 0 for i in cl.ids)):
             cl.converged_after = sim.now - cl.joined_at
+            budget.say(sim, f"every list complete, {cl.converged_after:.0f} s after the last join")
             return True
         t += 2.0
+    budget.say(sim, f"member lists still incomplete {WARM_CAP:.0f} s after the last join")
     return False
 
 
@@ -198,13 +218,19 @@ def counters_sum(sim: Simulation, ids: list[NodeId], *names: str) -> int:
 @dataclass
 class _Verdicts:
     """Per victim: the first suspicion anywhere, and each observer's first
-    `failed` and first `alive` after `back` (the resume of a pause)."""
+    `failed` and first `alive` after `back` (the resume of a pause). And
+    the verdicts on a victim more than `grace` s after it resumed, split
+    by whether the observer was itself a victim (a paused node that wakes
+    up applies what waited in its backlog: old news)."""
 
+    grace: float
     first_suspect: dict[NodeId, float] = field(default_factory=dict)
     failed: dict[NodeId, dict[NodeId, float]] = field(default_factory=dict)
     alive: dict[NodeId, dict[NodeId, float]] = field(default_factory=dict)
     back: dict[NodeId, float] = field(default_factory=dict)
     start: dict[NodeId, float] = field(default_factory=dict)
+    late_by_victims: int = 0
+    late_by_others: int = 0
 
     def __call__(self, t: float, node: NodeId, out: Output) -> None:
         if out.__class__ is not MemberChanged:
@@ -218,12 +244,18 @@ class _Verdicts:
             self.first_suspect.setdefault(v, t)
         if out.status is FAILED:
             self.failed.setdefault(v, {}).setdefault(node, t)
+            if t >= self.back.get(v, math.inf) + self.grace:
+                if node in self.start:
+                    self.late_by_victims += 1
+                else:
+                    self.late_by_others += 1
         elif out.status is ALIVE and v in self.back and t >= self.back[v]:
             self.alive.setdefault(v, {}).setdefault(node, t)
 
 
 def detection(p: dict[str, Any]) -> Result:
-    n, kind, seed, budget = p["nodes"], p["kind"], p["seed"], Budget(p["budget"])
+    n, kind, seed = p["nodes"], p["kind"], p["seed"]
+    budget = Budget(p["budget"], f"detection {kind} n={n}")
     cfg = Config()
     cl = build(n, seed, cfg)
     sim, ids, tracker = cl.sim, cl.ids, cl.tracker
@@ -241,7 +273,7 @@ def detection(p: dict[str, Any]) -> Result:
     episode = hi + 10.0 if kind == "crash" else pause_len + 30.0
     concurrent = max(1, round(0.02 * n))
     spacing = episode / concurrent
-    log = _Verdicts()
+    log = _Verdicts(tracker.pause_grace)
     sim.observers.append(log)
     t0 = sim.now + 1.0
     for k, v in enumerate(victims):
@@ -263,6 +295,8 @@ def detection(p: dict[str, Any]) -> Result:
     first: list[float] = []
     full: list[float] = []
     after_suspect: list[float] = []
+    verdict: list[float] = []  # first suspicion -> first verdict anywhere
+    spread: list[float] = []  # first verdict -> the last live node's
     recovered: list[float] = []
     undetected = unrecovered = 0
     for v in victims:
@@ -280,6 +314,9 @@ def detection(p: dict[str, Any]) -> Result:
             full.append(last - start)
             if fs is not None:
                 after_suspect.append(last - fs)
+                first_verdict = min(seen.values())
+                verdict.append(first_verdict - fs)
+                spread.append(last - first_verdict)
         else:
             undetected += 1
         if v in log.back and log.back[v] <= sim.now:
@@ -310,6 +347,14 @@ def detection(p: dict[str, Any]) -> Result:
             "after_suspect_p50_s": percentile(after_suspect, 50),
             "after_suspect_max_s": max(after_suspect, default=None),
             "within_bound": sum(x <= lo + 1.0 for x in after_suspect),
+            "verdict_p50_s": percentile(verdict, 50),
+            "verdict_max_s": max(verdict, default=None),
+            "spread_p50_s": percentile(spread, 50),
+            "spread_max_s": max(spread, default=None),
+            "from_failure_within_bound": sum(x <= lo + 1.0 for x in full),
+            "late_verdicts_by_resumed": log.late_by_victims,
+            "late_verdicts_by_others": log.late_by_others,
+            "converged_at_end": s["converged"],
             "undetected": undetected,
             "alive_again_p50_s": percentile(recovered, 50),
             "alive_again_max_s": max(recovered, default=None),
@@ -332,7 +377,9 @@ def detection(p: dict[str, Any]) -> Result:
 
 def false_positives(p: dict[str, Any]) -> Result:
     n, seed, loss, lifeguard = p["nodes"], p["seed"], p["loss"], p["lifeguard"]
-    slow, minutes, budget = p["slow"], p["minutes"], Budget(p["budget"])
+    slow, minutes = p["slow"], p["minutes"]
+    lg = "on" if lifeguard else "off"
+    budget = Budget(p["budget"], f"fp n={n} loss={loss:g} slow={slow} lifeguard {lg}")
     cfg = Config().replace(**{"swim.lifeguard": lifeguard})
     cl = build(n, seed, cfg)
     sim, ids, tracker = cl.sim, cl.ids, cl.tracker
@@ -406,7 +453,8 @@ def false_positives(p: dict[str, Any]) -> Result:
 
 
 def load(p: dict[str, Any]) -> Result:
-    n, seed, window, budget = p["nodes"], p["seed"], p["window"], Budget(p["budget"])
+    n, seed, window = p["nodes"], p["seed"], p["window"]
+    budget = Budget(p["budget"], f"load n={n}")
     cfg = Config()
     cl = build(n, seed, cfg)
     sim = cl.sim
@@ -466,7 +514,8 @@ def rss_mb() -> float:
 
 
 def partition(p: dict[str, Any]) -> Result:
-    n, seed, duration, budget = p["nodes"], p["seed"], p["duration"], Budget(p["budget"])
+    n, seed, duration = p["nodes"], p["seed"], p["duration"]
+    budget = Budget(p["budget"], f"partition n={n}")
     cfg = Config()
     cl = build(n, seed, cfg)
     sim, ids, tracker = cl.sim, cl.ids, cl.tracker
@@ -477,6 +526,7 @@ def partition(p: dict[str, Any]) -> Result:
     random.Random(seed * 101 + n).shuffle(order)
     half_a, half_b = order[: n // 2], order[n // 2 :]
     t_cut = sim.now
+    budget.say(sim, f"partition for {duration:.0f} s")
     sim.partition([half_a, half_b])
     groups = {**{i: 1 for i in half_a}, **{i: 2 for i in half_b}}
     note: Callable[..., None] | None = getattr(tracker, "note_partition", None)
@@ -497,6 +547,7 @@ def partition(p: dict[str, Any]) -> Result:
         )
     components = nx.number_connected_components(overlay_graph(sim, ids))
     t_heal = sim.now
+    budget.say(sim, f"heal; {components} overlay components")
     sim.heal()
     if note is not None:
         note(groups, t_cut, t_heal)
@@ -507,7 +558,7 @@ def partition(p: dict[str, Any]) -> Result:
         t += HEAL_STEP
         if not budget.advance(sim, t, chunk=HEAL_STEP):
             break
-        alive = alive_check() if alive_at is None or both_at is None else True
+        alive = alive_check()
         if alive and alive_at is None:
             alive_at = sim.now - t_heal
         connected = nx.is_connected(overlay_graph(sim, ids))
@@ -545,8 +596,54 @@ EXPERIMENTS: dict[str, Callable[[dict[str, Any]], Result]] = {
 }
 
 
+def code_id() -> str:
+    """A digest of the protocol and simulator sources this process imported
+    (overlay/ is under active work: a run whose workers saw different code
+    says so)."""
+    import hashlib
+
+    import overlay
+    import sim.engine
+
+    h = hashlib.sha256()
+    files = sorted(Path(overlay.__file__).parent.glob("*.py"))
+    files += [
+        Path(sim.engine.__file__),
+        Path(sim.engine.__file__).with_name("membership_metrics.py"),
+    ]
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def git_head() -> str:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "overlay", "sim"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    if not head:
+        return "not a git checkout"
+    return head + (" (+ uncommitted changes in overlay/ or sim/)" if dirty else "")
+
+
 def run_task(task: tuple[str, dict[str, Any]]) -> Result:
     name, params = task
+    code = code_id()
     wall0, cpu0 = time.monotonic(), time.process_time()
     try:
         res = EXPERIMENTS[name](params)
@@ -556,6 +653,7 @@ def run_task(task: tuple[str, dict[str, Any]]) -> Result:
     res["cpu_s"] = time.process_time() - cpu0
     res["rss_mb"] = rss_mb()
     res["params"] = params
+    res["code"] = code
     return res
 
 
@@ -589,40 +687,59 @@ def cut_note(r: Result) -> str:
 
 
 def print_detection(rows: list[Result]) -> None:
-    print("\n## Detection (crash = process killed, its streams break; pause = SIGSTOP,")
-    print("## nothing breaks, only SWIM probes find it). Bound: suspicion_min + 1 s,")
-    print("## measured from the first suspicion to the last live node holding it failed.")
+    print("\n## Detection. crash: the process dies, its streams break (HyParView neighbours")
+    print("## probe it at once); pause: SIGSTOP, nothing breaks, only SWIM's probing finds it.")
+    print("## full: from the failure until the last live node holds it failed; susp->all:")
+    print("## the same from its first suspicion; = susp->verdict (the first accuser's timer)")
+    print("## + verdict->last (the broadcast). Bound: suspicion_min + 1 s.")
     print(
-        f"{'nodes':>6} {'kind':>6} {'vict':>4} {'susp.min':>8} {'bound':>6} "
-        f"{'1st p50 s':>9} {'periods':>7} {'1st max':>7} "
-        f"{'full p50':>8} {'p99':>6} {'max':>6} {'susp->all max':>13} {'in bound':>8} "
-        f"{'undet':>5} {'alive again max':>15} {'FP':>3} {'wall s':>7}"
+        f"{'nodes':>6} {'kind':>5} {'vict':>4} {'1st p50':>7} {'periods':>7} {'1st max':>7} "
+        f"{'full p50':>8} {'p99':>6} {'max':>6} {'susp->verd':>10} {'verd->last':>10} "
+        f"{'susp->all':>9} {'max':>6} {'bound':>5} {'in bound':>8} {'from fail':>9} "
+        f"{'undet':>5} {'back alive':>10} {'FP':>3} {'wall s':>6} {'CPU s':>6}"
+    )
+    print(
+        f"{'':>6} {'':>5} {'':>4} {'s':>7} {'':>7} {'s':>7} {'s':>8} {'':>6} {'':>6} "
+        f"{'p50 s':>10} {'max s':>10} {'p50 s':>9} {'s':>6} {'s':>5} {'susp':>8} {'':>9} "
+        f"{'':>5} {'max s':>10}"
     )
     for r in rows:
         if "first_p50_s" not in r:
-            print(f"{r['nodes']:>6} {r['kind']:>6}{cut_note(r)}")
+            print(f"{r['nodes']:>6} {r['kind']:>5}{cut_note(r)}")
             continue
+        det = r["victims"] - r["undetected"]
+        in_bound = f"{r['within_bound']}/{det}"
+        from_fail = f"{r['from_failure_within_bound']}/{det}"
         print(
-            f"{r['nodes']:>6} {r['kind']:>6} {r['victims']:>4} {r['suspicion_min_s']:>8.1f} "
-            f"{r['bound_s']:>6.1f} {fmt(r['first_p50_s']):>9} {fmt(r['first_p50_periods']):>7} "
-            f"{fmt(r['first_max_s']):>7} {fmt(r['full_p50_s']):>8} {fmt(r['full_p99_s']):>6} "
-            f"{fmt(r['full_max_s']):>6} {fmt(r['after_suspect_max_s']):>13} "
-            f"{r['within_bound']:>4}/{r['victims'] - r['undetected']:<3} {r['undetected']:>5} "
-            f"{fmt(r['alive_again_max_s']):>15} {r['false_positives']:>3} {r['wall_s']:>7.0f}"
-            f"{cut_note(r)}"
+            f"{r['nodes']:>6} {r['kind']:>5} {r['victims']:>4} {fmt(r['first_p50_s']):>7} "
+            f"{fmt(r['first_p50_periods']):>7} {fmt(r['first_max_s']):>7} "
+            f"{fmt(r['full_p50_s']):>8} {fmt(r['full_p99_s']):>6} {fmt(r['full_max_s']):>6} "
+            f"{fmt(r['verdict_p50_s']):>10} {fmt(r['spread_max_s']):>10} "
+            f"{fmt(r['after_suspect_p50_s']):>9} {fmt(r['after_suspect_max_s']):>6} "
+            f"{r['bound_s']:>5.1f} {in_bound:>8} {from_fail:>9} {r['undetected']:>5} "
+            f"{fmt(r['alive_again_max_s']):>10} {r['false_positives']:>3} "
+            f"{r['wall_s']:>6.0f} {r['cpu_s']:>6.0f}{cut_note(r)}"
         )
     for r in rows:
         if "first_p50_s" not in r:
             continue
-        paused = "" if r["pause_s"] is None else f", paused {r['pause_s']:.0f} s"
+        paused = "" if r["pause_s"] is None else f", each paused {r['pause_s']:.0f} s"
+        late = ""
+        if r["pause_s"] is not None:
+            late = (
+                f"; verdicts on a resumed victim >5 s after it resumed: "
+                f"{r['late_verdicts_by_resumed']} by nodes that were paused themselves "
+                f"(stale backlog), {r['late_verdicts_by_others']} by others"
+            )
         print(
-            f"  {r['nodes']} {r['kind']}: victims {r['spacing_s']:.1f} s apart{paused}; "
+            f"  {r['nodes']} {r['kind']}: failures {r['spacing_s']:.1f} s apart{paused}; "
             f"suspicion timeout {r['suspicion_min_s']:.0f}..{r['suspicion_max_s']:.0f} s; "
             f"mean first suspicion {fmt(r['first_mean_periods'])} periods; "
-            f"susp->all p50 {fmt(r['after_suspect_p50_s'])} s; "
-            f"tracker: first p50 {fmt(r['tracker_first_p50_s'])} s; "
-            f"suspected healthy {r['suspected_healthy']}; "
-            f"cluster converged {fmt(r['converged_after_join_s'], '.0f')} s after the last join"
+            f"susp->verdict max {fmt(r['verdict_max_s'])} s; "
+            f"verdict->last p50 {fmt(r['spread_p50_s'])} s; "
+            f"healthy members suspected {r['suspected_healthy']}{late}; "
+            f"lists converged at the end: {fmt(r['converged_at_end'])}; "
+            f"cluster formed {fmt(r['converged_after_join_s'], '.0f')} s after the last join"
         )
 
 
@@ -661,6 +778,11 @@ def print_fp(rows: list[Result]) -> None:
         f"  conv.: every list complete and all alive after {DRAIN:.0f} s without loss. "
         "Counts include the drain."
     )
+
+
+def fp_order(r: Result) -> tuple[int, bool, float, bool]:
+    """Largest clusters first; then loss rising, slow nodes last, Lifeguard on first."""
+    return (-r["nodes"], r["slow"] > 0, r["loss"], not r["lifeguard"])
 
 
 def print_load(rows: list[Result], skipped: list[str]) -> None:
@@ -809,7 +931,7 @@ def main() -> int:
     p.add_argument("--load-window", type=float, default=60.0, help="simulated seconds")
     p.add_argument("--partition-sizes", type=ints, default=[100, 1000])
     p.add_argument(
-        "--task-budget", type=float, default=2400.0, help="wall seconds per simulation at most"
+        "--task-budget", type=float, default=1800.0, help="CPU seconds per simulation at most"
     )
     p.add_argument("--json", default="", metavar="FILE", help="also write every figure here")
     args = p.parse_args()
@@ -833,6 +955,8 @@ def main() -> int:
         f"max {Config().swim.suspicion_max_mult:g}x)",
         flush=True,
     )
+    code = code_id()
+    print(f"code: {git_head()}; sources digest {code}", flush=True)
     t0 = time.monotonic()
     results: list[Result] = []
     ctx = multiprocessing.get_context("spawn")
@@ -850,12 +974,18 @@ def main() -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    changed = sorted({r["code"] for r in results} - {code})
+    if changed:
+        print(
+            f"WARNING: overlay/ or sim/ changed during the run: workers saw digests "
+            f"{', '.join(changed)} besides {code}; the rows are not all from the same code"
+        )
     by = {name: [r for r in results if r["experiment"] == name] for name in EXPERIMENTS}
     order = {"crash": 0, "pause": 1}
     if by["detection"]:
         print_detection(sorted(by["detection"], key=lambda r: (r["nodes"], order[r["kind"]])))
     if by["fp"]:
-        print_fp(sorted(by["fp"], key=lambda r: (r["slow"] > 0, r["loss"], not r["lifeguard"])))
+        print_fp(sorted(by["fp"], key=fp_order))
     if by["load"] or skipped:
         print_load(sorted(by["load"], key=lambda r: r["nodes"]), skipped)
     if by["partition"]:
