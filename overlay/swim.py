@@ -308,6 +308,7 @@ class Swim:
         self._announce_at = 0.0  # ...and fires then
         self._gossip_armed = False
         self._next_meeting = 0.0  # see _meet
+        self._elders: list[NodeId] = []  # our seed's members, for the follow-up
         self._announce_due = False  # take_announcements() hands the batch out
         self._rejoined: list[NodeId] = []
         self.counters: Counter[str] = Counter()
@@ -592,7 +593,11 @@ class Swim:
         request, answer with ours (merged first, so a refutation it
         provoked goes back at once). After the last part of a reply, the
         exchange we started is over."""
-        self._merge_all(states, sender, now, out, push_pull=True)
+        exchange = self._exchanges.get((sender.host, sender.port)) if reply else None
+        joining = exchange is not None and exchange[0] is _Exchange.JOIN
+        self._merge_all(states, sender, now, out, joining=joining)
+        if joining and not self._joined:
+            self._elders += [st.node for st in states if st.status == 0 and st.node != self.me]
         if part != parts - 1:
             return
         if not reply:
@@ -782,7 +787,18 @@ class Swim:
     def _anti_entropy(self, now: float, out: list[Output]) -> None:
         for key in [k for k, (_, _, t) in self._exchanges.items() if now - t > _EXCHANGE_TIMEOUT]:
             del self._exchanges[key]
-        for peer in self.members.random_alive(1):
+        elders, self._elders = self._elders, []
+        if elders:
+            # The follow-up after our join: with a member that was there
+            # before us (its list had time to take in the joins we missed);
+            # a random one could be as new as we are.
+            live = [
+                e for e in elders if (m := self.members.get(e)) is not None and m.status is ALIVE
+            ]
+            peers = [self.rng.choice(live)] if live else self.members.random_alive(1)
+        else:
+            peers = self.members.random_alive(1)
+        for peer in peers:
             self._push_pull(peer, _Exchange.ANTI_ENTROPY, now, out)
         period = self._push_pull_period()
         out.append(SetTimer(_PUSH_PULL_TIMER, period * (0.9 + 0.2 * self.rng.random())))
@@ -849,7 +865,7 @@ class Swim:
         now: float,
         out: list[Output],
         *,
-        push_pull: bool = False,
+        joining: bool = False,
     ) -> None:
         known = self.members.by_id
         for state in states:
@@ -864,11 +880,12 @@ class Swim:
                 if state.tags and tags_bytes(state.tags) > self.cfg.max_tags_bytes:
                     self.counters["oversized_tags_dropped"] += 1
                     continue
-                # A push-pull carries the sender's whole list: members new
-                # to us there are rarely news to anyone else (a joiner
-                # learning the cluster), so only the sender's own state is
-                # passed on; later push-pulls spread the rest.
-                news = member is not None or not push_pull or node == sender
+                # A joiner learns the whole cluster from its seed's reply:
+                # none of that is news to anyone but itself, so only the
+                # seed's own state is passed on. Members new to us in any
+                # other exchange (our follow-up after joining, anti-entropy,
+                # a reconnect) are gaps others may share: spread them.
+                news = member is not None or not joining or node == sender
                 self._on_alive(node, state.incarnation, state.tags, now, out, spread=news)
                 continue
             if node.name == SEED_NAME:

@@ -570,7 +570,26 @@ def test_join_pushes_and_pulls_with_a_seed() -> None:
         CancelTimer(Timer(SwimTimer.JOIN_RETRY)),
         CloseConnection(real),
     ]
+    # What the seed knew is news to us alone: only the seed's own state is
+    # passed on.
+    assert s.queue.get(real) == alive(real) and B not in s.queue
     assert fire(s, SwimTimer.JOIN_RETRY, 3.0) == []
+
+
+def test_the_join_follow_up_goes_to_a_member_older_than_us() -> None:
+    """Never to one that joined after us: its list may be as incomplete as
+    ours."""
+    seed = seed_id("10.0.0.9", 7946)
+    real = NodeId("s", "10.0.0.9", 7946)
+    later = tuple(nid(i) for i in range(20, 30))
+    for k in range(10):
+        s = make(seed=k)
+        s.handle(JoinCluster((seed,)), 0.0)
+        s.handle(Received(real, PushPull(True, 0, 1, (alive(real), alive(B, 2)))), 1.5)
+        updates(s, [alive(n) for n in later], 3.5)
+        out = fire(s, SwimTimer.PUSH_PULL, 4.5)
+        assert isinstance(out[0], Send) and isinstance(out[0].msg, PushPull)
+        assert out[0].to in (real, B)
 
 
 def test_join_tries_the_next_seed_when_a_dial_fails() -> None:
@@ -592,6 +611,7 @@ def test_push_pull_request_is_merged_then_answered() -> None:
     msg = PushPull(False, 0, 1, (alive(B), alive(C, 2), suspect(ME, 0, B)))
     out = s.handle(Received(B, msg), 5.0)
     assert out[0] == MemberChanged(C, ALIVE, 2, {})
+    assert s.queue.get(C) == alive(C, 2)  # a gap others may share: spread it
     reply = out[1]
     assert isinstance(reply, Send) and isinstance(reply.msg, PushPull)
     assert reply.to == B and reply.reliable and reply.msg.reply
