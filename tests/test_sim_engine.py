@@ -9,6 +9,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
+from overlay.config import Config
 from overlay.messages import Ping
 from sim import underlay
 from sim.engine import NetworkModel, Simulation
@@ -89,7 +90,8 @@ def test_a_simulation_over_an_underlay_uses_its_latencies() -> None:
 
 
 def test_loss_changes_at_the_given_time() -> None:
-    sim = Simulation(seed=1, use_codec=False)
+    # Without SWIM: b would answer a's pings, and then probe, on its own.
+    sim = Simulation(Config().replace(**{"swim.enabled": False}), seed=1, use_codec=False)
     a, b = sim.add_node("a"), sim.add_node("b")
     sim.set_loss(1.0, at=5.0)
     sim.run_until(1.0)
