@@ -66,6 +66,12 @@ class Node:
         self.plumtree = Plumtree(me, config.plumtree, random.Random(rng.getrandbits(64)))
         self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags)
         self.swim.announce = True
+        # SWIM's announcements ride the tree, but anti-entropy must not
+        # replay them: SWIM has its own (push-pull), and after a partition
+        # heals, each side's old verdicts about the other would reach it and
+        # make it suspect its own members again (364 such stale verdicts in
+        # a 60-node partition-heal run, and a broadcast storm).
+        self.plumtree.tree_only = frozenset({MEMBERS_TOPIC})
         self.coupling = SwimHyParView(self.swim, self.hyparview)
         # Without SWIM (`swim.enabled = false`) the node is HyParView and
         # Plumtree alone, as in the papers: connection loss is the only

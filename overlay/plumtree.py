@@ -197,6 +197,11 @@ class Plumtree:
         # hop count each announced. A GRAFT timer is pending for each key.
         self.missing: dict[MsgId, list[tuple[NodeId, int]]] = {}
         self.lazy_queue: dict[NodeId, list[Announcement]] = {}
+        # Topics that go over the tree (eager push, IHAVE, GRAFT) but never
+        # through anti-entropy: set by the owner for a topic whose messages
+        # have an anti-entropy of their own and go stale (SWIM's, see
+        # `overlay.node`).
+        self.tree_only: frozenset[str] = frozenset()
         self.new_peers: dict[NodeId, None] = {}  # digest due at the next flush
         self._flush_armed = False
         self.order: dict[tuple[str, int], _Order] = {}
@@ -487,7 +492,7 @@ class Plumtree:
         """IWANT: send what we still hold, marked as repair."""
         for mid in ids:
             entry = self.cache.get(mid, now)
-            if entry is not None:
+            if entry is not None and entry.topic not in self.tree_only:
                 self.counters["repair_sent"] += 1
                 out.append(Send(sender, self._gossip(mid, entry, now, repair=True)))
 
@@ -707,8 +712,10 @@ class Plumtree:
         """The ids we can serve, old enough to be past the tree's own repair,
         as ranges of seqs per (origin, epoch), within the wire bounds."""
         groups: dict[tuple[str, int], list[int]] = {}
-        for mid, _ in self.cache.live(now, self.cfg.anti_entropy_delay):
-            groups.setdefault((mid.origin, mid.epoch), []).append(mid.seq)
+        tree_only = self.tree_only
+        for mid, entry in self.cache.live(now, self.cfg.anti_entropy_delay):
+            if entry.topic not in tree_only:
+                groups.setdefault((mid.origin, mid.epoch), []).append(mid.seq)
         keys = list(groups)
         truncated = False
         if len(keys) > DIGEST_MAX_ENTRIES:

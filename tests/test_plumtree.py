@@ -389,6 +389,22 @@ def test_anti_entropy_fetches_what_a_neighbor_missed() -> None:
     ]
 
 
+def test_tree_only_topics_stay_out_of_anti_entropy() -> None:
+    """They go over the tree and answer GRAFTs, but are never offered in a
+    digest nor served to an IWANT (SWIM's announcements: stale after a
+    partition, and SWIM has an anti-entropy of its own)."""
+    x = with_peers(make(A, seed=1), B)
+    x.tree_only = frozenset({"$members"})
+    x.publish("t", b"1", 0.0)
+    x.publish("$members", b"m", 0.0)
+    x.publish("t", b"3", 0.0)
+    out = fire(x, AE, 10.0)
+    assert out[0] == Send(B, Digest((DigestEntry("a", x.epoch, (1, 1, 3, 3)),), reply=True))
+    m = MsgId("a", x.epoch, 2)
+    assert rx(x, B, IWant((m,)), 10.1) == []
+    assert rx(x, B, Graft(m), 10.2) == [Send(B, Gossip(m, "$members", 1, 10.2, b"m"))]
+
+
 def test_digest_compacts_sequences_to_ranges() -> None:
     pt = with_peers(make(), A)
     for seq in (1, 2, 3, 5, 7, 8):
