@@ -3,6 +3,12 @@
 bytes per node; never fails on time (issue 3, section 4: targets on a 2-core
 machine are 1,000 nodes <= 10 s, 10,000 <= 120 s, 100,000 within 8 GB).
 
+SWIM keeps the full member list on every node, so a simulation holding all
+of them is O(N^2) in memory (1.9 GB peak at 2,000 nodes): sizes above
+--swim-max (default 2,000) run with `swim.enabled=false` (HyParView +
+Plumtree alone) and their row says `off` in the swim column. --swim-max 0
+turns SWIM off everywhere; a huge value keeps it on everywhere.
+
 Each size runs in a fresh process (spawned, not forked), so its peak RSS is
 its own, under an address-space cap (--max-gb, default 8: the issue's
 budget) so that a size that does not fit stops with a line saying so rather
@@ -10,7 +16,8 @@ than swapping a shared machine to a halt. `make bench` runs the defaults.
 
     .venv/bin/python bench/sim_scale.py [--sizes 1000,10000] [--huge]
         [--scenario steady] [--seed 1] [--no-codec] [--set KEY=VALUE ...]
-        [--max-gb 8] [--profile FILE.txt]   # pyinstrument, first size only
+        [--max-gb 8] [--swim-max 2000] [--timeout SECONDS]
+        [--profile FILE.txt]   # pyinstrument, first size only
 """
 
 from __future__ import annotations
@@ -48,11 +55,12 @@ def one(name: str, sets: list[str], nodes: int, seed: int, codec: bool, profile:
         bar.close()
 
 
-def row(n: int, rep: dict[str, Any]) -> str:
+def row(n: int, swim: bool, rep: dict[str, Any]) -> str:
     r, m = rep["run"], rep["messages"]
     size = m["bytes_per_node_per_s"]
     return (
-        f"{n:>8,} {r['wall_s']:>8.1f} {r['events']:>11,} {r['events_per_s']:>9,.0f} "
+        f"{n:>8,} {'on' if swim else 'off':>4} {r['wall_s']:>8.1f} {r['events']:>11,} "
+        f"{r['events_per_s']:>9,.0f} "
         f"{r['sim_time_s']:>6.0f} {r['peak_rss_mb']:>7.0f} {r['peak_rss_mb'] * 1024 / n:>8.1f} "
         f"{m['per_node_per_s']:>10.1f} {'-' if size is None else f'{size:,.0f}':>9} "
         f"{rep['broadcast']['reliability']:>8.2%}"
@@ -68,6 +76,15 @@ def main() -> int:
     p.add_argument("--no-codec", action="store_true")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--max-gb", type=float, default=8.0, help="address space per run (GB)")
+    p.add_argument(
+        "--swim-max",
+        type=int,
+        default=2000,
+        help="largest size run with SWIM; larger ones get swim.enabled=false (default 2000)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=0.0, help="wall seconds per size (default: no limit)"
+    )
     p.add_argument("--profile", default="", metavar="FILE.txt")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -76,24 +93,32 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     print(
         f"{args.scenario}, seed {args.seed}, codec {'off' if args.no_codec else 'on'}, "
-        f"cap {args.max_gb:g} GB{''.join(' --set ' + s for s in args.sets)}"
+        f"cap {args.max_gb:g} GB, SWIM up to {args.swim_max:,} nodes"
+        f"{''.join(' --set ' + s for s in args.sets)}"
     )
     print(
-        f"{'nodes':>8} {'wall s':>8} {'events':>11} {'events/s':>9} {'sim s':>6} "
+        f"{'nodes':>8} {'swim':>4} {'wall s':>8} {'events':>11} {'events/s':>9} {'sim s':>6} "
         f"{'RSS MB':>7} {'KB/node':>8} {'msg/node/s':>10} {'B/node/s':>9} {'reliab.':>8}",
         flush=True,
     )
     for i, n in enumerate(sizes):
         started = time.perf_counter()
-        task = (args.scenario, args.sets, n, args.seed, not args.no_codec)
+        swim = n <= args.swim_max
+        sets = args.sets if swim else [*args.sets, "swim.enabled=false"]
+        task = (args.scenario, sets, n, args.seed, not args.no_codec)
         try:
             with ctx.Pool(1, initializer=_cap, initargs=(args.max_gb,)) as pool:
-                rep = pool.apply(one, (*task, args.profile if i == 0 else ""))
+                pending = pool.apply_async(one, (*task, args.profile if i == 0 else ""))
+                rep = pending.get(args.timeout or None)
         except MemoryError:
             wall = time.perf_counter() - started
             print(f"{n:>8,} out of memory (over {args.max_gb:g} GB) after {wall:.0f} s", flush=True)
             continue
-        print(row(n, rep), flush=True)
+        except multiprocessing.TimeoutError:
+            # leaving the `with` terminated the worker
+            print(f"{n:>8,} not done within the {args.timeout:.0f} s limit", flush=True)
+            continue
+        print(row(n, swim, rep), flush=True)
     if args.profile:
         print(f"profile of {sizes[0]:,} nodes: {args.profile}")
     return 0

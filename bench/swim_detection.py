@@ -42,7 +42,7 @@ Usage:
         [--experiments detection,fp,load,partition]
         [--detect-sizes 100,1000] [--victims 20]
         [--fp-nodes 1000] [--fp-minutes 10]
-        [--fp-heavy-nodes 200] [--fp-heavy-minutes 5]
+        [--fp-heavy-nodes 200] [--fp-heavy-minutes 10]
         [--fp-losses 0.05,0.10,0.20] [--slow 5]
         [--load-sizes 100,1000,2000,10000] [--load-window 60]
         [--partition-sizes 100,1000] [--task-budget 1800]
