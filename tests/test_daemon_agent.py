@@ -4,6 +4,7 @@ Loopback only; every wait is for a condition, bounded by `fail_after`."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import random
@@ -16,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from daemon.agent import Agent, AgentSettings, Delivery
+from daemon.agent import Agent, AgentSettings, Delivery, _outbound_ip
 from daemon.framing import prefixed
 from daemon.testing import Changes, all_alive, bounded, fast_config, local_cluster
 from overlay import codec
@@ -164,6 +165,20 @@ def test_identity_takes_the_advertised_address() -> None:
     assert me(advertise=("203.0.113.7", 9000)) == NodeId("a", "203.0.113.7", 9000)
     # Port 0: the bound port, at the advertised host.
     assert me(advertise=("203.0.113.7", 0)) == NodeId("a", "203.0.113.7", 7946)
+
+
+def test_a_wildcard_bind_advertises_a_real_address() -> None:
+    """Bound to 0.0.0.0 (or ::) with no --advertise, the agent must not tell
+    peers to dial 0.0.0.0: it advertises its default route's address (found
+    with an unsent UDP connect), or loopback on a machine without a route."""
+    agent = Agent(AgentSettings(name="a", control=None))
+    for wildcard, family in (("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6)):
+        me = agent._identity((wildcard, 7946))
+        assert me.port == 7946
+        host = ipaddress.ip_address(me.host)
+        assert not host.is_unspecified
+        assert host.version == (4 if family == socket.AF_INET else 6)
+        assert me.host == _outbound_ip(family)
 
 
 @bounded(TEST_MAX)
