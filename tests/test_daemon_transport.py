@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -358,3 +358,46 @@ async def test_a_dial_that_hangs_fails_after_the_dial_timeout(
         assert a.metrics.connections["dial_failed"] == 1
         assert a.transport.connections()["peers"] == 0
         nursery.cancel_scope.cancel()
+
+
+@contextmanager
+def listener_with_a_full_backlog() -> Iterator[int]:
+    """A loopback port whose accept queue is full, so the kernel drops new
+    SYNs: a dial hangs in the handshake, like one to a firewalled host."""
+    server = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        for _ in range(8):  # Linux queues backlog + 1; a few more for other kernels
+            s = socket.socket()
+            fillers.append(s)
+            s.settimeout(0.3)
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:
+                break  # this one hung: the queue is full
+        else:
+            pytest.skip("the kernel never dropped a SYN on a full accept queue")
+        yield port
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
+
+
+@bounded(TEST_MAX)
+async def test_a_dropped_syn_fails_after_the_dial_timeout() -> None:
+    """The same through the kernel: no monkeypatch, a real SYN that nobody
+    answers."""
+    with listener_with_a_full_backlog() as port:
+        quick = TransportSettings(dial_timeout=0.3)
+        async with trio.open_nursery() as nursery, endpoint(nursery, "a", quick) as a:
+            peer = NodeId("firewalled", "127.0.0.1", port)
+            started = trio.current_time()
+            a.send(peer, Join())
+            assert await a.next() == ConnectFailed(peer)
+            assert trio.current_time() - started >= 0.3
+            assert a.metrics.connections["dial_failed"] == 1
+            nursery.cancel_scope.cancel()
