@@ -183,6 +183,7 @@ class TagsTooLarge(ValueError):
 
 class _Exchange(enum.Enum):
     JOIN = "join"
+    FOLLOWUP = "followup"  # after our join: the members that joined alongside us
     ANTI_ENTROPY = "anti_entropy"
     RECONNECT = "reconnect"
 
@@ -309,6 +310,9 @@ class Swim:
         self._gossip_armed = False
         self._next_meeting = 0.0  # see _meet
         self._elders: list[NodeId] = []  # our seed's members, for the follow-up
+        self._followups = 0  # follow-up exchanges done since we joined
+        self._followup_due = False  # the last follow-up taught us members: one more
+        self._followup_news = 0  # members new to us in the follow-up under way
         self._announce_due = False  # take_announcements() hands the batch out
         self._rejoined: list[NodeId] = []
         self.counters: Counter[str] = Counter()
@@ -595,7 +599,10 @@ class Swim:
         exchange we started is over."""
         exchange = self._exchanges.get((sender.host, sender.port)) if reply else None
         joining = exchange is not None and exchange[0] is _Exchange.JOIN
+        known = len(self.members.by_id)
         self._merge_all(states, sender, now, out, joining=joining)
+        if exchange is not None and exchange[0] is _Exchange.FOLLOWUP:
+            self._followup_news += len(self.members.by_id) - known
         if joining and not self._joined:
             self._elders += [st.node for st in states if st.status == 0 and st.node != self.me]
         if part != parts - 1:
@@ -619,6 +626,17 @@ class Swim:
             # at start was scaled for a cluster of one.)
             delay = self.cfg.join_followup * (0.75 + 0.5 * self.rng.random())
             out.append(SetTimer(_PUSH_PULL_TIMER, delay))
+        elif kind is _Exchange.FOLLOWUP:
+            # The member we followed up with may itself have missed some of
+            # the burst. While a follow-up still teaches us members, one more
+            # with another member (at most `join_followups`): the chance of
+            # two partners missing the same member is small, and the next
+            # anti-entropy exchange may be minutes away in a large cluster.
+            news, self._followup_news = self._followup_news, 0
+            if news and self._followups < self.cfg.join_followups:
+                self._followup_due = True
+                delay = self.cfg.join_followup * (0.75 + 0.5 * self.rng.random())
+                out.append(SetTimer(_PUSH_PULL_TIMER, delay))
         elif kind is _Exchange.RECONNECT:
             member = self.members.get(sender)
             if member is not None and member.status is ALIVE:
@@ -798,8 +816,14 @@ class Swim:
             peers = [self.rng.choice(live)] if live else self.members.random_alive(1)
         else:
             peers = self.members.random_alive(1)
+        followup = bool(elders) or self._followup_due
+        self._followup_due = False
+        if followup:
+            self._followups += 1
+            self._followup_news = 0
+        kind = _Exchange.FOLLOWUP if followup else _Exchange.ANTI_ENTROPY
         for peer in peers:
-            self._push_pull(peer, _Exchange.ANTI_ENTROPY, now, out)
+            self._push_pull(peer, kind, now, out)
         period = self._push_pull_period()
         out.append(SetTimer(_PUSH_PULL_TIMER, period * (0.9 + 0.2 * self.rng.random())))
 

@@ -592,6 +592,51 @@ def test_the_join_follow_up_goes_to_a_member_older_than_us() -> None:
         assert out[0].to in (real, B)
 
 
+def _follow_up(s: Swim, now: float) -> tuple[NodeId, list[Output]]:
+    """Fire the push-pull timer: the follow-up request, and its partner."""
+    out = fire(s, SwimTimer.PUSH_PULL, now)
+    sends = [o for o in out if isinstance(o, Send) and isinstance(o.msg, PushPull)]
+    assert len(sends) == 1 and not sends[0].msg.reply
+    return sends[0].to, out
+
+
+def _rearmed(out: list[Output]) -> float:
+    pp = Timer(SwimTimer.PUSH_PULL)
+    (delay,) = [o.delay for o in out if isinstance(o, SetTimer) and o.timer == pp]
+    return delay
+
+
+def test_a_follow_up_that_teaches_members_is_followed_by_another() -> None:
+    """The follow-up's partner may have missed part of the burst too: while
+    a follow-up brings members we did not know, one more (with another
+    member), up to `join_followups`; then anti-entropy's scaled period."""
+    seed = seed_id("10.0.0.9", 7946)
+    real = NodeId("s", "10.0.0.9", 7946)
+    s = make(cfg=SwimConfig(join_followups=3))
+    s.handle(JoinCluster((seed,)), 0.0)
+    s.handle(Received(real, PushPull(True, 0, 1, (alive(real), alive(B, 2)))), 1.5)
+    now, fresh = 4.5, 40
+    for k in range(3):
+        partner, out = _follow_up(s, now)
+        # A reply with a member new to us (and everything we know).
+        states = (*(alive(m.node, m.incarnation) for m in s.members), alive(nid(fresh + k)))
+        out = s.handle(Received(partner, PushPull(True, 0, 1, states)), now + 0.1)
+        if k < 2:
+            assert 2.25 <= _rearmed(out) <= 3.75, f"follow-up {k + 1} taught a member"
+        else:  # the third: no more, whatever it taught
+            assert not [o for o in out if isinstance(o, SetTimer)]
+        now += 3.0
+    # A follow-up that teaches nothing ends them at once.
+    s = make()
+    s.handle(JoinCluster((seed,)), 0.0)
+    s.handle(Received(real, PushPull(True, 0, 1, (alive(real), alive(B, 2)))), 1.5)
+    partner, out = _follow_up(s, 4.5)
+    assert _rearmed(out) >= s.cfg.push_pull_period * 0.9  # the periodic one
+    states = tuple(alive(m.node, m.incarnation) for m in s.members)
+    out = s.handle(Received(partner, PushPull(True, 0, 1, states)), 4.6)
+    assert not [o for o in out if isinstance(o, SetTimer)]
+
+
 def test_join_tries_the_next_seed_when_a_dial_fails() -> None:
     s = make()
     s1, s2 = seed_id("10.0.0.8", 1), seed_id("10.0.0.9", 1)
