@@ -96,7 +96,10 @@ def overlay_figures(sim: Simulation) -> dict[str, Any]:
     symmetric = sum(1 for a, b in g.edges() if g.has_edge(b, a))
     components = list(nx.connected_components(u)) if n else []
     largest = max(components, key=len) if components else set()
-    paths = _paths(u.subgraph(largest)) if len(largest) > 1 else (0.0, 0, True)
+    # A copy, not a subgraph view: a view filters every adjacency lookup,
+    # which made the BFS five times slower (15 s of a 10,000-node run).
+    core = u if len(components) == 1 else u.subgraph(largest).copy()
+    paths = _paths(core) if len(largest) > 1 else (0.0, 0, True)
     figures: dict[str, Any] = {
         "live": n,
         "connected": n > 0 and len(components) == 1,
