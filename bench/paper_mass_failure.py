@@ -334,46 +334,22 @@ def plot(agg: dict[str, dict[float, Any]], path: str) -> None:
         if group in styles:
             color, marker = styles[group]
             label = f"{int(group):,} nodes, HyParView+Plumtree"
-            ax = axes[0]
-            ax.plot(
-                xs,
-                [100 * a["first"] for a in rows.values()],
-                marker=marker,
-                color=color,
-                label=f"{label}: first broadcast",
+            curves = (
+                (axes[0], "first", "-", "first broadcast"),
+                (axes[0], "first_1s", ":", "first, delivered <= 1 s"),
+                (axes[1], "mean", "-", "mean of 50"),
+                (axes[1], "min", "--", "min of 50"),
+                (axes[1], "mean_1s", ":", "mean, delivered <= 1 s"),
             )
-            ax.plot(
-                xs,
-                [100 * a["first_1s"] for a in rows.values()],
-                marker=marker,
-                color=color,
-                linestyle=":",
-                label=f"{label}: first, delivered <= 1 s",
-            )
-            ax = axes[1]
-            ax.plot(
-                xs,
-                [100 * a["mean"] for a in rows.values()],
-                marker=marker,
-                color=color,
-                label=f"{label}: mean of 50",
-            )
-            ax.plot(
-                xs,
-                [100 * a["min"] for a in rows.values()],
-                marker=marker,
-                color=color,
-                linestyle="--",
-                label=f"{label}: min of 50",
-            )
-            ax.plot(
-                xs,
-                [100 * a["mean_1s"] for a in rows.values()],
-                marker=marker,
-                color=color,
-                linestyle=":",
-                label=f"{label}: mean, delivered <= 1 s",
-            )
+            for ax, key, line, what in curves:
+                ax.plot(
+                    xs,
+                    [100 * a[key] for a in rows.values()],
+                    marker=marker,
+                    color=color,
+                    linestyle=line,
+                    label=f"{label}: {what}",
+                )
             rec = [a["recovered_after_s"] for a in rows.values()]
             axes[2].plot(
                 [x for x, r in zip(xs, rec, strict=True) if r is not None],
