@@ -86,10 +86,19 @@ async def fake_dns(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A name server on 127.0.0.1 (UDP and TCP on one port)."""
-    udp = trio.socket.socket(type=socket.SOCK_DGRAM)
-    await udp.bind(("127.0.0.1", 0))
-    port = udp.getsockname()[1]
-    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    # The system picks a free UDP port; the same TCP port may be taken by
+    # another program: pick again (as the agent's transport does).
+    for attempt in range(20):
+        udp = trio.socket.socket(type=socket.SOCK_DGRAM)
+        await udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        try:
+            listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+            break
+        except OSError:
+            udp.close()
+            if attempt == 19:
+                raise
 
     async def tcp_handler(stream: trio.SocketStream) -> None:
         data = b""
