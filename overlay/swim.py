@@ -598,10 +598,11 @@ class Swim:
         provoked goes back at once). After the last part of a reply, the
         exchange we started is over."""
         exchange = self._exchanges.get((sender.host, sender.port)) if reply else None
-        joining = exchange is not None and exchange[0] is _Exchange.JOIN
+        kind = exchange[0] if exchange is not None else None
+        joining = kind is _Exchange.JOIN
         known = len(self.members.by_id)
         self._merge_all(states, sender, now, out, joining=joining)
-        if exchange is not None and exchange[0] is _Exchange.FOLLOWUP:
+        if kind is _Exchange.FOLLOWUP:
             self._followup_news += len(self.members.by_id) - known
         if joining and not self._joined:
             self._elders += [st.node for st in states if st.status == 0 and st.node != self.me]
@@ -624,8 +625,7 @@ class Swim:
             # exchange once the burst has spread (join_followup) fills that
             # in; then anti-entropy every (scaled) period. (The timer armed
             # at start was scaled for a cluster of one.)
-            delay = self.cfg.join_followup * (0.75 + 0.5 * self.rng.random())
-            out.append(SetTimer(_PUSH_PULL_TIMER, delay))
+            self._arm_followup(out)
         elif kind is _Exchange.FOLLOWUP:
             # The member we followed up with may itself have missed some of
             # the burst. While a follow-up still teaches us members, one more
@@ -635,8 +635,7 @@ class Swim:
             news, self._followup_news = self._followup_news, 0
             if news and self._followups < self.cfg.join_followups:
                 self._followup_due = True
-                delay = self.cfg.join_followup * (0.75 + 0.5 * self.rng.random())
-                out.append(SetTimer(_PUSH_PULL_TIMER, delay))
+                self._arm_followup(out)
         elif kind is _Exchange.RECONNECT:
             member = self.members.get(sender)
             if member is not None and member.status is ALIVE:
@@ -826,6 +825,11 @@ class Swim:
             self._push_pull(peer, kind, now, out)
         period = self._push_pull_period()
         out.append(SetTimer(_PUSH_PULL_TIMER, period * (0.9 + 0.2 * self.rng.random())))
+
+    def _arm_followup(self, out: list[Output]) -> None:
+        """The next push-pull is a follow-up, `join_followup` (+-25%) away."""
+        delay = self.cfg.join_followup * (0.75 + 0.5 * self.rng.random())
+        out.append(SetTimer(_PUSH_PULL_TIMER, delay))
 
     def _try_reconnect(self, now: float, out: list[Output]) -> None:
         """Push-pull with one random member that failed within

@@ -64,6 +64,12 @@ class Broadcast:
     payloads: int = 0
     duplicates: int = 0
 
+    def latencies(self) -> list[float]:
+        """Delivery times after the publish, for the nodes live at it (a
+        node that joined later and caught up has no latency to speak of)."""
+        live = self.live
+        return [t - self.time for n, (t, _) in self.deliveries.items() if n in live]
+
 
 class BroadcastTracker:
     def __init__(self, sim: Simulation) -> None:
@@ -121,10 +127,8 @@ class BroadcastTracker:
             payloads += b.payloads
             deliveries += len(b.deliveries)
             duplicates += b.duplicates
-            for n, (t, hops) in b.deliveries.items():
-                ldh = max(ldh, hops)
-                if n in b.live:
-                    latencies.append(t - b.time)
+            ldh = max(ldh, max((hops for _, hops in b.deliveries.values()), default=0))
+            latencies += b.latencies()
         latencies.sort()
         return {
             "sent": len(chosen),

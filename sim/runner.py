@@ -436,12 +436,7 @@ class Runner:
     def _latency_cdf(self) -> list[float]:
         """Delivery latencies (as the tracker counts them) at CDF_POINTS
         evenly spaced quantiles."""
-        lat = sorted(
-            t - bc.time
-            for bc in self.broadcasts.broadcasts.values()
-            for n, (t, _) in bc.deliveries.items()
-            if n in bc.live
-        )
+        lat = sorted(x for bc in self.broadcasts.broadcasts.values() for x in bc.latencies())
         if not lat:
             return []
         last = len(lat) - 1
