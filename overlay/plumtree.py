@@ -47,7 +47,8 @@ Theory of operation
   still serve (compact: per origin and epoch, ranges of seqs; messages
   younger than `anti_entropy_delay` are left to the tree) goes to one random
   neighbour, which asks with IWANT for the ids it never saw, and answers
-  with its own digest (push-pull). New neighbours exchange digests at the
+  with the part of its own digest that the first does not cover
+  (push-pull; nothing when they hold the same). New neighbours exchange digests at the
   next flush. The payloads come back as GOSSIP marked `repair`, which change
   no eager/lazy set; the receiver forwards them along its tree as new
   broadcasts. So what a partition or a burst of failures hid from a node
@@ -67,6 +68,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import random
@@ -113,6 +115,26 @@ from overlay.seen import Cached, PayloadCache, Seen, SeenIds
 _JITTER = 0.1
 # Timers that fire "at" a deadline computed from floats may land a hair early.
 _EPSILON = 1e-9
+
+
+def _covered(mine: tuple[int, ...], theirs: tuple[int, ...] | None) -> bool:
+    """Does the range list `theirs` (a peer's, so unchecked) contain every
+    seq of `mine` (ours: sorted, disjoint)? Each of our ranges must lie
+    within one of theirs."""
+    if theirs is None:
+        return False
+    if mine == theirs:
+        return True
+    if len(theirs) % 2:
+        return False
+    spans = sorted(zip(theirs[::2], theirs[1::2], strict=True))
+    starts = [first for first, _ in spans]
+    for i in range(0, len(mine), 2):
+        first, last = mine[i], mine[i + 1]
+        j = bisect.bisect_right(starts, first) - 1
+        if j < 0 or spans[j][1] < last:
+            return False
+    return True
 
 
 class PtTimer(enum.Enum):
@@ -203,6 +225,8 @@ class Plumtree:
         # `overlay.node`).
         self.tree_only: frozenset[str] = frozenset()
         self.new_peers: dict[NodeId, None] = {}  # digest due at the next flush
+        # Our last digest: (cache version, valid until, digest); see _digest.
+        self._digest_memo: tuple[int, float, tuple[DigestEntry, ...]] | None = None
         self._flush_armed = False
         self.order: dict[tuple[str, int], _Order] = {}
         self.counters: Counter[str] = Counter({name: 0 for name in COUNTERS})
@@ -216,9 +240,10 @@ class Plumtree:
     def handle(self, inp: Input, now: float) -> list[Output]:
         out: list[Output] = []
         self._expire(now)
+        if isinstance(inp, Received):  # the commonest, without `match`
+            self.on_message(inp.sender, inp.msg, now, out)
+            return out
         match inp:
-            case Received(sender, msg):
-                self.on_message(sender, msg, now, out)
             case TimerFired(timer):
                 self.on_timer(timer, now, out)
             case Publish(topic, payload):
@@ -451,6 +476,8 @@ class Plumtree:
     ) -> None:
         """DIGEST: ask for the ids we never saw; answer with ours if asked."""
         wants: list[MsgId] = []
+        seen = self.seen
+        ordered = self.cfg.ordered
         budget = self.cfg.cache_max_messages  # seqs examined: a digest cannot list more
         truncated = False
         for entry in entries:
@@ -467,9 +494,10 @@ class Plumtree:
                     first = last - budget + 1  # keep the newest
                     truncated = True
                 budget -= last - first + 1
+                origin, epoch = entry.origin, entry.epoch
                 for seq in range(first, last + 1):
-                    mid = MsgId(entry.origin, entry.epoch, seq)
-                    if mid not in self.seen and not self._passed(mid):
+                    mid = MsgId(origin, epoch, seq)
+                    if mid not in seen and not (ordered and self._passed(mid)):
                         wants.append(mid)
                 if budget <= 0:
                     break
@@ -484,7 +512,17 @@ class Plumtree:
             self.counters["iwant_sent"] += len(wants)
             out.append(Send(sender, IWant(tuple(wants))))
         if reply:
-            out.append(Send(sender, Digest(self._digest(now), reply=False)))
+            # The answer lists only the groups the asker's digest does not
+            # already cover: the asker needs nothing it holds itself, and a
+            # settled pair, holding the same, exchanges one message, not two.
+            theirs = {(e.origin, e.epoch): e.ranges for e in entries}
+            news = tuple(
+                e
+                for e in self._digest(now)
+                if not _covered(e.ranges, theirs.get((e.origin, e.epoch)))
+            )
+            if news:
+                out.append(Send(sender, Digest(news, reply=False)))
 
     def on_iwant(
         self, sender: NodeId, ids: tuple[MsgId, ...], now: float, out: list[Output]
@@ -675,17 +713,18 @@ class Plumtree:
                     msg = Gossip(mid, topic, hops, age, payload)
                 out.append(Send(peer, msg))
                 self.counters["eager_sent"] += 1
-        queued = False
+        ann: Announcement | None = None
         for peer in self.lazy:
             if peer == sender or peer.name == origin or (skip and peer in skip):
                 continue
+            if ann is None:
+                ann = Announcement(mid, hops)
             queue = self.lazy_queue.setdefault(peer, [])
             if len(queue) >= self.cfg.ihave_queue_max:
                 del queue[0]
                 self.counters["ihave_dropped"] += 1
-            queue.append(Announcement(mid, hops))
-            queued = True
-        if queued:
+            queue.append(ann)
+        if ann is not None:
             self._arm_flush(out)
 
     def _optimize(
@@ -710,10 +749,16 @@ class Plumtree:
 
     def _digest(self, now: float) -> tuple[DigestEntry, ...]:
         """The ids we can serve, old enough to be past the tree's own repair,
-        as ranges of seqs per (origin, epoch), within the wire bounds."""
+        as ranges of seqs per (origin, epoch), within the wire bounds. Kept
+        until the cache changes or an entry ages into or out of the window
+        (every round sends it, and a peer's round asks for it again)."""
+        cached = self._digest_memo
+        if cached is not None and cached[0] == self.cache.version and now < cached[1]:
+            return cached[2]
         groups: dict[tuple[str, int], list[int]] = {}
         tree_only = self.tree_only
-        for mid, entry in self.cache.live(now, self.cfg.anti_entropy_delay):
+        live, until = self.cache.window(now, self.cfg.anti_entropy_delay)
+        for mid, entry in live:
             if entry.topic not in tree_only:
                 groups.setdefault((mid.origin, mid.epoch), []).append(mid.seq)
         keys = list(groups)
@@ -734,9 +779,15 @@ class Plumtree:
                 ranges = ranges[-2 * DIGEST_MAX_RANGES :]  # the newest
                 truncated = True
             entries.append(DigestEntry(origin, epoch, tuple(ranges)))
+        digest = tuple(entries)
         if truncated:
+            # Not kept: each round samples afresh, so that over rounds the
+            # peers hear of everything.
             self.counters["digest_truncated"] += 1
-        return tuple(entries)
+            self._digest_memo = None
+        else:
+            self._digest_memo = (self.cache.version, until, digest)
+        return digest
 
     def _make_eager(self, peer: NodeId) -> None:
         if peer in self.lazy:

@@ -12,13 +12,14 @@ expiry by time and eviction by count both pop from the front, in amortised
 O(1). A cached payload expires when its *age* reaches the retention window,
 not when it has been held that long: a copy that arrived already old leaves
 sooner. Such an entry may sit behind a younger one at the front of the dict;
-`get` and `live` check the deadline, so it is never served, and the count
-bound still caps it.
+`get` and `window` check the deadline, so it is never served, and the count
+bound still caps it. Each store remembers when its front entry is due, so
+the expiry run before every input costs one comparison until then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from dataclasses import dataclass
 
 from overlay.ids import NodeId
@@ -43,6 +44,7 @@ class SeenIds:
         self.max_ids = max(1, max_ids)
         self._ids: dict[MsgId, Seen] = {}
         self.evicted = 0  # forgotten before their ttl because of the count bound
+        self._due = math.inf  # when the front entry expires (or earlier)
 
     def __contains__(self, mid: object) -> bool:
         return mid in self._ids
@@ -55,19 +57,26 @@ class SeenIds:
 
     def add(self, mid: MsgId, record: Seen) -> None:
         ids = self._ids
+        if not ids:
+            self._due = record.at + self.ttl
         ids[mid] = record
         while len(ids) > self.max_ids:
             del ids[next(iter(ids))]
             self.evicted += 1
 
     def expire(self, now: float) -> None:
+        if now < self._due:
+            return
         ids = self._ids
         limit = now - self.ttl
         while ids:
             first = next(iter(ids))
-            if ids[first].at > limit:
+            at = ids[first].at
+            if at > limit:
+                self._due = at + self.ttl
                 return
             del ids[first]
+        self._due = math.inf
 
 
 @dataclass(slots=True)
@@ -95,6 +104,10 @@ class PayloadCache:
         self._items: dict[MsgId, Cached] = {}
         self.bytes = 0
         self.evicted = 0  # dropped before their retention because of a bound
+        # Bumped whenever the set of entries changes: what a digest of them
+        # was computed from.
+        self.version = 0
+        self._due = math.inf  # when the front entry expires (or earlier)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -110,12 +123,17 @@ class PayloadCache:
         old = items.pop(mid, None)
         if old is not None:
             self.bytes -= len(old.payload)
+            self._due = -math.inf  # it may have been the front: look again
+        elif not items:
+            self._due = entry.at + self.retention - entry.age
         items[mid] = entry
+        self.version += 1
         self.bytes += len(entry.payload)
         while len(items) > self.max_messages or self.bytes > self.max_bytes:
             first = next(iter(items))
             self.bytes -= len(items.pop(first).payload)
             self.evicted += 1
+            self._due = -math.inf  # the front changed: look again
 
     def get(self, mid: MsgId, now: float) -> Cached | None:
         entry = self._items.get(mid)
@@ -123,18 +141,33 @@ class PayloadCache:
             return None
         return entry
 
-    def live(self, now: float, min_age: float = 0.0) -> Iterator[tuple[MsgId, Cached]]:
-        """Entries still inside retention and at least `min_age` old."""
+    def window(self, now: float, min_age: float) -> tuple[list[tuple[MsgId, Cached]], float]:
+        """Entries still inside retention and at least `min_age` old, and
+        the time until which that list stays the same unless `version`
+        changes: when the next entry ages into it or out of it."""
+        retention = self.retention
+        chosen: list[tuple[MsgId, Cached]] = []
+        until = math.inf
         for mid, entry in self._items.items():
-            if min_age <= entry.age_at(now) < self.retention:
-                yield mid, entry
+            age = entry.age + (now - entry.at)
+            if age < min_age:
+                until = min(until, now + min_age - age)
+            elif age < retention:
+                chosen.append((mid, entry))
+                until = min(until, now + retention - age)
+        return chosen, until
 
     def expire(self, now: float) -> None:
+        if now < self._due:
+            return
         items = self._items
         while items:
             first = next(iter(items))
             entry = items[first]
             if entry.age_at(now) < self.retention:
+                self._due = entry.at + self.retention - entry.age
                 return
             del items[first]
             self.bytes -= len(entry.payload)
+            self.version += 1
+        self._due = math.inf

@@ -35,7 +35,7 @@ from overlay.messages import (
     Prune,
 )
 from overlay.node import Node
-from overlay.plumtree import Plumtree, PtTimer, PublishError
+from overlay.plumtree import Plumtree, PtTimer, PublishError, _covered
 
 ME = NodeId("me", "10.0.0.1", 7946)
 A = NodeId("a", "10.0.0.2", 7946)
@@ -365,12 +365,9 @@ def test_anti_entropy_fetches_what_a_neighbor_missed() -> None:
     assert out[0] == Send(B, digest)
     assert isinstance(out[1], SetTimer)
     assert out[1].timer == AE
-    # y asks for the three, and sends its own (empty) digest back.
+    # y asks for the three; it holds nothing x lacks, so it sends no digest back.
     ids = tuple(MsgId("a", x.epoch, s) for s in (1, 2, 3))
-    assert rx(y, A, digest, 10.05) == [
-        Send(A, IWant(ids)),
-        Send(A, Digest((), reply=False)),
-    ]
+    assert rx(y, A, digest, 10.05) == [Send(A, IWant(ids))]
     # x answers with repair copies; y delivers them.
     answers = rx(x, B, IWant(ids), 10.1)
     assert answers == [
@@ -383,10 +380,35 @@ def test_anti_entropy_fetches_what_a_neighbor_missed() -> None:
         delivered += rx(y, A, s.msg, 10.15)
     assert delivered == [deliver(mid, 1, p) for mid, p in zip(ids, (b"1", b"2", b"3"), strict=True)]
     assert y.peers().eager == (A,)  # unchanged
-    # Nothing left to fetch on the next round.
-    assert rx(y, A, digest, 15.0)[:1] == [
-        Send(A, Digest((DigestEntry("a", x.epoch, (1, 3)),), False))
-    ]
+    # Nothing left to fetch on the next round, and nothing to answer: the
+    # two hold the same.
+    assert rx(y, A, digest, 15.0) == []
+
+
+def test_digest_answer_lists_only_what_the_asker_lacks() -> None:
+    y = with_peers(make(B, seed=2), A)
+    for seq in (1, 2, 3):
+        rx(y, A, Gossip(MsgId("a", 9, seq), "t", 1, 0.0, b""), 0.0)
+    rx(y, A, Gossip(MsgId("c", 4, 1), "t", 1, 0.0, b""), 0.0)
+    y.publish("t", b"own", 0.0)
+    asked = Digest(
+        (DigestEntry("a", 9, (1, 5)), DigestEntry("c", 4, (2, 2))), reply=True
+    )  # covers a's 1-3 (within 1-5), not c's 1, not y's own
+    out = rx(y, A, asked, 10.0)
+    assert out[0] == Send(A, IWant((MsgId("a", 9, 4), MsgId("a", 9, 5), MsgId("c", 4, 2))))
+    assert out[1] == Send(
+        A,
+        Digest((DigestEntry("c", 4, (1, 1)), DigestEntry("b", y.epoch, (1, 1))), reply=False),
+    )
+
+
+def test_covered_checks_every_range_and_distrusts_the_peer() -> None:
+    assert _covered((1, 3), (1, 3))
+    assert _covered((1, 3, 7, 7), (5, 9, 0, 4))  # theirs unsorted
+    assert not _covered((1, 3, 7, 7), (1, 3))
+    assert not _covered((1, 3), (2, 9))
+    assert not _covered((1, 3), None)
+    assert not _covered((1, 3), (1, 3, 5))  # malformed: odd length
 
 
 def test_tree_only_topics_stay_out_of_anti_entropy() -> None:
