@@ -25,7 +25,6 @@ frames then give identical `NodeId` objects without re-validating them.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from typing import Any
 import msgpack
 
 from overlay.ids import MAX_HOST_LEN, MAX_NAME_LEN, NodeId
-from overlay.messages import MAX_ITEMS, MAX_STR, TAGS, Message
+from overlay.messages import MAX_ITEMS, MAX_STR, TAGS, Message, is_record, record_fields
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024
@@ -169,6 +168,7 @@ class _Compiler:
     def __init__(self) -> None:
         self.env: dict[str, Any] = {
             "NodeId": NodeId,
+            "_tuple_new": tuple.__new__,
             "_fail": _fail,
             "_type_fail": _type_fail,
             "_int_fail": _int_fail,
@@ -197,7 +197,7 @@ class _Compiler:
             return
         self.done.add(cls)
         hints = typing.get_type_hints(cls)
-        fields = dataclasses.fields(cls)
+        fields = record_fields(cls)
         n = len(fields)
         name = cls.__name__
         cls_ref = self._const(cls)
@@ -209,12 +209,18 @@ class _Compiler:
         if n:
             dec.append(f"    {', '.join(f'f{i}' for i in range(n))}{',' if n == 1 else ''} = v")
         enc = [f"def enc_{name}(v, where):"]
-        for i, f in enumerate(fields):
-            path = f"where + {'.' + f.name!r}"
-            dec += self._dec(f"f{i}", hints[f.name], f.metadata, path, "    ")
-            enc.append(f"    f{i} = v.{f.name}")
-            enc += self._enc(f"f{i}", hints[f.name], f.metadata, path, "    ")
-        dec.append(f"    return {cls_ref}({', '.join(f'f{i}' for i in range(n))})")
+        for i, (fname, meta) in enumerate(fields):
+            path = f"where + {'.' + fname!r}"
+            dec += self._dec(f"f{i}", hints[fname], meta, path, "    ")
+            enc.append(f"    f{i} = v.{fname}")
+            enc += self._enc(f"f{i}", hints[fname], meta, path, "    ")
+        args = ", ".join(f"f{i}" for i in range(n))
+        if issubclass(cls, tuple):
+            # A named tuple: build it as tuple.__new__ does, without the
+            # generated __new__'s extra call (records come by the thousand).
+            dec.append(f"    return _tuple_new({cls_ref}, ({args}{',' if n == 1 else ''}))")
+        else:
+            dec.append(f"    return {cls_ref}({args})")
         enc.append(f"    return [{', '.join(f'f{i}' for i in range(n))}]")
         self.sources += ["\n".join(dec), "\n".join(enc)]
 
@@ -264,7 +270,7 @@ class _Compiler:
             item = args[0]
             if item is NodeId:
                 return [*lines, f"{ind}{x} = tuple([_node(i, {path}) for i in {x}])"]
-            if dataclasses.is_dataclass(item) and isinstance(item, type):
+            if is_record(item):
                 self.record(item)
                 return [*lines, f"{ind}{x} = tuple([dec_{item.__name__}(i, {path}) for i in {x}])"]
             lines.append(f"{ind}for i in {x}:")
@@ -284,7 +290,7 @@ class _Compiler:
             if len(inner) != 1:
                 raise TypeError(f"only T | None unions are supported, not {tp}")
             return [f"{ind}if {x} is not None:", *self._dec(x, inner[0], meta, path, ind + "    ")]
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if is_record(tp):
             self.record(tp)
             return [f"{ind}{x} = dec_{tp.__name__}({x}, {path})"]
         raise TypeError(f"unsupported wire type {tp!r}")
@@ -337,7 +343,7 @@ class _Compiler:
                 f"{ind}    raise _enc_fail({path}, 'more than {cap} items')",
             ]
             item = typing.get_args(tp)[0]
-            if item is not NodeId and dataclasses.is_dataclass(item) and isinstance(item, type):
+            if item is not NodeId and is_record(item):
                 self.record(item)
                 return [*lines, f"{ind}{x} = [enc_{item.__name__}(i, {path}) for i in {x}]"]
             lines += [f"{ind}out = []", f"{ind}for i in {x}:"]
@@ -352,7 +358,7 @@ class _Compiler:
         if origin in (types.UnionType, typing.Union):
             inner = next(a for a in typing.get_args(tp) if a is not type(None))
             return [f"{ind}if {x} is not None:", *self._enc(x, inner, meta, path, ind + "    ")]
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if is_record(tp):
             self.record(tp)
             return [
                 f"{ind}if type({x}) is not {self._const(tp)}:",
@@ -375,7 +381,7 @@ class _Kind:
         self.tag = tag
         self.cls = cls
         self.name = cls.__name__
-        self.n = len(dataclasses.fields(typing.cast(Any, cls)))
+        self.n = len(record_fields(cls))
         # A class of its own per message: the record names stay unique.
         self.dec, self.enc = _Compiler().build(cls)
 

@@ -38,7 +38,9 @@ from overlay.messages import (
     Shuffle,
     ShuffleReply,
     bounds,
+    is_record,
     limit,
+    record_fields,
 )
 
 INT_MAX = 2**63 - 1  # the schema's default int range is [0, 2**63 - 1]
@@ -100,7 +102,7 @@ def value_strategy(tp: Any, meta: Mapping[str, Any]) -> st.SearchStrategy[Any]:
     if origin in (types.UnionType, typing.Union):
         (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
         return st.none() | value_strategy(inner, meta)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+    if is_record(tp):
         return record_strategy(tp)
     raise AssertionError(f"no strategy for wire type {tp!r}: extend value_strategy")
 
@@ -108,7 +110,7 @@ def value_strategy(tp: Any, meta: Mapping[str, Any]) -> st.SearchStrategy[Any]:
 def record_strategy(cls: type) -> st.SearchStrategy[Any]:
     """A message or nested record, each field drawn from its annotation."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: value_strategy(hints[f.name], f.metadata) for f in dataclasses.fields(cls)}
+    fields = {name: value_strategy(hints[name], meta) for name, meta in record_fields(cls)}
     return st.fixed_dictionaries(fields).map(_build(cls)).filter(lambda v: v is not None)
 
 
