@@ -130,7 +130,10 @@ class Node:
     def _internal(self, outs: list[Output], now: float) -> list[Output]:
         """Consume deliveries on `MEMBERS_TOPIC`: SWIM merges them like any
         member update from their origin. Our own (hops 0) need nothing."""
-        if not any(isinstance(o, Deliver) and o.topic == MEMBERS_TOPIC for o in outs):
+        for o in outs:
+            if isinstance(o, Deliver) and o.topic == MEMBERS_TOPIC:
+                break
+        else:
             return outs
         kept: list[Output] = []
         more: list[Output] = []
@@ -151,30 +154,36 @@ class Node:
         return self._internal(self._route(inp, now), now)
 
     def _route(self, inp: Input, now: float) -> list[Output]:
-        match inp:
-            case Received(_, msg) if isinstance(msg, SWIM_MESSAGES):
-                return self._swim(inp, now)
-            case Received(_, msg) if isinstance(msg, HYPARVIEW_MESSAGES):
-                return self._neighbors(self.hyparview.handle(inp, now), now)
-            case Received(sender, msg) if isinstance(msg, PLUMTREE_MESSAGES):
+        # The two commonest inputs first, without `match`: a message for
+        # Plumtree, and a timer.
+        if isinstance(inp, Received):
+            msg = inp.msg
+            if isinstance(msg, PLUMTREE_MESSAGES):
                 # Plumtree travels over active links only: a sender that is
                 # not our neighbour is told so, and the asymmetry repairs.
                 out: list[Output] = []
-                self.hyparview.check_link(sender, out)
-                return out + self.plumtree.handle(inp, now)
-            case Received():
-                return []
-            case TimerFired(timer) if isinstance(timer.kind, HvTimer):
+                self.hyparview.check_link(inp.sender, out)
+                return (
+                    out + self.plumtree.handle(inp, now) if out else self.plumtree.handle(inp, now)
+                )
+            if isinstance(msg, SWIM_MESSAGES):
+                return self._swim(inp, now)
+            if isinstance(msg, HYPARVIEW_MESSAGES):
                 return self._neighbors(self.hyparview.handle(inp, now), now)
-            case TimerFired(timer) if isinstance(timer.kind, PtTimer):
+            return []
+        if isinstance(inp, TimerFired):
+            kind = inp.timer.kind
+            if isinstance(kind, PtTimer):
                 return self.plumtree.handle(inp, now)
-            case TimerFired(timer) if isinstance(timer.kind, SwimTimer):
+            if isinstance(kind, HvTimer):
+                return self._neighbors(self.hyparview.handle(inp, now), now)
+            if isinstance(kind, SwimTimer):
                 outs = self._swim(inp, now)
-                if timer.kind is SwimTimer.PROBE:
+                if kind is SwimTimer.PROBE:
                     self.coupling.on_probe_period()
                 return outs
-            case TimerFired():
-                return []
+            return []
+        match inp:
             case Leave():
                 # SWIM first: its goodbye goes out while the links are up,
                 # to every neighbour (we will not be there to answer GRAFTs).
