@@ -141,13 +141,16 @@ class Simulation:
         self._seq = 0
         self.nodes: dict[Addr, SimNode] = {}
         self.ids: dict[Addr, NodeId] = {}
-        self._latency: dict[tuple[Addr, Addr], float] = {}
+        self._latency: dict[Addr, dict[Addr, float]] = {}  # a -> b -> seconds
         # Open streams per pair: (opener, time the other end learns of it).
         self._streams: dict[tuple[Addr, Addr], tuple[Addr, float]] = {}
         self._group: dict[Addr, int] = {}  # partition group per node; absent = 0
         self._one_way: set[tuple[int, int]] = set()  # (from group, to group) blocked
         self.traffic = Traffic()
         self.observers: list[Observer] = []
+        # The last message encoded: (message, sender, size, decoded sender,
+        # decoded message); see _send.
+        self._frame_memo: tuple[Message, NodeId, int, NodeId, Message] | None = None
 
     # ------------------------------------------------------------ building
 
@@ -288,16 +291,21 @@ class Simulation:
         self._execute(addr, sn.node.handle(inp, self.now))
 
     def latency(self, a: Addr, b: Addr) -> float:
+        row = self._latency.get(a)
+        if row is not None:
+            lat = row.get(b)
+            if lat is not None:
+                return lat
         key = _pair(a, b)
-        lat = self._latency.get(key)
+        lat = self.net.fixed_latency.get(key)
         if lat is None:
-            lat = self.net.fixed_latency.get(key)
-            if lat is None:
-                if self.net.underlay is not None:
-                    lat = self.net.underlay.latency(a, b)
-                else:
-                    lat = self.rng.uniform(self.net.latency_min, self.net.latency_max)
-            self._latency[key] = lat
+            if self.net.underlay is not None:
+                lat = self.net.underlay.latency(a, b)
+            else:
+                lat = self.rng.uniform(self.net.latency_min, self.net.latency_max)
+        # Both directions, one row per node: no pair tuple to build per send.
+        self._latency.setdefault(a, {})[b] = lat
+        self._latency.setdefault(b, {})[a] = lat
         return lat
 
     def _cut(self, a: Addr, b: Addr) -> bool:
@@ -309,34 +317,48 @@ class Simulation:
         return True
 
     def _execute(self, src: Addr, outputs: list[Output]) -> None:
+        if not outputs:
+            return
         sn = self.nodes[src]
         me = self.ids[src]
+        observers = self.observers
+        now = self.now
         for out in outputs:
-            match out:
-                case Send(to, msg, reliable):
-                    self._send(src, me, (to.host, to.port), msg, reliable)
-                case SetTimer(timer, delay):
-                    self._seq += 1
-                    sn.timers[timer] = self._seq
-                    heapq.heappush(
-                        self._heap,
-                        (self.now + delay, self._seq, _TIMER, src, (timer, self._seq)),
-                    )
-                case CancelTimer(timer):
-                    sn.timers.pop(timer, None)
-                case CloseConnection(peer):
-                    self._close(src, me, (peer.host, peer.port))
-                case _:
-                    pass
-            for obs in self.observers:
-                obs(self.now, me, out)
+            # isinstance, not `match`: this loop runs for every output of
+            # every node, and a class pattern with arguments costs more.
+            if isinstance(out, Send):
+                to = out.to
+                self._send(src, me, (to.host, to.port), out.msg, out.reliable)
+            elif isinstance(out, SetTimer):
+                timer = out.timer
+                self._seq += 1
+                sn.timers[timer] = self._seq
+                heapq.heappush(
+                    self._heap, (now + out.delay, self._seq, _TIMER, src, (timer, self._seq))
+                )
+            elif isinstance(out, CancelTimer):
+                sn.timers.pop(out.timer, None)
+            elif isinstance(out, CloseConnection):
+                peer = out.peer
+                self._close(src, me, (peer.host, peer.port))
+            for obs in observers:
+                obs(now, me, out)
 
     def _send(self, src: Addr, me: NodeId, dst: Addr, msg: Message, reliable: bool) -> None:
         name = type(msg).__name__
         if self.use_codec:
-            frame = codec.encode(me, msg, self.config.max_frame)
-            size = len(frame)
-            sender, msg = codec.decode(frame, self.config.max_frame)
+            memo = self._frame_memo
+            if memo is not None and memo[0] is msg and memo[1] is me:
+                # The same message object to another peer (a broadcast's
+                # eager push): the same bytes, decoded once. Messages are
+                # immutable, so the receivers may share the decoded copy.
+                _, _, size, sender, msg = memo
+            else:
+                frame = codec.encode(me, msg, self.config.max_frame)
+                size = len(frame)
+                original = msg
+                sender, msg = codec.decode(frame, self.config.max_frame)
+                self._frame_memo = (original, me, size, sender, msg)
         else:
             sender, size = me, 0
         traffic = self.traffic
