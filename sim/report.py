@@ -149,24 +149,11 @@ def summary(report: dict[str, Any]) -> str:
         f" latency p50 {_fmt(b['latency_p50_s'], _sec)} / p99 {_fmt(b['latency_p99_s'], _sec)}"
     )
     m = report["membership"]
-    detection = (
-        f"; detection first p50 {_fmt(m['first_detection_p50_s'], _sec)},"
-        f" full p99 {_fmt(m['full_detection_p99_s'], _sec)}"
-        if _mean(m.get("failures") or 0) > 0
-        else ""
-    )
-    complete = m.get("complete_after_s", None)
-    wrong = m.get("unconverged_pairs")
-    lines.append(
-        f"membership  {_bool(m['converged'], 'converged', 'NOT converged')}"
-        + (f" ({_fmt(wrong, _int)} member entries off)" if wrong and _mean(wrong) > 0 else "")
-        + (
-            f" (lists first complete {_fmt(complete, _sec)} after the joins)"
-            if complete is not None
-            else ""
-        )
-        + f", {_fmt(m['false_positives'], _int)} false positive(s){detection}"
-    )
+    enabled = m.get("enabled", True)  # aggregated: {"mean", "min", "max"}
+    if enabled is False or (isinstance(enabled, dict) and not enabled["max"]):
+        lines.append("membership  off (swim.enabled=false)")
+    else:
+        lines.append(_membership_line(m))
     msg = report["messages"]
     by_type = msg["by_type"]
     total = sum(_mean(t["messages"]) for t in by_type.values()) or 1.0
@@ -200,3 +187,24 @@ def summary(report: dict[str, Any]) -> str:
             f" {_fmt(part['reliability_during'], _pct)} delivered by the end"
         )
     return "\n".join(lines)
+
+
+def _membership_line(m: dict[str, Any]) -> str:
+    detection = (
+        f"; detection first p50 {_fmt(m['first_detection_p50_s'], _sec)},"
+        f" full p99 {_fmt(m['full_detection_p99_s'], _sec)}"
+        if _mean(m.get("failures") or 0) > 0
+        else ""
+    )
+    complete = m.get("complete_after_s")
+    wrong = m.get("unconverged_pairs")
+    return (
+        f"membership  {_bool(m['converged'], 'converged', 'NOT converged')}"
+        + (f" ({_fmt(wrong, _int)} member entries off)" if wrong and _mean(wrong) > 0 else "")
+        + (
+            f" (lists first complete {_fmt(complete, _sec)} after the joins)"
+            if complete is not None
+            else ""
+        )
+        + f", {_fmt(m['false_positives'], _int)} false positive(s){detection}"
+    )

@@ -220,7 +220,8 @@ class Runner:
             pool.append(self._new_node(now + (i / rate if rate > 0 else 0.0), contact))
         self.cursor = now + scenario.step_length(step)
         last = now + (step["count"] - 1) / rate if rate > 0 else now
-        self._watch("members_complete", lambda: analysis.members_merged(self.sim), start=last)
+        if self.sim.config.swim.enabled:
+            self._watch("members_complete", lambda: analysis.members_merged(self.sim), start=last)
 
     def _do_wait(self, step: Step) -> None:
         self.cursor = self.sim.now + step["seconds"]
@@ -385,6 +386,22 @@ class Runner:
 
     # ------------------------------------------------------------ report
 
+    def _membership(self) -> dict[str, Any]:
+        if not self.sim.config.swim.enabled:
+            # No member lists to judge: the contract keys, empty.
+            return {
+                "enabled": False,
+                "first_detection_p50_s": None,
+                "full_detection_p99_s": None,
+                "false_positives": None,
+                "converged": None,
+            }
+        return {
+            "enabled": True,
+            **self.membership.summary(max_judges=MAX_JUDGES),
+            "complete_after_s": self._watched("members_complete"),
+        }
+
     def _outcome(self, wall: float) -> Outcome:
         sim = self.sim
         live = sim.live()
@@ -405,10 +422,7 @@ class Runner:
             },
             "overlay": analysis.overlay_figures(sim),
             "broadcast": {**b, "reliability_by_broadcast": by_broadcast},
-            "membership": {
-                **self.membership.summary(max_judges=MAX_JUDGES),
-                "complete_after_s": self._watched("members_complete"),
-            },
+            "membership": self._membership(),
             "messages": analysis.message_figures(sim),
         }
         if self.failure is not None:

@@ -85,6 +85,26 @@ def check_contract(rep: dict[str, Any]) -> None:
         assert keys <= set(rep[section]), (section, keys - set(rep[section]))
 
 
+def test_without_swim_the_membership_section_says_off() -> None:
+    """HyParView + Plumtree alone: no member lists to judge, so no verdict
+    on them (not "NOT converged"), and the contract keys are still there."""
+    rep = run("steady", more=("swim.enabled=false",)).report
+    check_contract(rep)
+    assert rep["membership"] == {
+        "enabled": False,
+        "first_detection_p50_s": None,
+        "full_detection_p99_s": None,
+        "false_positives": None,
+        "converged": None,
+    }
+    assert rep["broadcast"]["reliability"] == 1.0
+    assert "Ping" not in rep["messages"]["by_type"]
+    text = report.summary(rep)
+    assert "membership  off (swim.enabled=false)" in text
+    merged = report.aggregate([rep, rep])
+    assert "membership  off" in report.summary(merged)
+
+
 def test_steady_with_the_codec() -> None:
     out = run("steady", codec=True)
     rep = out.report
