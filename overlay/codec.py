@@ -25,6 +25,7 @@ frames then give identical `NodeId` objects without re-validating them.
 
 from __future__ import annotations
 
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -402,6 +403,11 @@ def _build_tables() -> None:
 _build_tables()
 
 
+# One Packer per thread: `msgpack.packb` builds a new one per call, which
+# cost half of packing a small frame (673 ns against 299).
+_local = threading.local()
+
+
 def encode(sender: NodeId, msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """One frame for `msg` from `sender`. Raises EncodeError if it is too big."""
     kind = _BY_CLS.get(type(msg))
@@ -414,9 +420,13 @@ def encode(sender: NodeId, msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> 
         raise EncodeError(f"sender: expected NodeId, got {type(sender).__name__}")
     body: list[Any] = [PROTOCOL_VERSION, [sender.name, sender.host, sender.port], kind.tag]
     body += kind.enc(msg, kind.name)
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
     try:
-        data: bytes = msgpack.packb(body, use_bin_type=True)
+        data: bytes = packer.pack(body)
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a lone surrogate in a str
+        _local.packer = None  # it may hold the half-packed frame
         raise EncodeError(f"{kind.name}: {type(exc).__name__}: {exc}") from None
     if len(data) > max_frame:
         raise EncodeError(f"{kind.name} frame is {len(data)} bytes, limit {max_frame}")

@@ -670,6 +670,9 @@ def test_encode_checks_the_schema(msg: Message, where: str | None) -> None:
 def test_encode_rejects_what_msgpack_cannot_carry(kitchen_tag: int) -> None:
     with pytest.raises(EncodeError):
         encode(SENDER, kitchen(text="\ud800"))  # a lone surrogate is not UTF-8
+    # The failed frame leaves nothing behind in the reused packer.
+    ok = kitchen(text="after")
+    assert decode(encode(SENDER, ok)) == (SENDER, ok)
     with pytest.raises(EncodeError):
         encode(NodeId("\udfff", "h", 1), Join())
     with pytest.raises(EncodeError, match=r"Kitchen\.tags"):
