@@ -698,3 +698,16 @@ def test_a_message_added_to_tags_later_is_picked_up(kitchen_tag: int) -> None:
     # The codec builds its tables once; a tag appended afterwards (as the
     # other layers do at import) must still encode and decode.
     assert decode(encode(SENDER, kitchen(), BIG), BIG)[1] == kitchen()
+
+
+def test_encode_names_a_wrong_item_in_a_tuple_of_records() -> None:
+    from overlay.messages import MemberUpdates
+
+    with pytest.raises(
+        EncodeError, match=r"MemberUpdates\.updates: expected MemberState, got dict"
+    ):
+        encode(SENDER, MemberUpdates(({"node": SENDER},)))  # type: ignore[arg-type]
+    with pytest.raises(
+        EncodeError, match=r"MemberUpdates\.updates: expected MemberState, got tuple"
+    ):
+        encode(SENDER, MemberUpdates(((SENDER, 1, 0, {}, None),)))  # type: ignore[arg-type]
