@@ -112,7 +112,8 @@ def measure(task: Task) -> dict[str, Any]:
         sets.append("swim.enabled=false")
     sc = scenario.override(scenario.load("mass-failure").with_param("nodes", task.nodes), sets)
     r = runner.Runner(sc, task.seed, use_codec=task.codec)
-    rep = r.run().report
+    with runner.rare_collections():
+        rep = r.run().report
     f = rep["failure"]
     by = f["reliability_by_broadcast"]
     live = frozenset(r.sim.live())

@@ -260,7 +260,8 @@ def run_one(task: Task) -> Result:
         rn.progress = progress
         repairs = Repairs(rn.broadcasts.broadcasts)
         rn.sim.observers.append(repairs.observe)
-        outcome = rn.run()
+        with runner.rare_collections():
+            outcome = rn.run()
     except OutOfTime as exc:
         return {
             **base,

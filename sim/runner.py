@@ -23,11 +23,13 @@ are not counted there), `partition` when it partitions (the last split).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -466,8 +468,29 @@ def run(
     graph_path: str | None = None,
 ) -> Outcome:
     """Run `sc` with `seed`; write the final overlay to `graph_path` if given."""
-    runner = Runner(sc, seed, use_codec=use_codec, progress=progress)
-    outcome = runner.run()
+    with rare_collections():
+        runner = Runner(sc, seed, use_codec=use_codec, progress=progress)
+        outcome = runner.run()
     if graph_path is not None:
         analysis.write_graph(runner.sim, graph_path)
     return outcome
+
+
+# The cyclic collector's thresholds while a simulation runs (default: 700,
+# 10, 10). A simulation allocates messages by the million and keeps a large,
+# long-lived heap (the nodes), which every collection of the older
+# generations walks again: measured, 5.8 s of a 28.9 s run at 3,000 nodes in
+# 2,318 collections, and 145-165 s against 110 s at 10,000 nodes. The
+# protocol objects form few cycles, so collecting rarely frees the same.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def rare_collections() -> Iterator[None]:
+    """Collect garbage cycles rarely inside the block, as before after it."""
+    old = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)

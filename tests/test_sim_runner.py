@@ -331,3 +331,15 @@ def test_all_at_once_then_crash_at_the_same_instant() -> None:
     rep = runner.run(sc, 1, use_codec=False).report
     assert rep["failure"]["crashed"] == 5 and rep["failure"]["fraction"] == 0.25
     assert rep["overlay"]["live"] == 15
+
+
+def test_collections_are_rare_inside_a_run_and_as_before_after() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    with runner.rare_collections():
+        assert gc.get_threshold() == runner.GC_THRESHOLDS
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError), runner.rare_collections():
+        raise RuntimeError("a scenario failed")
+    assert gc.get_threshold() == before
