@@ -202,8 +202,9 @@ class DigestEntry(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class Digest(Message):
     """Anti-entropy: the ids the sender can still serve. The receiver asks
-    with IWANT for those it never saw; with `reply`, it answers with its own
-    digest so the exchange is push-pull."""
+    with IWANT for those it never saw; with `reply`, it answers with the
+    part of its own digest that this one does not cover, so the exchange is
+    push-pull."""
 
     entries: tuple[DigestEntry, ...] = field(metadata=limit(DIGEST_MAX_ENTRIES))
     reply: bool
