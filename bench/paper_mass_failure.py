@@ -112,8 +112,7 @@ def measure(task: Task) -> dict[str, Any]:
         sets.append("swim.enabled=false")
     sc = scenario.override(scenario.load("mass-failure").with_param("nodes", task.nodes), sets)
     r = runner.Runner(sc, task.seed, use_codec=task.codec)
-    with runner.rare_collections():
-        rep = r.run().report
+    rep = r.run().report
     f = rep["failure"]
     by = f["reliability_by_broadcast"]
     live = frozenset(r.sim.live())

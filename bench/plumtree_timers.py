@@ -260,8 +260,7 @@ def run_one(task: Task) -> Result:
         rn.progress = progress
         repairs = Repairs(rn.broadcasts.broadcasts)
         rn.sim.observers.append(repairs.observe)
-        with runner.rare_collections():
-            outcome = rn.run()
+        outcome = rn.run()
     except OutOfTime as exc:
         return {
             **base,

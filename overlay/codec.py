@@ -97,18 +97,19 @@ def _node(v: Any, where: str) -> NodeId:
         return node
     if type(v) is tuple and len(v) == 3:
         name, host, port = v
-        if type(name) is str and type(host) is str and type(port) is int:
-            key = (name, host, port)
-            if (
-                0 < len(name) <= MAX_NAME_LEN
-                and 0 < len(host) <= MAX_HOST_LEN
-                and 0 <= port <= 65535
-            ):
-                node = NodeId(name, host, port)
-                if len(_NODES) >= _NODES_MAX:
-                    _NODES.clear()
-                _NODES[key] = node
-                return node
+        if (
+            type(name) is str
+            and type(host) is str
+            and type(port) is int
+            and 0 < len(name) <= MAX_NAME_LEN
+            and 0 < len(host) <= MAX_HOST_LEN
+            and 0 <= port <= 65535
+        ):
+            node = NodeId(name, host, port)
+            if len(_NODES) >= _NODES_MAX:
+                _NODES.clear()
+            _NODES[v] = node  # the array is (name, host, port) itself
+            return node
     raise _node_fail(v, where)
 
 
@@ -235,7 +236,8 @@ class _Compiler:
         if n:
             dec.append(f"    {', '.join(f'f{i}' for i in range(n))}{',' if n == 1 else ''} = v")
         enc = [f"def enc_{name}(v, where):"]
-        unpack = issubclass(cls, tuple) and n > 0  # a named tuple: one step
+        named_tuple = issubclass(cls, tuple)
+        unpack = named_tuple and n > 0  # one step instead of n attribute reads
         if unpack:
             enc += [
                 f"    if type(v) is not {cls_ref}:",
@@ -249,8 +251,8 @@ class _Compiler:
                 enc.append(f"    f{i} = v.{fname}")
             enc += self._enc(f"f{i}", hints[fname], meta, path, "    ")
         args = ", ".join(f"f{i}" for i in range(n))
-        if issubclass(cls, tuple):
-            # A named tuple: build it as tuple.__new__ does, without the
+        if named_tuple:
+            # Build it as tuple.__new__ does, without the
             # generated __new__'s extra call (records come by the thousand).
             dec.append(f"    return _tuple_new({cls_ref}, ({args}{',' if n == 1 else ''}))")
         else:
@@ -387,10 +389,9 @@ class _Compiler:
                         f"{ind}    enc_{item.__name__}(i, {path})",
                     ]
                 return [*lines, f"{ind}{x} = [enc_{item.__name__}(i, {path}) for i in {x}]"]
-            lines += [f"{ind}for i in {x}:"]
             if not _passes(item):
                 raise TypeError(f"tuple items must go as they are, not {item!r}")
-            return lines + self._enc("i", item, {}, path, ind + "    ")
+            return [*lines, f"{ind}for i in {x}:", *self._enc("i", item, {}, path, ind + "    ")]
         if origin is dict:
             cap = cap if cap is not None else DICT_MAX
             return [

@@ -515,14 +515,14 @@ class Plumtree:
             # The answer lists only the groups the asker's digest does not
             # already cover: the asker needs nothing it holds itself, and a
             # settled pair, holding the same, exchanges one message, not two.
-            theirs = {(e.origin, e.epoch): e.ranges for e in entries}
-            news = tuple(
-                e
-                for e in self._digest(now)
-                if not _covered(e.ranges, theirs.get((e.origin, e.epoch)))
-            )
-            if news:
-                out.append(Send(sender, Digest(news, reply=False)))
+            ours = self._digest(now)
+            if ours:
+                theirs = {(e.origin, e.epoch): e.ranges for e in entries}
+                news = tuple(
+                    e for e in ours if not _covered(e.ranges, theirs.get((e.origin, e.epoch)))
+                )
+                if news:
+                    out.append(Send(sender, Digest(news, reply=False)))
 
     def on_iwant(
         self, sender: NodeId, ids: tuple[MsgId, ...], now: float, out: list[Output]

@@ -149,7 +149,7 @@ class PayloadCache:
         chosen: list[tuple[MsgId, Cached]] = []
         until = math.inf
         for mid, entry in self._items.items():
-            age = entry.age + (now - entry.at)
+            age = entry.age_at(now)
             if age < min_age:
                 until = min(until, now + min_age - age)
             elif age < retention:

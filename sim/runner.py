@@ -121,12 +121,13 @@ class Runner:
 
     def run(self) -> Outcome:
         started = time.perf_counter()
-        for step in self.plan:
-            if step.at is not None:
-                self.cursor = max(self.cursor, step.at)
+        with rare_collections():
+            for step in self.plan:
+                if step.at is not None:
+                    self.cursor = max(self.cursor, step.at)
+                self.advance(self.cursor)
+                getattr(self, f"_do_{step.do}")(step)
             self.advance(self.cursor)
-            getattr(self, f"_do_{step.do}")(step)
-        self.advance(self.cursor)
         wall = time.perf_counter() - started
         return self._outcome(wall)
 
@@ -468,9 +469,8 @@ def run(
     graph_path: str | None = None,
 ) -> Outcome:
     """Run `sc` with `seed`; write the final overlay to `graph_path` if given."""
-    with rare_collections():
-        runner = Runner(sc, seed, use_codec=use_codec, progress=progress)
-        outcome = runner.run()
+    runner = Runner(sc, seed, use_codec=use_codec, progress=progress)
+    outcome = runner.run()
     if graph_path is not None:
         analysis.write_graph(runner.sim, graph_path)
     return outcome
