@@ -15,7 +15,9 @@ real `overlay.node.Node`; the engine gives it the inputs a daemon would
 - A crash drops the node; each of its streams breaks for the peer one link
   latency later (`ConnectionDown`), after the messages already in flight.
 - A partition drops datagrams and new dials between the groups; streams
-  across it break for both ends `break_after` seconds later.
+  across it break for both ends `break_after` seconds later. After a heal,
+  `first_across_heal` is when the first packet across the healed cut
+  arrived: the moment the two sides could start to merge.
 - A paused node (SIGSTOP: the gray failure) processes nothing and sends
   nothing, but its streams stay up; what reaches it waits until it resumes.
 - Datagram loss is a probability per datagram (`set_loss` changes it at a
@@ -146,6 +148,10 @@ class Simulation:
         self._streams: dict[tuple[Addr, Addr], tuple[Addr, float]] = {}
         self._group: dict[Addr, int] = {}  # partition group per node; absent = 0
         self._one_way: set[tuple[int, int]] = set()  # (from group, to group) blocked
+        # After a heal: the groups of the cut that was healed, until the
+        # first packet crosses it (`first_across_heal`, its arrival time).
+        self._healed: dict[Addr, int] | None = None
+        self.first_across_heal: float | None = None
         self.traffic = Traffic()
         self.observers: list[Observer] = []
         # The last message encoded: (message, sender, size, decoded sender,
@@ -374,6 +380,8 @@ class Simulation:
             ):
                 traffic.dropped[name] += 1
                 return
+            if self._healed is not None:
+                self._crossing(src, dst, lat)
             self._push(self.now + lat, _DELIVER, dst, Received(sender, msg))
             return
         key = _pair(src, dst)
@@ -384,6 +392,8 @@ class Simulation:
                 self._push(self.now + self.net.connect_timeout, _DELIVER, src, ConnectFailed(peer))
                 return
             self._streams[key] = (src, self.now + lat)
+            if self._healed is not None:
+                self._crossing(src, dst, lat)
             self._push(self.now + 2 * lat, _DELIVER, src, ConnectionUp(self.ids[dst]))
             self._push(self.now + lat, _DELIVER, dst, ConnectionUp(me))
         self._push(self.now + lat, _DELIVER, dst, Received(sender, msg))
@@ -430,6 +440,7 @@ class Simulation:
                 self._deliver(addr, inp)
 
     def _partition(self, groups: list[list[NodeId]], one_way: set[tuple[int, int]]) -> None:
+        self._healed = None
         self._group = {(n.host, n.port): i + 1 for i, g in enumerate(groups) for n in g}
         self._one_way = one_way
         for key in [k for k in self._streams if self._cut(*k) or self._cut(k[1], k[0])]:
@@ -440,5 +451,21 @@ class Simulation:
             self._push(t, _DOWN, b, (key, ConnectionDown(self.ids[a])))
 
     def _heal(self) -> None:
+        self._healed = self._group or None
+        self.first_across_heal = None
         self._group = {}
         self._one_way = set()
+
+    def _crossing(self, src: Addr, dst: Addr, lat: float) -> None:
+        """A packet leaves `src` for `dst` after a heal: note when the first
+        one to cross the healed cut arrives (the earliest arrival; once the
+        clock passes it, no later packet can arrive before it)."""
+        healed = self._healed
+        assert healed is not None
+        first = self.first_across_heal
+        if first is not None and self.now >= first:
+            self._healed = None
+            return
+        arrival = self.now + lat
+        if (first is None or arrival < first) and healed.get(src, 0) != healed.get(dst, 0):
+            self.first_across_heal = arrival

@@ -16,11 +16,14 @@ API (stable: the simulator's report calls it)
 ``tracker.note_partition(groups, start, end)``
     The network was split into `groups` (node -> group) from `start` to
     `end` (math.inf while it lasts; call again with the heal time). A
-    suspicion or verdict about a node across the cut made during it is the
-    detector doing its job, and so is one about any partitioned node within
-    `heal_grace` seconds after the heal (each side's verdicts reach the
-    other side's nodes and hold until refuted): they count in
-    ``partition_verdicts``, not among the false positives.
+    suspicion or verdict made while the cut is up, about a node on the
+    other side of it, is the detector doing its job: it counts in
+    ``partition_verdicts``. Nothing else is excused: a verdict about a
+    member the observer could reach when it was made (its own side during
+    the partition, anyone after the heal) is a false positive, whenever it
+    happens. (An earlier version excused every verdict about a partitioned
+    node for 30 s after the heal as "the detector doing its job", which hid
+    stale verdicts killing live members of the observer's own side.)
 ``tracker.summary() -> dict``
     JSON-ready figures; times in seconds, None where there is nothing to
     measure:
@@ -40,16 +43,18 @@ API (stable: the simulator's report calls it)
       breaks: this is SWIM's probing alone).
     - ``failures``: crashes noted; ``leaves``: leaves noted;
       ``leave_full_max_s``: from a leave until every live node marked it left.
-    - ``false_positives``: distinct nodes that some node declared failed while
-      they were running and not paused (a node paused within `pause_grace`
-      seconds before the verdict counts as paused); ``false_positive_events``:
-      such verdicts, one per (observer, verdict); ``paused_declared_failed``:
+    - ``false_positives``: distinct nodes that some node declared failed (or
+      left, which only the member itself may say) while they were running,
+      not paused (a node paused within `pause_grace` seconds before the
+      verdict counts as paused) and reachable from that node;
+      ``false_positive_events``: such verdicts, one per (observer, verdict);
+      ``false_positives_at``: their times; ``paused_declared_failed``:
       distinct paused nodes declared failed (expected when the pause outlasts
       the suspicion timeout).
     - ``partition_verdicts``: suspect/failed events caused by a noted
       partition (see ``note_partition``).
-    - ``false_suspicions``: suspect events about running, unpaused nodes;
-      ``suspected_healthy``: distinct such nodes.
+    - ``false_suspicions``: suspect events about running, unpaused,
+      reachable nodes; ``suspected_healthy``: distinct such nodes.
     - ``converged``: every live, unpaused node lists every other live,
       unpaused node alive, and every crashed node failed (or no longer lists
       it: tombstones are reaped after ``swim.reap_after``), and every node
@@ -96,15 +101,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class MembershipTracker:
-    def __init__(
-        self, sim: Simulation, *, pause_grace: float = 5.0, heal_grace: float = 30.0
-    ) -> None:
+    def __init__(self, sim: Simulation, *, pause_grace: float = 5.0) -> None:
         self.sim = sim
         self.pause_grace = pause_grace
-        self.heal_grace = heal_grace
         self._failures: dict[NodeId, list[_Failure]] = {}
         self._started: dict[NodeId, float] = {}
         self.false_positive_events = 0
+        self.false_positive_times: list[float] = []
         self.false_positive_nodes: dict[NodeId, int] = {}
         self.paused_failed: dict[NodeId, int] = {}
         self.false_suspicions = 0
@@ -136,11 +139,10 @@ class MembershipTracker:
         self._partitions.append((start, end, dict(groups)))
 
     def _across(self, observer: NodeId, member: NodeId, time: float) -> bool:
+        """Was a cut up between `observer` and `member` at `time`? (Either
+        direction: across a one-way cut neither can hear the other's answer.)"""
         for start, end, groups in self._partitions:
-            if start <= time < end:
-                if groups.get(observer, 0) != groups.get(member, 0):
-                    return True
-            elif end <= time < end + self.heal_grace and member in groups:
+            if start <= time < end and groups.get(observer, 0) != groups.get(member, 0):
                 return True
         return False
 
@@ -168,9 +170,9 @@ class MembershipTracker:
                 failure.first_suspect = time
             return
         if failure is None:
-            if status is MemberStatus.FAILED:
-                self.false_positive_events += 1
-                self.false_positive_nodes[member] = self.false_positive_nodes.get(member, 0) + 1
+            self.false_positive_events += 1
+            self.false_positive_times.append(time)
+            self.false_positive_nodes[member] = self.false_positive_nodes.get(member, 0) + 1
             return
         if failure.kind == "pause" and status is MemberStatus.FAILED:
             self.paused_failed[member] = self.paused_failed.get(member, 0) + 1

@@ -182,7 +182,11 @@ def summary(report: dict[str, Any]) -> str:
             f"partition   {len(groups)} sides ({sizes}),"
             f" merged after the heal: overlay"
             f" {_fmt(part['overlay_merged_after_s'], _sec, 'never')},"
-            f" members {_fmt(part['members_merged_after_s'], _sec, 'never')};"
+            f" members {_fmt(part['members_merged_after_s'], _sec, 'never')}"
+            f" ({_fmt(part['members_merged_after_first_packet_s'], _sec, 'never')}"
+            f" after the first packet across,"
+            f" {_fmt(part['first_packet_across_after_s'], _sec, 'never')} after the heal);"
+            f" {_fmt(part['false_positives_after_heal'], _int)} false verdict(s) after the heal;"
             f" {_fmt(part['broadcasts_during'], _int)} broadcasts during,"
             f" {_fmt(part['reliability_during'], _pct)} delivered by the end"
         )

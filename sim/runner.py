@@ -445,10 +445,32 @@ class Runner:
                 **p,
                 "broadcasts_during": during["sent"],
                 "reliability_during": during["reliability"] if during["sent"] else None,
-                "overlay_merged_after_s": self._watched("overlay_merged"),
-                "members_merged_after_s": self._watched("members_merged"),
+                **self._heal_figures(p["healed_at_s"]),
             }
         return Outcome(report, {"latency_cdf_s": self._latency_cdf()})
+
+    def _heal_figures(self, healed_at: float | None) -> dict[str, Any]:
+        """How the cluster came back together after the heal: from the heal
+        and from the first packet across the healed cut (before it nothing
+        could merge), and the false verdicts made after it."""
+        overlay = self._watched("overlay_merged")
+        members = self._watched("members_merged")
+        first = self.sim.first_across_heal
+        lag = None if healed_at is None or first is None else first - healed_at
+
+        def since_first(after: float | None) -> float | None:
+            return None if after is None or lag is None else max(0.0, after - lag)
+
+        times = self.membership.false_positive_times
+        return {
+            "first_packet_across_after_s": lag,
+            "overlay_merged_after_s": overlay,
+            "members_merged_after_s": members,
+            "members_merged_after_first_packet_s": since_first(members),
+            "false_positives_after_heal": None
+            if healed_at is None
+            else sum(t >= healed_at for t in times),
+        }
 
     def _latency_cdf(self) -> list[float]:
         """Delivery latencies (as the tracker counts them) at CDF_POINTS

@@ -38,9 +38,9 @@ absolute time. Steps (keys with their defaults in `STEPS`):
   exits `linger` seconds later): a `fraction` or a `count` of the live nodes,
   or the named `nodes`. `resume`: the named `nodes`, or every paused node.
 - `partition`: `groups` is a list of fractions of the live nodes (`[0.3,
-  "rest"]`) or of lists of node names; nodes in no group form one more
-  group. `one_way = true` cuts traffic from the first group to the second
-  only. `heal` removes it.
+  "rest"]`) or of lists of node names (`[["n3"]]` cuts n3 off from the
+  rest); nodes in no group form one more group. `one_way = true` cuts
+  traffic from the first group to the second only. `heal` removes it.
 - `loss`: datagram loss probability `value` from now on.
 - `churn`: for `duration` seconds, `join_rate` joins, `crash_rate` crashes
   and `leave_rate` graceful leaves per second (with `relative = true`:
@@ -483,8 +483,8 @@ def _check_leave(step: Step) -> None:
 def _check_partition(step: Step) -> None:
     groups = step["groups"]
     _flag(step, "one_way")
-    if not isinstance(groups, list) or len(groups) < 2:
-        raise ScenarioError(f"{step.where}: groups must list at least two groups")
+    if not isinstance(groups, list) or not groups:
+        raise ScenarioError(f"{step.where}: groups must list at least one group")
     if all(_is_number(g) or g == "rest" for g in groups):
         given = [float(g) for g in groups if g != "rest"]
         rests = len(groups) - len(given)

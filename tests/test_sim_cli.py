@@ -100,6 +100,7 @@ def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()[::2]] == [
         "churn",
+        "isolate",
         "mass-failure",
         "partition-heal",
         "steady",

@@ -28,6 +28,7 @@ TINY = {
         "churn_leave=0.005",
         "drain=15",
     ],
+    "isolate": ["nodes=30", "join_rate=50", "settle=8", "apart=25", "after=20"],
     "partition-heal": [
         "nodes=40",
         "join_rate=50",

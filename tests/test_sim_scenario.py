@@ -10,7 +10,7 @@ import pytest
 from sim import scenario
 from sim.scenario import ScenarioError
 
-BUILTINS = ["churn", "mass-failure", "partition-heal", "steady"]
+BUILTINS = ["churn", "isolate", "mass-failure", "partition-heal", "steady"]
 
 FULL = """
 name = "everything"
@@ -170,7 +170,7 @@ def test_the_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
         ("[[timeline]]\ndo = 'publish'\nfrom = 'everyone'", "from must be"),
         ("[[timeline]]\ndo = 'publish'\ntopic = ''", "topic must be"),
         ("[[timeline]]\ndo = 'partition'\ngroups = [0.7, 0.6]", "sum to <= 1"),
-        ("[[timeline]]\ndo = 'partition'\ngroups = [0.5]", "at least two groups"),
+        ("[[timeline]]\ndo = 'partition'\ngroups = []", "at least one group"),
         ("[[timeline]]\ndo = 'partition'\ngroups = [[1], [2]]", "fractions or lists"),
         (
             "[[timeline]]\ndo = 'partition'\ngroups = [0.2, 0.2, 0.2]\none_way = true",
