@@ -139,6 +139,10 @@ class SwimConfig:
     # empty queue sends nothing. 0 nodes turns it off.
     gossip_interval: float = 0.2
     gossip_nodes: int = 3
+    # Gossip also goes to suspects and to members failed less than this
+    # long ago, so they hear what is said of them and can refute
+    # (memberlist: GossipToTheDeadTime, 30 s).
+    gossip_to_the_dead: float = 30.0
     # Piggybacked member states per probe message, in bytes: a ping with its
     # updates stays one datagram under memberlist's 1,400-byte UDP budget.
     piggyback_bytes: int = 1200

@@ -23,6 +23,11 @@ in a simulation, so entries stay compact.
 - Tombstones: failed and left members stay, in the order they died, until
   `reap` removes those older than the given age, so that a stale "alive"
   cannot bring them back meanwhile.
+- Gossip targets (`gossip_targets`): live members, suspects included, and
+  members that failed recently (memberlist's "gossip to the dead"), so a
+  suspect hears of its suspicion and a member thought failed hears it is,
+  and both can refute. The recent failures are a list in the order they
+  happened, trimmed from the front as they age: O(k) per pick.
 """
 
 from __future__ import annotations
@@ -108,6 +113,10 @@ class MemberList:
         self._next = 0
         self._counts = dict.fromkeys(MemberStatus, 0)
         self._tombstones: dict[NodeId, Member] = {}
+        # Members that went from live to failed, in that order; entries
+        # before `_deaths_from` have aged out (see gossip_targets).
+        self._deaths: list[Member] = []
+        self._deaths_from = 0
 
     # ------------------------------------------------------------- queries
 
@@ -166,6 +175,8 @@ class MemberList:
             self._enter_order(member)
         elif status in DEAD and old in LIVE:
             self._tombstones[member.node] = member
+            if status is MemberStatus.FAILED:
+                self._deaths.append(member)
 
     def reap(self, now: float, after: float) -> list[NodeId]:
         """Forget failed and left members dead for `after` seconds or more."""
@@ -197,11 +208,14 @@ class MemberList:
                 return member
         return None
 
-    def random_alive(self, k: int, exclude: Container[NodeId] = ()) -> list[NodeId]:
+    def random_alive(
+        self, k: int, exclude: Container[NodeId] = (), *, suspects: bool = False
+    ) -> list[NodeId]:
         """Up to `k` distinct random alive members (never this node), none
-        of them in `exclude`."""
+        of them in `exclude`; suspect members too with `suspects`."""
         if k <= 0:
             return []
+        wanted = LIVE if suspects else (MemberStatus.ALIVE,)
         order = self._order
         n = len(order)
         members = self._members
@@ -209,9 +223,7 @@ class MemberList:
             candidates = [
                 m.node
                 for m in order
-                if m.status is MemberStatus.ALIVE
-                and members.get(m.node) is m
-                and m.node not in exclude
+                if m.status in wanted and members.get(m.node) is m and m.node not in exclude
             ]
             if len(candidates) <= k:
                 self.rng.shuffle(candidates)
@@ -222,7 +234,7 @@ class MemberList:
         for _ in range(8 * k + 16):
             m = order[randrange(n)]
             if (
-                m.status is MemberStatus.ALIVE
+                m.status in wanted
                 and m.node not in picked
                 and m.node not in exclude
                 and members.get(m.node) is m
@@ -230,6 +242,42 @@ class MemberList:
                 picked[m.node] = None
                 if len(picked) >= k:
                     break
+        return list(picked)
+
+    def gossip_targets(self, k: int, now: float, dead_for: float) -> list[NodeId]:
+        """Up to `k` distinct random members to gossip to: live ones
+        (suspects included) and ones that failed less than `dead_for`
+        seconds ago, each about equally likely."""
+        deaths = self._deaths
+        start = self._deaths_from
+        horizon = now - dead_for
+        while start < len(deaths) and (
+            deaths[start].status is not MemberStatus.FAILED or deaths[start].since < horizon
+        ):
+            start += 1
+        if start > 64 and 2 * start > len(deaths):
+            del deaths[:start]
+            start = 0
+        self._deaths_from = start
+        recent = len(deaths) - start
+        if not recent:
+            return self.random_alive(k, suspects=True)
+        live = self.live - 1
+        picked: dict[NodeId, None] = {}
+        for node in self.random_alive(k, suspects=True):
+            if self.rng.random() * (live + recent) < live:
+                picked[node] = None
+        randrange = self.rng.randrange
+        for _ in range(2 * k):
+            if len(picked) >= k:
+                break
+            m = deaths[randrange(start, len(deaths))]
+            if (
+                m.status is MemberStatus.FAILED
+                and m.since >= horizon
+                and self._members.get(m.node) is m
+            ):
+                picked[m.node] = None
         return list(picked)
 
     # ----------------------------------------------------------- internals

@@ -25,6 +25,20 @@ the deadline. With ``C >= K`` the deadline is ``start + min``.
 
 The scale ``max(1, log10(N))`` is memberlist's: the issue's ``log10(N)`` with
 N at least 10, so that small clusters do not get a zero timeout.
+
+Two more facts a suspicion carries (the rules that use them are in
+`overlay.swim`):
+
+- ``verdict``: another node's *failed* verdict about the member arrived.
+  It stands for the confirmations its author collected, so the timeout is
+  the minimum at once; but never less: a verdict, however many copies of it
+  arrive, cannot end a suspicion before ``start + min``, so the member
+  always has Lifeguard's shortest timeout to refute a stale one.
+- ``held``: the timer expired while we were the only accuser, in a cluster
+  big enough to expect confirmations (K > 0). Nobody else could confirm
+  what we saw: the likelier explanation is our own isolation, so the
+  verdict is held (the member stays suspect) until a confirmation, a
+  verdict or a refutation settles it.
 """
 
 from __future__ import annotations
@@ -55,15 +69,26 @@ def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) ->
 class Suspicion:
     """The suspicion of one member at one incarnation, as seen here."""
 
-    __slots__ = ("accusers", "k", "max_s", "min_s", "start")
+    __slots__ = ("accusers", "held", "k", "max_s", "min_s", "start", "verdict")
 
-    def __init__(self, accuser: Hashable, start: float, k: int, min_s: float, max_s: float) -> None:
+    def __init__(
+        self,
+        accuser: Hashable,
+        start: float,
+        k: int,
+        min_s: float,
+        max_s: float,
+        *,
+        verdict: bool = False,
+    ) -> None:
         self.start = start
         self.k = k
         self.min_s = min_s
         self.max_s = max_s
         # The first accuser, then each confirmer; a dict keeps their order.
         self.accusers: dict[Hashable, None] = {accuser: None}
+        self.verdict = verdict
+        self.held = False
 
     @property
     def confirmations(self) -> int:
@@ -77,7 +102,19 @@ class Suspicion:
         self.accusers[accuser] = None
         return True
 
+    def confirm_verdict(self, accuser: Hashable) -> None:
+        """Another node declared the member failed: full confirmation (the
+        timeout drops to its minimum), its author counted as an accuser."""
+        self.accusers.setdefault(accuser, None)
+        self.verdict = True
+
+    def sole(self, me: Hashable) -> bool:
+        """Are we the only accuser?"""
+        return len(self.accusers) == 1 and me in self.accusers
+
     def timeout(self) -> float:
+        if self.verdict:
+            return self.min_s
         return suspicion_timeout(self.confirmations, self.k, self.min_s, self.max_s)
 
     def deadline(self) -> float:

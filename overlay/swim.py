@@ -11,7 +11,9 @@ piggyback queue (`overlay.broadcasts`), local health (`overlay.awareness`)
 and the suspicion timers (`overlay.suspicion`). It never does I/O; every
 decision comes back as outputs (`overlay.io`). Randomness comes from the
 injected `random.Random` only. Which state of a member wins is decided here,
-in the `_on_alive` / `_on_suspect` / `_on_dead` rules, and nowhere else.
+in `_merge_all` and the `_on_alive` / `_on_suspect` / `_on_verdict` /
+`_on_dead` rules, and nowhere else (tests/test_swim_rules.py has them as a
+table).
 
 Theory of operation
 -------------------
@@ -19,9 +21,10 @@ Theory of operation
   that only the member itself raises. A state about a member replaces the
   one we hold when (SWIM sec. 4.2, memberlist):
   alive(i) beats anything at a lower incarnation; suspect(i) beats alive(j)
-  for j <= i and suspect(j) for j < i; failed(i) beats suspect(j) for
-  j <= i (see "Verdicts" below for alive); left(i) beats alive or suspect at
-  j <= i. Failed and left members are *tombstones*: nothing but
+  for j <= i and suspect(j) for j < i; left(i) beats alive or suspect at
+  j < i (the member's own goodbye); a failed(i) from another node is never
+  applied as it is (see "Verdicts"). Failed and left members are
+  *tombstones*: nothing but
   an alive at a higher incarnation brings them back (the member restarted,
   or a partition healed and it refuted), and they are reaped after
   `reap_after`. Incarnations never decrease.
@@ -40,10 +43,17 @@ Theory of operation
   expected nacks, and refuting, raise our score; direct acks lower it. The
   probe timeout and the period are multiplied by score + 1.
 - Buddy system (Lifeguard sec. IV-C): a ping to a suspect carries the
-  suspicion first, so it can refute at once.
+  suspicion first, so it can refute at once. The other way round too: a
+  member we hold suspect or failed that talks to us (a ping, an ack,
+  anything) is told, on the ack or in a datagram of its own, once a
+  period; after a heal, the first packet across the cut makes its sender
+  refute.
 - Dissemination (sec. 4.1): every accepted change is queued and piggybacks
   on our PINGs, PING-REQs and ACKs (`piggyback_bytes` per message, each
-  update sent ``retransmit_mult * ceil(log10(N+1))`` times). Changes this
+  update sent ``retransmit_mult * ceil(log10(N+1))`` times), and on gossip
+  rounds to random members, suspects and members failed within
+  `gossip_to_the_dead` included (memberlist), so that what is said of a
+  member reaches the member. Changes this
   node originates (its own suspicions, the verdicts on suspicions it
   started first, its refutations, leave and tags; not its arrival: a burst
   of joins announced at once sets off concurrent broadcasts from many
@@ -64,11 +74,31 @@ Theory of operation
   `reconnect_period` for `reconnect_for`: when a partition heals, that
   exchange tells the far side it was thought failed, it refutes, and the
   two member lists merge.
-- Verdicts: failed(i) from another node finalises a suspicion we hold; about
-  a member we hold alive it only starts one (memberlist does this for
-  push-pull; we do it for every path, Plumtree and piggyback included), so
-  a stale verdict, or the member list of the other side of a partition,
-  cannot kill live members: they get the time to refute.
+- Verdicts (issue 11): a member is declared failed here only by our own
+  suspicion timer. Another node's failed(i) is evidence, not a decision:
+  about a member we hold alive it starts one suspicion at Lifeguard's
+  minimum timeout, and the accused is told directly; about one we hold
+  suspect it confirms, moving the deadline to ``start + min`` but never
+  before. So however many copies of a stale verdict arrive (the member
+  list of the other side of a healed partition), a live member has the
+  minimum timeout to refute, and hears of it at once. (memberlist turns
+  failed into suspect for push-pull only, and lets a second copy kill.)
+- Who may accuse: an accusation (suspect, failed, left at our incarnation)
+  is believed only from a member we hold live. One from a member we hold
+  failed, or do not know, comes from across a cut (after a heal, each
+  side's list holds the other side failed): it changes nothing here, and
+  is passed on to the accused, which refutes it for the far side.
+- Holding verdicts (Lifeguard's local health carried to its end): when our
+  timer expires and we are the only accuser, in a cluster big enough for
+  Lifeguard to expect K confirmations, nobody else saw what we saw; the
+  member stays suspect until a confirmation, a verdict or a refutation.
+  And when our probes fail while we hear nobody at all, not even the
+  helpers' nacks, the likelier explanation is our own isolation: on the
+  first message from anyone we withdraw every suspicion only we raised
+  since, abandon the probes in flight, and push-pull with that member, so
+  a node that was cut off condemns nobody and learns at once that it was
+  itself declared failed. In a cluster too small for confirmations
+  (K = 0) a lone prober decides, as in plain SWIM.
 - Graceful leave: our state becomes left at a higher incarnation, pushed to
   `leave_fanout` members, announced, and piggybacked on pings we keep
   sending until the update has been sent as often as any other.
@@ -145,6 +175,9 @@ _EXCHANGE_TIMEOUT = 60.0
 _PUSH_PULL_SCALE_FROM = 32
 # Wire codes of the states that accuse a member (suspect, failed, left).
 _ACCUSING_CODES = (1, 2, 3)
+# Members remembered for the once-a-period rate limit of direct messages
+# (`Swim._may_tell`); the memo drops stale entries when it reaches this.
+_TOLD_MAX = 4096
 
 
 def _covers(theirs: MemberState, mine: MemberState) -> bool:
@@ -192,6 +225,7 @@ class _Exchange(enum.Enum):
 class _Probe:
     target: NodeId
     incarnation: int  # the target's, when the probe began: what we accuse
+    started: float
     asked: tuple[NodeId, ...] = ()  # PING-REQ sent to these
     nacks: dict[NodeId, None] = field(default_factory=dict)
 
@@ -315,6 +349,12 @@ class Swim:
         self._followup_news = 0  # members new to us in the follow-up under way
         self._announce_due = False  # take_announcements() hands the batch out
         self._rejoined: list[NodeId] = []
+        self._told: dict[NodeId, float] = {}  # see _may_tell
+        # When a message from another member last arrived, and when we last
+        # suspected a member after a probe during which we heard nobody
+        # (see `_reconnected`).
+        self._last_heard = -math.inf
+        self._last_silent_accusation = -math.inf
         self.counters: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- API
@@ -499,6 +539,10 @@ class Swim:
             if isinstance(msg, Ping) and msg.target == self.me:
                 self.on_ping(sender, msg.seq, out)
             return
+        if sender != self.me:
+            silent_since, self._last_heard = self._last_heard, now
+            if silent_since < self._last_silent_accusation:
+                self._reconnected(sender, silent_since, now, out)
         match msg:
             case Ping(seq, target, updates):
                 self._merge_all(updates, sender, now, out)
@@ -522,6 +566,70 @@ class Swim:
                 return
         if sender not in self.members and isinstance(msg, Ping | PingReq | Ack):
             self._meet(sender, now, out)
+        else:
+            self._tell_accused_sender(sender, msg, now, out)
+
+    def _tell_accused_sender(
+        self, sender: NodeId, msg: Message, now: float, out: list[Output]
+    ) -> None:
+        """A member we hold suspect or failed talks to us: it cannot know, or
+        it would have refuted. Tell it (on the ack, if it pinged us; else in
+        a datagram of its own, once a period), so the refutation comes from
+        the member itself, at once: after a partition heals, the first
+        packet across the cut makes its sender refute."""
+        member = self.members.get(sender)
+        if member is None or member.status not in (SUSPECT, FAILED) or sender == self.me:
+            return
+        if isinstance(msg, Ping) and msg.target == self.me:
+            return  # on_ping put the state first on the ack
+        if self._may_tell(sender, now):
+            self.counters["accused_told"] += 1
+            out.append(Send(sender, MemberUpdates((self._state_of(member),)), reliable=False))
+
+    def _reconnected(
+        self, sender: NodeId, silent_since: float, now: float, out: list[Output]
+    ) -> None:
+        """We hear from a member again, the first message since
+        `silent_since`, after a probe during which we heard nobody at all
+        (no ack, and no nack from the members we asked to help) made us
+        suspect its target. Our silence, not theirs, failed such probes
+        (Lifeguard's local health, carried to its end): withdraw every
+        suspicion only we raised since we last heard anyone, held or still
+        running (nobody heard them), and merge member lists with the member
+        we heard from, which tells us at once if the others declared *us*
+        failed meanwhile. The probes still in flight were sent while nobody
+        could hear us: they are abandoned, not failed."""
+        self._last_silent_accusation = -math.inf
+        for seq in self._probes:
+            out.append(CancelTimer(Timer(SwimTimer.PROBE_TIMEOUT, seq)))
+            out.append(CancelTimer(Timer(SwimTimer.PROBE_END, seq)))
+        self.counters["probes_abandoned"] += len(self._probes)
+        self._probes.clear()
+        self._probing.clear()
+        withdrawn = [
+            node
+            for node, suspicion in self._suspicions.items()
+            if suspicion.start > silent_since and suspicion.sole(self.me)
+        ]
+        for node in withdrawn:
+            member = self.members.by_id[node]
+            self._drop_own_suspicion(member)
+            self._end_suspicion(member, out)
+            self.members.set_state(member, ALIVE, member.incarnation, now)
+            out.append(MemberChanged(node, ALIVE, member.incarnation, member.tags))
+        self.counters["suspicions_withdrawn"] += len(withdrawn)
+        peer = self.members.get(sender)
+        if withdrawn and peer is not None and peer.status in LIVE:
+            self._push_pull(sender, _Exchange.ANTI_ENTROPY, now, out)
+
+    def _drop_own_suspicion(self, member: Member) -> None:
+        """Stop spreading our suspicion of `member`: out of the piggyback
+        queue, and out of the announcement batch still in its window."""
+        state = self._state_of(member)
+        if self.queue.get(member.node) == state:
+            self.queue.drop(member.node)
+        if state in self._announcements:
+            self._announcements.remove(state)
 
     def _meet(self, stranger: NodeId, now: float, out: list[Output]) -> None:
         """A member we do not list at all talks to us: we missed its arrival
@@ -537,8 +645,14 @@ class Swim:
         self._push_pull(stranger, _Exchange.ANTI_ENTROPY, now, out)
 
     def on_ping(self, sender: NodeId, seq: int, out: list[Output]) -> None:
-        """PING (sec. 3.1): ack at once, with piggybacked updates."""
-        out.append(Send(sender, Ack(seq, self._piggyback()), reliable=False))
+        """PING (sec. 3.1): ack at once, with piggybacked updates; to a
+        member we hold suspect or failed, its own state first, so that it
+        refutes (see `_tell_accused_sender`)."""
+        member = None if self.left else self.members.get(sender)
+        first = None
+        if member is not None and member.status in (SUSPECT, FAILED):
+            first = self._state_of(member)
+        out.append(Send(sender, Ack(seq, self._piggyback(first)), reliable=False))
 
     def on_ping_req(
         self, sender: NodeId, seq: int, target: NodeId, nack: bool, out: list[Output]
@@ -674,7 +788,7 @@ class Swim:
                 self._announce_due = True
             case SwimTimer.GOSSIP:
                 self._gossip_armed = False
-                self._gossip(out)
+                self._gossip(now, out)
             case _:
                 pass
 
@@ -740,11 +854,13 @@ class Swim:
     def _start_probe(self, target: Member, now: float, out: list[Output]) -> None:
         self._seq += 1
         seq = self._seq
-        self._probes[seq] = _Probe(target.node, target.incarnation)
+        self._probes[seq] = _Probe(target.node, target.incarnation, now)
         self._probing[target.node] = seq
         buddy = None
         if self.cfg.lifeguard and target.status is SUSPECT:
-            buddy = self._state_of(target)
+            suspicion = self._suspicions.get(target.node)
+            if suspicion is None or not suspicion.held:
+                buddy = self._state_of(target)
         ping = Ping(seq, target.node, self._piggyback(buddy))
         out.append(Send(target.node, ping, reliable=False))
         self.counters["probes"] += 1
@@ -777,6 +893,9 @@ class Swim:
         if self.cfg.lifeguard:
             expected = len(probe.asked)
             self.awareness.apply(expected - len(probe.nacks) if expected else 1)
+            if expected and self._last_heard < probe.started:
+                self._last_silent_accusation = now  # see _reconnected
+                self.counters["silent_probes"] += 1
         self._on_suspect(probe.target, probe.incarnation, self.me, now, out, local=True)
 
     def _suspicion_expired(self, key: tuple[object, ...], now: float, out: list[Output]) -> None:
@@ -791,13 +910,34 @@ class Swim:
         member = self.members.get(node)
         if member is None or member.status is not SUSPECT or member.incarnation != incarnation:
             return
-        suspicion = self._suspicions.pop(node, None)
+        suspicion = self._suspicions.get(node)
+        if suspicion is not None and self._hold(suspicion):
+            if not suspicion.held:
+                suspicion.held = True
+                self.counters["verdicts_held"] += 1
+                self._drop_own_suspicion(member)  # not believed enough to spread
+            return
+        self._suspicions.pop(node, None)
         self.counters["declared_failed"] += 1
         # Every node that heard the suspicion runs this timer, and they all
         # expire within a broadcast's latency of each other: only the first
         # accuser announces the verdict, or a failure would cost N broadcasts.
         first = suspicion is not None and next(iter(suspicion.accusers)) == self.me
         self._on_dead(node, incarnation, FAILED, now, out, local=first)
+
+    def _hold(self, suspicion: Suspicion) -> bool:
+        """Hold our verdict? When we are the only accuser although the
+        cluster is big enough to expect confirmations (Lifeguard's K > 0),
+        and no other node's verdict came: nobody else saw what we saw.
+        Either only we cannot reach the member, and it will hear our
+        suspicion and refute it, or we are cut off ourselves, and our
+        verdicts would be wrong about everyone (after the heal they would
+        reach the others as stale verdicts). The suspicion stays until a
+        confirmation, a verdict or a refutation settles it, or, if we heard
+        from nobody since it began, until we hear from anyone (then it is
+        withdrawn: `_reconnected`). In a cluster too small for confirmations
+        (K = 0) a lone prober decides, as in plain SWIM."""
+        return suspicion.k > 0 and not suspicion.verdict and suspicion.sole(self.me)
 
     # -------------------------------------------------------- anti-entropy
 
@@ -896,6 +1036,10 @@ class Swim:
         joining: bool = False,
     ) -> None:
         known = self.members.by_id
+        # Accusations are believed only from a member we hold live, judged
+        # before this message changes anything (see `_pass_on`).
+        author = known.get(sender)
+        trusted = author is not None and author.status in LIVE
         for state in states:
             node = state.node
             status = STATUS_OF_CODE[state.status]
@@ -918,22 +1062,105 @@ class Swim:
                 continue
             if node.name == SEED_NAME:
                 continue
+            if node == self.me:
+                self._accused(state.incarnation, sender, now, out)
+            elif not trusted:
+                self._pass_on(state, now, out)
             elif status is SUSPECT:
                 accuser = state.accuser or sender
                 self._on_suspect(node, state.incarnation, accuser, now, out, local=False)
-            elif status is FAILED and not self._suspected(node):
-                # A verdict only ends a suspicion we hold. On a member we
-                # hold alive it is one more suspicion (accused by whoever
-                # told us), so a stale message or the list of the other
-                # half of a partition cannot kill live members.
-                # (memberlist applies this rule to push-pull only.)
-                self._on_suspect(node, state.incarnation, sender, now, out, local=False)
             else:
-                self._on_dead(node, state.incarnation, status, now, out, local=False)
+                self._on_verdict(node, state.incarnation, status, sender, now, out)
 
-    def _suspected(self, node: NodeId) -> bool:
+    def _accused(self, incarnation: int, sender: NodeId, now: float, out: list[Output]) -> None:
+        """Someone says we are suspect, failed or left: refute it if it is
+        about our incarnation or later. An accusation we already refuted
+        means the sender missed our refutation: send it our alive state
+        directly, so it does not hold us suspect (or let its timer end us)
+        while the refutation finds its way."""
+        if incarnation >= self.incarnation:
+            self._refute(incarnation, now)
+        elif self._may_tell(sender, now):
+            self.counters["refutations_resent"] += 1
+            state = self._state_of(self._self)
+            out.append(Send(sender, MemberUpdates((state,)), reliable=False))
+
+    def _pass_on(self, state: MemberState, now: float, out: list[Output]) -> None:
+        """An accusation from a member we hold failed, or do not know: it
+        could not reach the accused (we could, or we would hold it failed
+        too), as after a partition heals, when each side's member list holds
+        the other side failed. It is not evidence, so it changes nothing
+        here; but the accused must refute it for the accuser's side to take
+        it back, so it is passed on to the accused, once a protocol period
+        at most."""
+        member = self.members.get(state.node)
+        if member is None or member.status not in LIVE or state.incarnation < member.incarnation:
+            return
+        self.counters["accusations_passed_on"] += 1
+        if self._may_tell(state.node, now):
+            out.append(Send(state.node, MemberUpdates((state,)), reliable=False))
+
+    def _may_tell(self, node: NodeId, now: float) -> bool:
+        """Rate limit for the direct messages above: once per protocol
+        period per member. The memo forgets old entries as it grows."""
+        told = self._told
+        last = told.get(node)
+        if last is not None and now - last < self.cfg.probe_period:
+            return False
+        if len(told) >= _TOLD_MAX:
+            horizon = now - self.cfg.probe_period
+            self._told = told = {n: t for n, t in told.items() if t >= horizon}
+        told[node] = now
+        return True
+
+    def _on_verdict(
+        self,
+        node: NodeId,
+        incarnation: int,
+        status: MemberStatus,
+        accuser: NodeId,
+        now: float,
+        out: list[Output],
+    ) -> None:
+        """failed(i) or left(i) about another member, from a member we hold
+        live. The rule (issue 11; memberlist applies it to push-pull only,
+        we to every path):
+
+        - a verdict never kills a member at once: about a member we hold
+          alive (at i or below) it starts one suspicion, whose timer is
+          Lifeguard's minimum (the verdict stands for the confirmations its
+          author collected), and the accused is told directly so it can
+          refute;
+        - about a member we hold suspect at i it is a confirmation: the
+          deadline moves to ``start + min`` at the earliest, so however
+          many copies of a stale verdict arrive, the member has the
+          minimum timeout to refute; a suspicion older than that ends now;
+        - left(j) above the incarnation we hold is the member's own
+          goodbye (only it raises its incarnation): applied as it is.
+          left(i) at our incarnation cannot be the member's and is a verdict.
+
+        Stale or older states (j below what we hold, or about tombstones)
+        change nothing."""
         member = self.members.get(node)
-        return member is not None and member.status is SUSPECT
+        if member is None or member.status in DEAD or incarnation < member.incarnation:
+            return
+        if status is LEFT and incarnation > member.incarnation:
+            self._on_dead(node, incarnation, LEFT, now, out, local=False)
+            return
+        suspicion = None
+        if member.status is SUSPECT and incarnation == member.incarnation:
+            suspicion = self._suspicions.get(node)
+        if suspicion is not None:
+            suspicion.confirm_verdict(accuser)
+            self.counters["verdicts_confirming"] += 1
+            timer = Timer(SwimTimer.SUSPICION, (node, incarnation))
+            out.append(SetTimer(timer, max(0.0, suspicion.deadline() - now)))
+            return
+        self.counters["verdicts_as_suspicions"] += 1
+        self._on_suspect(node, incarnation, accuser, now, out, local=False, verdict=True)
+        if self._may_tell(node, now):
+            state = MemberState(node, incarnation, 1, {}, accuser)
+            out.append(Send(node, MemberUpdates((state,)), reliable=False))
 
     def _on_alive(
         self,
@@ -983,15 +1210,13 @@ class Swim:
         out: list[Output],
         *,
         local: bool,
+        verdict: bool = False,
     ) -> None:
         """suspect(i): an alive member at i or below becomes suspect and its
         suspicion timer starts; for a member already suspect at i, a new
         accuser is a confirmation that brings the deadline closer
-        (Lifeguard), and is passed on. About us: refute."""
-        if node == self.me:
-            if incarnation >= self.incarnation:
-                self._refute(incarnation, now)
-            return
+        (Lifeguard), and is passed on. (`verdict`: the suspicion stands for
+        another node's verdict, see `_on_verdict`.)"""
         member = self.members.get(node)
         if member is None or member.status in DEAD or incarnation < member.incarnation:
             return
@@ -1013,7 +1238,7 @@ class Swim:
         k = expected_confirmations(self.cfg.indirect_k, n) if lifeguard else 0
         lo = suspicion_min(self.cfg.suspicion_mult, n, self.cfg.probe_period)
         hi = lo * self.cfg.suspicion_max_mult if lifeguard else lo
-        suspicion = Suspicion(accuser, now, k, lo, hi)
+        suspicion = Suspicion(accuser, now, k, lo, hi, verdict=verdict)
         self._suspicions[node] = suspicion
         self.counters["suspicions"] += 1
         out.append(MemberChanged(node, SUSPECT, incarnation, member.tags))
@@ -1044,12 +1269,9 @@ class Swim:
         *,
         local: bool,
     ) -> None:
-        """failed(i) / left(i): a live member at i or below becomes a
-        tombstone. About us: refute, unless we are the one leaving."""
-        if node == self.me:
-            if incarnation >= self.incarnation:
-                self._refute(incarnation, now)
-            return
+        """failed(i) / left(i), as decided here (our suspicion timer ran
+        out) or by `_on_verdict`: a live member at i or below becomes a
+        tombstone."""
         member = self.members.get(node)
         if member is None or member.status in DEAD or incarnation < member.incarnation:
             return
@@ -1115,11 +1337,13 @@ class Swim:
         self._gossip_armed = True
         out.append(SetTimer(_GOSSIP_TIMER, self.cfg.gossip_interval))
 
-    def _gossip(self, out: list[Output]) -> None:
+    def _gossip(self, now: float, out: list[Output]) -> None:
         """One gossip round (memberlist's gossip): the waiting updates, as
-        much as a datagram holds, to a few random alive members; each
-        counts as a transmission like a piggyback does."""
-        for peer in self.members.random_alive(self.cfg.gossip_nodes):
+        much as a datagram holds, to a few random members, suspects and the
+        recently failed included (`MemberList.gossip_targets`); each counts
+        as a transmission like a piggyback does."""
+        cfg = self.cfg
+        for peer in self.members.gossip_targets(cfg.gossip_nodes, now, cfg.gossip_to_the_dead):
             updates = self._piggyback()
             if not updates:
                 break

@@ -112,6 +112,14 @@ def status(s: Swim, n: NodeId) -> tuple[MemberStatus, int] | None:
 ANNOUNCE_T = Timer(SwimTimer.ANNOUNCE)
 
 
+def declare_failed(s: Swim, n: NodeId, inc: int, now: float, sender: NodeId = C) -> None:
+    """Make `s` declare `n` failed the one way it can: a suspicion (told by
+    `sender`, a member), then the suspicion's timer running out."""
+    updates(s, [suspect(n, inc, sender)], now, sender=sender)
+    fire(s, SwimTimer.SUSPICION, now, (n, inc))
+    assert status(s, n) == (FAILED, inc)
+
+
 def announced(s: Swim, now: float) -> MemberUpdates | None:
     """Let the announcement batching window close, then take the batch."""
     fire(s, SwimTimer.ANNOUNCE, now)
@@ -343,7 +351,7 @@ def test_no_lifeguard_no_awareness_no_nack_fixed_timeout() -> None:
 
 def test_buddy_system_ping_to_a_suspect_carries_the_suspicion() -> None:
     s = make((B,))
-    updates(s, [suspect(B, 0, C)], 1.0, sender=C)
+    updates(s, [suspect(B, 0, C)], 1.0)
     s.queue.clear()
     out = fire(s, SwimTimer.PROBE, 2.0)
     assert out[0] == Send(B, Ping(1, B, (suspect(B, 0, C),)), reliable=False)
@@ -381,8 +389,8 @@ def test_refutation_raises_incarnation_past_the_accusation() -> None:
 
 
 def test_refuted_suspicion_makes_its_timer_stale() -> None:
-    s = make((B,))
-    out = updates(s, [suspect(B, 0, C)], 1.0)
+    s = make((B, C))
+    out = updates(s, [suspect(B, 0, C)], 1.0, sender=C)
     assert out == [
         MemberChanged(B, SUSPECT, 0, {}),
         SetTimer(Timer(SwimTimer.SUSPICION, (B, 0)), 4.0),
@@ -396,19 +404,19 @@ def test_refuted_suspicion_makes_its_timer_stale() -> None:
     # Malformed or unknown keys are ignored too.
     assert fire(s, SwimTimer.SUSPICION, 5.0, (B,)) == []
     assert fire(s, SwimTimer.SUSPICION, 5.0, ("x", 0)) == []
-    assert fire(s, SwimTimer.SUSPICION, 5.0, (C, 0)) == []
+    assert fire(s, SwimTimer.SUSPICION, 5.0, (D, 0)) == []
 
 
 def test_suspicion_at_higher_incarnation_replaces_the_older_one() -> None:
-    s = make((B,))
-    updates(s, [suspect(B, 0, C)], 1.0)
-    assert updates(s, [suspect(B, 2, C)], 2.0) == [
+    s = make((B, C))
+    updates(s, [suspect(B, 0, C)], 1.0, sender=C)
+    assert updates(s, [suspect(B, 2, C)], 2.0, sender=C) == [
         CancelTimer(Timer(SwimTimer.SUSPICION, (B, 0))),
         MemberChanged(B, SUSPECT, 2, {}),
         SetTimer(Timer(SwimTimer.SUSPICION, (B, 2)), 4.0),
     ]
-    assert updates(s, [suspect(B, 1, D)], 3.0) == []  # stale
-    assert updates(s, [alive(B, 2)], 3.0) == []  # alive(i) does not beat suspect(i)
+    assert updates(s, [suspect(B, 1, D)], 3.0, sender=C) == []  # stale
+    assert updates(s, [alive(B, 2)], 3.0, sender=C) == []  # alive(i) does not beat suspect(i)
 
 
 def test_confirmations_shrink_the_timeout_each_confirmer_once() -> None:
@@ -416,25 +424,29 @@ def test_confirmations_shrink_the_timeout_each_confirmer_once() -> None:
     s = make(others)
     x, a1, a2, a3, a4, a5 = others[:6]
     timer = Timer(SwimTimer.SUSPICION, (x, 0))
-    assert updates(s, [suspect(x, 0, a1)], 100.0) == [
+    assert updates(s, [suspect(x, 0, a1)], 100.0, sender=a1) == [
         MemberChanged(x, SUSPECT, 0, {}),
         SetTimer(timer, 24.0),
     ]
+
     # One confirmation: 24 - 20 * log 2 / log 4 = 14 s after the start.
-    assert updates(s, [suspect(x, 0, a2)], 101.0) == [SetTimer(timer, pytest.approx(13.0))]
-    assert updates(s, [suspect(x, 0, a2)], 101.5) == []  # same confirmer again
-    assert updates(s, [suspect(x, 0, a1)], 101.5) == []  # the first accuser
+    def confirm(s: Swim, accuser: NodeId, now: float) -> list[Output]:
+        return updates(s, [suspect(x, 0, accuser)], now, sender=accuser)
+
+    assert confirm(s, a2, 101.0) == [SetTimer(timer, pytest.approx(13.0))]
+    assert confirm(s, a2, 101.5) == []  # same confirmer again
+    assert confirm(s, a1, 101.5) == []  # the first accuser
     assert s.queue.get(x) == suspect(x, 0, a2)  # a confirmation is passed on
     two = 24.0 - 20.0 * math.log(3) / math.log(4)
-    assert updates(s, [suspect(x, 0, a3)], 102.0) == [SetTimer(timer, pytest.approx(two - 2.0))]
-    assert updates(s, [suspect(x, 0, a4)], 102.0) == [SetTimer(timer, pytest.approx(2.0))]
-    assert updates(s, [suspect(x, 0, a5)], 102.5) == []  # K reached
+    assert confirm(s, a3, 102.0) == [SetTimer(timer, pytest.approx(two - 2.0))]
+    assert confirm(s, a4, 102.0) == [SetTimer(timer, pytest.approx(2.0))]
+    assert confirm(s, a5, 102.5) == []  # K reached
     # A confirmation that arrives past the shrunken deadline fires at once.
     s2 = make(others)
-    updates(s2, [suspect(x, 0, a1)], 100.0)
-    updates(s2, [suspect(x, 0, a2)], 101.0)
-    updates(s2, [suspect(x, 0, a3)], 110.0)
-    assert updates(s2, [suspect(x, 0, a4)], 110.0) == [SetTimer(timer, 0.0)]
+    confirm(s2, a1, 100.0)
+    confirm(s2, a2, 101.0)
+    confirm(s2, a3, 110.0)
+    assert confirm(s2, a4, 110.0) == [SetTimer(timer, 0.0)]
 
 
 def test_our_own_failed_probe_confirms_to_the_first_accuser_only() -> None:
@@ -447,8 +459,8 @@ def test_our_own_failed_probe_confirms_to_the_first_accuser_only() -> None:
     first = fire(s, SwimTimer.PROBE, 10.0)[0]
     assert isinstance(first, Send)
     x = first.to
-    accuser = nid(20) if x != nid(20) else nid(21)
-    updates(s, [suspect(x, 0, accuser)], 10.2)
+    accuser = nid(2) if x != nid(2) else nid(3)
+    updates(s, [suspect(x, 0, accuser)], 10.2, sender=accuser)
     assert s.take_announcements() is None  # heard, not ours
     fire(s, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
     out = fire(s, SwimTimer.PROBE_END, 11.0, 1)
@@ -488,16 +500,38 @@ def test_verdict_announced_only_by_the_first_accuser() -> None:
 
 
 def test_failed_about_an_alive_member_is_only_a_suspicion() -> None:
-    s = make((B,))
-    assert updates(s, [failed(B, 0)], 1.0, sender=C) == [
-        MemberChanged(B, SUSPECT, 0, {}),
-        SetTimer(Timer(SwimTimer.SUSPICION, (B, 0)), 4.0),
+    """Issue 11: a stale verdict (the far side's member list after a
+    partition heals) must not kill a live member. It starts one suspicion,
+    at Lifeguard's minimum, and the accused is told so it can refute;
+    further copies confirm but never end it before the minimum."""
+    others = tuple(nid(i) for i in range(1, 10))  # N = 10: min 4 s, K = 3
+    s = make(others)
+    x, a1, a2 = others[:3]
+    timer = Timer(SwimTimer.SUSPICION, (x, 0))
+    assert updates(s, [failed(x, 0)], 1.0, sender=a1) == [
+        MemberChanged(x, SUSPECT, 0, {}),
+        SetTimer(timer, 4.0),
+        Send(x, MemberUpdates((suspect(x, 0, a1),)), reliable=False),
     ]
-    assert s.queue.get(B) == suspect(B, 0, C)
-    # Once we suspect it, a verdict ends the suspicion.
-    assert updates(s, [failed(B, 0)], 2.0, sender=C) == [
-        CancelTimer(Timer(SwimTimer.SUSPICION, (B, 0))),
-        MemberChanged(B, FAILED, 0, {}),
+    assert s.queue.get(x) == suspect(x, 0, a1)
+    # A second copy, and a third from someone else: not a verdict yet.
+    assert updates(s, [failed(x, 0)], 1.1, sender=a1) == [SetTimer(timer, pytest.approx(3.9))]
+    assert updates(s, [failed(x, 0)], 3.0, sender=a2) == [SetTimer(timer, pytest.approx(2.0))]
+    assert status(s, x) == (SUSPECT, 0)
+    # The accused refutes in time: alive again, the timer stale.
+    updates(s, [alive(x, 1)], 4.0, sender=x)
+    assert status(s, x) == (ALIVE, 1)
+    assert fire(s, SwimTimer.SUSPICION, 5.0, (x, 0)) == []
+    # Not refuted: our own timer decides, at the minimum.
+    y = others[3]
+    updates(s, [failed(y, 0)], 10.0, sender=a1)
+    out = fire(s, SwimTimer.SUSPICION, 14.0, (y, 0))
+    assert MemberChanged(y, FAILED, 0, {}) in out
+    # A verdict about a suspicion older than the minimum ends it at once.
+    z = others[4]
+    updates(s, [suspect(z, 0, a1)], 20.0, sender=a1)
+    assert updates(s, [failed(z, 0)], 24.5, sender=a2) == [
+        SetTimer(Timer(SwimTimer.SUSPICION, (z, 0)), 0.0)
     ]
 
 
@@ -506,22 +540,27 @@ def test_left_is_applied_directly() -> None:
     assert updates(s, [left(B, 1)], 1.0) == [MemberChanged(B, LEFT, 1, {})]
     assert updates(s, [left(C, 1)], 1.0) == []  # unknown: nothing to forget
     assert updates(s, [suspect(B, 1, C), failed(B, 1)], 2.0) == []
+    # left(i) at the incarnation we hold is not the member's own goodbye
+    # (a leave raises it): a verdict like any other.
+    s = make((B, C))
+    updates(s, [left(B, 0)], 1.0, sender=C)
+    assert status(s, B) == (SUSPECT, 0)
 
 
 def test_tombstones_block_resurrection_until_a_higher_incarnation() -> None:
-    s = make((B,))
-    updates(s, [suspect(B, 3, C), failed(B, 3)], 1.0)
-    assert status(s, B) == (FAILED, 3)
+    s = make((B, C))
+    declare_failed(s, B, 3, 1.0)
     for stale in (alive(B, 0), alive(B, 3), suspect(B, 3, C), suspect(B, 9, C)):
-        assert updates(s, [stale], 2.0) == []
+        assert updates(s, [stale], 2.0, sender=C) == []
         assert status(s, B) == (FAILED, 3)
-    assert updates(s, [alive(B, 4, {"v": "2"})], 3.0) == [MemberChanged(B, ALIVE, 4, {"v": "2"})]
+    out = updates(s, [alive(B, 4, {"v": "2"})], 3.0, sender=C)
+    assert out == [MemberChanged(B, ALIVE, 4, {"v": "2"})]
     assert status(s, B) == (ALIVE, 4)
 
 
 def test_tombstones_are_reaped_after_reap_after() -> None:
     s = make((B, C), cfg=SwimConfig(reap_after=100.0))
-    updates(s, [suspect(B, 0, C), failed(B, 0)], 10.0)
+    declare_failed(s, B, 0, 10.0)
     fire(s, SwimTimer.PROBE, 109.0)
     assert status(s, B) == (FAILED, 0)
     fire(s, SwimTimer.PROBE, 110.0)
@@ -720,7 +759,7 @@ def test_push_pull_period_scales_with_cluster_size() -> None:
 
 def test_reconnect_attempts_a_failed_member_and_reports_it_back() -> None:
     s = make((B, C))
-    updates(s, [suspect(B, 0, C), failed(B, 0)], 10.0)
+    declare_failed(s, B, 0, 10.0)
     out = fire(s, SwimTimer.RECONNECT, 40.0)
     assert out[0] == Send(B, PushPull(False, 0, 1, (alive(ME), failed(B, 0), alive(C))))
     assert isinstance(out[1], SetTimer) and out[1].timer == Timer(SwimTimer.RECONNECT)
@@ -740,7 +779,7 @@ def test_reconnect_attempts_a_failed_member_and_reports_it_back() -> None:
 
 def test_reconnect_stops_after_reconnect_for() -> None:
     s = make((B, C), cfg=SwimConfig(reconnect_for=100.0))
-    updates(s, [suspect(B, 0, C), failed(B, 0)], 10.0)
+    declare_failed(s, B, 0, 10.0)
     assert isinstance(fire(s, SwimTimer.RECONNECT, 100.0)[0], Send)
     s.handle(ConnectFailed(B), 101.0)  # still cut off
     out = fire(s, SwimTimer.RECONNECT, 110.0)
@@ -749,7 +788,7 @@ def test_reconnect_stops_after_reconnect_for() -> None:
 
 def test_reconnect_to_reaped_member_continues() -> None:
     s = make((B, C), cfg=SwimConfig(reap_after=20.0))
-    updates(s, [suspect(B, 0, C), failed(B, 0)], 10.0)
+    declare_failed(s, B, 0, 10.0)
     fire(s, SwimTimer.PROBE, 31.0)
     assert status(s, B) is None
     out = fire(s, SwimTimer.RECONNECT, 40.0)
@@ -841,12 +880,14 @@ def test_a_suspicion_someone_else_announced_first_is_not_announced_again() -> No
     x = first.to
     other = nid(1) if x != nid(1) else nid(2)
     fire(s, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
+    s.handle(Received(s._probes[1].asked[0], Nack(1)), 10.9)  # we are heard
     fire(s, SwimTimer.PROBE_END, 11.0, 1)  # our suspicion waits in its window
     # The same suspicion, piggybacked or sent to us alone: ours still goes.
     s2 = make(others)
     s2.announce = True
     fire(s2, SwimTimer.PROBE, 10.0)
     fire(s2, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
+    s2.handle(Received(s2._probes[1].asked[0], Nack(1)), 10.9)  # we are heard
     fire(s2, SwimTimer.PROBE_END, 11.0, 1)
     updates(s2, [suspect(x, 0, other)], 11.02, sender=other)
     assert announced(s2, 11.1) == MemberUpdates((suspect(x, 0, ME),))
@@ -888,8 +929,11 @@ def test_the_announcement_window_is_random_for_suspicions_only() -> None:
         delays.add(round(timer.delay, 3))
         # A refutation does not wait as long: the window closes sooner.
         out = updates(s, [suspect(ME, 0, B)], 2.01)
+        # (B talks to us while we suspect it: we tell it so, see
+        # test_a_member_we_hold_suspect_or_failed_is_told_when_it_talks.)
+        tell = Send(B, MemberUpdates((suspect(B, 0, ME),)), reliable=False)
         if timer.delay > 0.11:
-            assert out == [SetTimer(ANNOUNCE_T, 0.1)]
+            assert out == [tell, SetTimer(ANNOUNCE_T, 0.1)]
         assert announced(s, 2.2) == MemberUpdates((suspect(B, 0, ME), alive(ME, 1)))
     assert len(delays) > 10
     s = make((B,), SwimConfig())
