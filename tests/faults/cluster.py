@@ -41,6 +41,9 @@ class Cluster:
         self.deliveries: dict[str, Counter[str]] = {}
         self.first_delivery: dict[str, dict[str, float]] = {}
         self.published: dict[str, tuple[str, float]] = {}  # payload -> (origin, time)
+        # When each agent's current subscription started: deliveries count
+        # per subscription (an agent restarted gets a new one, from zero).
+        self.link_started: dict[str, float] = {}
         self._scopes: dict[str, trio.CancelScope] = {}
 
     # ---------------------------------------------------------- connections
@@ -59,8 +62,8 @@ class Cluster:
 
     async def _link(self, name: str, task_status: trio.TaskStatus[None]) -> None:
         agent = self.rig.agents[name]
-        counts = self.deliveries.setdefault(name, Counter())
-        firsts = self.first_delivery.setdefault(name, {})
+        counts: Counter[str] = Counter()
+        firsts: dict[str, float] = {}
         with trio.CancelScope() as scope:
             self._scopes[name] = scope
             try:
@@ -69,6 +72,8 @@ class Cluster:
                     client.subscribe(self.topic) as events,
                 ):
                     self.clients[name] = client
+                    self.deliveries[name], self.first_delivery[name] = counts, firsts
+                    self.link_started[name] = time.time()
                     task_status.started()
                     async for ev in events:
                         payload = bytes(ev["payload"]).decode("utf-8", "replace")

@@ -392,13 +392,12 @@ class Rig:
         join: Sequence[str] = (),
         config: Path | None = None,
         extra: Sequence[str] = (),
-        name: str | None = None,
     ) -> Agent:
         """Start `overlay agent` in `host`'s namespace (on eth0's address,
         port 7946), joining `join` (host names or HOST:PORT). Returns at
         once: `await wait_started(agent)` for its "agent started" line."""
         h = self.hosts[host]
-        name = name or host
+        name = host  # one agent per host, named after it (the timeline's key)
         if name in self.agents and self.agents[name].popen.poll() is None:
             raise RigError(f"agent {name} is running")
         sock = self.workdir / f"{name}.sock"
