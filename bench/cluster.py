@@ -15,8 +15,13 @@ Prints figures; never fails on time. Phases:
 3. Idle cost: CPU % (from /proc, over a quiet window) and memory per agent:
    RSS, and PSS/USS (RSS counts the shared libraries of every process in
    full; PSS shares them out, USS leaves them out).
-4. Failure detection: SIGKILL one agent; seconds until the first agent
-   suspects it and until every agent lists it failed.
+4. Failure detection: SIGKILL `--kills` agents, one at a time (a crashed
+   process on a live host: its host refuses what is sent to it, the fast
+   path of issue 11), then SIGSTOP `--stops` agents (a silent member: the
+   full Lifeguard path); for each, seconds until the first agent suspects
+   it and until every other agent lists it failed, and any verdict about a
+   member that was not a victim (a false positive). `--failure-only` runs
+   just this phase (after the cluster converges).
 5. On a separate 10-agent cluster: the highest sustained rate of 1 KiB
    publishes (steps of increasing rate, from one agent) with zero loss at
    every subscriber (one on every agent).
@@ -396,21 +401,60 @@ async def idle_phase(args: argparse.Namespace, procs: list[Proc], report: dict[s
     print(f"idle: {report['idle']}", flush=True)
 
 
-async def failure_phase(procs: list[Proc], views: Views, report: dict[str, Any]) -> None:
-    victim = procs[-1]
-    others = [p.name for p in procs[:-1]]
-    t_kill = time.monotonic()
-    victim.proc.send_signal(signal.SIGKILL)
-    t_all = await views.until(
-        lambda: all(views.views.get(a, {}).get(victim.name) == "failed" for a in others),
-        CONVERGE_MAX,
+async def failure_phase(
+    args: argparse.Namespace, procs: list[Proc], views: Views, report: dict[str, Any]
+) -> None:
+    """Kill (then stop) victims one at a time; the survivors' views say
+    when each was suspected and failed everywhere."""
+    victims: list[Proc] = []
+    runs: list[dict[str, Any]] = []
+    plan = [("kill", signal.SIGKILL)] * args.kills + [("stop", signal.SIGSTOP)] * args.stops
+    for k, (how, sig) in enumerate(plan):
+        victim = procs[-1 - k]
+        victims.append(victim)
+        others = [p.name for p in procs if p not in victims]
+        views.first.pop((victim.name, "suspect"), None)
+        t0 = time.monotonic()
+        victim.proc.send_signal(sig)
+        t_all = await views.until(
+            lambda v=victim.name, o=others: all(  # type: ignore[misc]
+                views.views.get(a, {}).get(v) == "failed" for a in o
+            ),
+            CONVERGE_MAX,
+        )
+        first = views.first.get((victim.name, "suspect"))
+        run = {
+            "how": how,
+            "victim": victim.name,
+            "first_suspicion_s": round(first - t0, 2) if first else None,
+            "failed_everywhere_s": round(t_all, 2) if t_all is not None else None,
+        }
+        runs.append(run)
+        print(f"  {how} {victim.name}: {run}", flush=True)
+        await trio.sleep(2.0)  # let the verdict settle before the next victim
+    gone = {v.name for v in victims}
+    survivors = [p.name for p in procs if p.name not in gone]
+    false = sorted(
+        (a, m)
+        for a in survivors
+        for m, st in views.views.get(a, {}).items()
+        if m not in gone and st == "failed"
     )
-    first_suspect = views.first.get((victim.name, "suspect"))
-    report["failure"] = {
-        "first_suspicion_s": round(first_suspect - t_kill, 2) if first_suspect else None,
-        "failed_everywhere_s": round(t_all, 2) if t_all is not None else None,
-    }
-    print(f"failure detection: {report['failure']}", flush=True)
+    for v in victims:
+        if v.proc.returncode is None:
+            v.proc.send_signal(signal.SIGCONT)
+    summary: dict[str, Any] = {"runs": runs, "false_verdicts_standing": len(false)}
+    for how in ("kill", "stop"):
+        times = [r["failed_everywhere_s"] for r in runs if r["how"] == how]
+        done = [t for t in times if t is not None]
+        if times:
+            summary[f"{how}_failed_everywhere_s"] = {
+                "median": round(statistics.median(done), 2) if done else None,
+                "max": round(max(done), 2) if done else None,
+                "undetected": len(times) - len(done),
+            }
+    report["failure"] = summary
+    print(f"failure detection: { ({k: v for k, v in summary.items() if k != 'runs'}) }", flush=True)
 
 
 async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -425,10 +469,11 @@ async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
         async with cluster(nursery, n, config, "a", args.extra) as procs:
             report["start_all_s"] = round(max(p.started_at for p in procs) - t_start, 2)
             views = await converge(nursery, procs, report, "converge_s_after_last_start")
-            for interval in args.intervals:
-                await latency_phase(args, procs, interval, report)
-            await idle_phase(args, procs, report)
-            await failure_phase(procs, views, report)
+            if not args.failure_only:
+                for interval in args.intervals:
+                    await latency_phase(args, procs, interval, report)
+                await idle_phase(args, procs, report)
+            await failure_phase(args, procs, views, report)
             async with clients_for(procs[:-1]) as clients:
                 report["problems"] = dict((await totals(clients))["problems"])
             nursery.cancel_scope.cancel()
@@ -439,7 +484,7 @@ async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
         flush=True,
     )
 
-    if not args.skip_rate:
+    if not args.skip_rate and not args.failure_only:
         report["publish_rate"] = await rate_phase(args, config)
         print(f"sustained publish rate: {report['publish_rate']}", flush=True)
 
@@ -525,6 +570,9 @@ def main() -> None:
     p.add_argument("--rates", type=int, nargs="+", default=[100, 200, 400, 800, 1600])
     p.add_argument("--rate-seconds", type=float, default=5.0)
     p.add_argument("--skip-rate", action="store_true")
+    p.add_argument("--kills", type=int, default=1, help="agents SIGKILLed, one at a time")
+    p.add_argument("--stops", type=int, default=0, help="agents SIGSTOPped after the kills")
+    p.add_argument("--failure-only", action="store_true", help="converge, then failures only")
     p.add_argument(
         "--set",
         metavar="SECTION.NAME=VALUE",
@@ -536,6 +584,8 @@ def main() -> None:
     args = p.parse_args()
     if not 1 < args.nodes <= 200:
         p.error("--nodes must be 2..200")
+    if args.kills < 0 or args.stops < 0 or args.kills + args.stops > args.nodes - 2:
+        p.error("--kills and --stops: at least 0 each, and two agents must survive")
     args.extra = []
     for item in args.set:
         key, sep, value = item.partition("=")

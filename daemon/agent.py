@@ -71,6 +71,7 @@ from overlay.io import (
     NeighborDown,
     NeighborUp,
     Output,
+    PeerRefused,
     Publish,
     PublishRejected,
     Received,
@@ -231,7 +232,7 @@ class _Call:
 
 _Item = Input | Expired | _Call
 # What the transport reports: inputs a remote peer can shape.
-_NETWORK_INPUTS = (Received, ConnectionUp, ConnectionDown, ConnectFailed)
+_NETWORK_INPUTS = (Received, ConnectionUp, ConnectionDown, ConnectFailed, PeerRefused)
 # Inputs the driver takes in a row before it yields to other tasks (guess:
 # enough to absorb a burst, short enough to keep the control API responsive).
 _DRIVER_BATCH = 64

@@ -38,6 +38,13 @@ Theory of operation
   as the TCP listener: one frame per datagram, sent by one task from a
   bounded queue (full: dropped and counted). Received datagrams go to the
   sink with `send_nowait` (full: dropped and counted): datagrams may be lost.
+- **Refusals.** A host that answers "nothing listens here" is evidence that
+  an agent's process is gone (`overlay.io.PeerRefused`). On a dial, that is
+  ECONNREFUSED (a TCP reset). For datagrams, the UDP socket asks the kernel
+  for its ICMP errors (Linux `IP_RECVERR`): a port-unreachable from the
+  destination host itself (not a router's host- or net-unreachable) is
+  reported for the member the datagram went to (the last few thousand
+  datagram destinations are remembered for that).
 - **Bad input** from the network (a length prefix over the limit, a frame
   that does not open or decode, a changed sender, a stall) closes that
   stream, or drops that datagram; it is counted in `Metrics.bad_frames` and
@@ -50,6 +57,7 @@ import contextlib
 import errno
 import logging
 import socket as stdsocket
+import struct
 from dataclasses import dataclass
 
 import trio
@@ -61,7 +69,15 @@ from daemon.metrics import Metrics
 from overlay import codec
 from overlay.codec import DecodeError
 from overlay.ids import NodeId
-from overlay.io import ConnectFailed, ConnectionDown, ConnectionUp, Input, Received, is_seed
+from overlay.io import (
+    ConnectFailed,
+    ConnectionDown,
+    ConnectionUp,
+    Input,
+    PeerRefused,
+    Received,
+    is_seed,
+)
 
 log = logging.getLogger("overlay.transport")
 
@@ -73,6 +89,14 @@ MAX_DATAGRAM = 65507
 _BATCH_BYTES = 256 * 1024
 # A marker in the datagram queue: everything before it has been sent.
 _FLUSH: Addr = ("", 0)
+# Linux socket options and ICMP codes for datagram errors (the socket
+# module has no names for them): IP_RECVERR / IPV6_RECVERR, and the
+# origin, type and code of a port-unreachable in `sock_extended_err`.
+_RECVERR = {stdsocket.AF_INET: (stdsocket.IPPROTO_IP, 11), stdsocket.AF_INET6: (41, 25)}
+_PORT_UNREACHABLE = {(2, 3, 3), (3, 1, 4)}  # (SO_EE_ORIGIN_ICMP, 3, 3), (..._ICMP6, 1, 4)
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+# Datagram destinations remembered to name the member an ICMP error is about.
+_DESTINATIONS_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +181,8 @@ class Transport:
             self.settings.udp_queue
         )
         self._udp_flushed = trio.Event()
+        self._udp_raw: stdsocket.socket | None = None  # for its ICMP error queue
+        self._destinations: dict[Addr, NodeId] = {}  # datagram address -> member
         self._throttle = Throttle()
         self.bound: Addr | None = None
 
@@ -210,7 +236,13 @@ class Transport:
                 await extra.aclose()
             sockname = listener.socket.getsockname()
             family = listener.socket.family
-            udp = trio.socket.socket(family, stdsocket.SOCK_DGRAM)
+            raw = stdsocket.socket(family, stdsocket.SOCK_DGRAM)
+            recverr = _RECVERR.get(family)
+            if recverr is not None:
+                with contextlib.suppress(OSError):  # not Linux: no refusals by datagram
+                    raw.setsockopt(recverr[0], recverr[1], 1)
+            udp = trio.socket.from_stdlib_socket(raw)
+            self._udp_raw = raw
             try:
                 await udp.bind((host, sockname[1]))
             except OSError as exc:
@@ -236,6 +268,12 @@ class Transport:
             if len(data) > MAX_DATAGRAM:
                 self.metrics.drops["udp_oversize"] += 1
                 return False
+            dests = self._destinations
+            if dests.get(key) != to:
+                dests.pop(key, None)
+                if len(dests) >= _DESTINATIONS_MAX:
+                    del dests[next(iter(dests))]
+                dests[key] = to
             try:
                 self._udp_send.send_nowait((key, data))
             except trio.WouldBlock:
@@ -333,6 +371,7 @@ class Transport:
         self.metrics.connections["dial"] += 1
         sock: trio.SocketStream | None = None
         why = ""
+        refused = False
         with st.scope:
             try:
                 with trio.fail_after(self.settings.dial_timeout):
@@ -341,6 +380,7 @@ class Transport:
                 why = f"no answer within {self.settings.dial_timeout:g} s"
             except OSError as exc:
                 why = os_reason(exc)
+                refused = _is_refusal(exc)
         if sock is None:
             st.done.set()
             if not why:
@@ -369,6 +409,9 @@ class Transport:
                         target.scope.cancel()
                         break
                 return
+            if refused and not is_seed(st.dial_id):
+                self.metrics.connections["refused_dial"] += 1
+                await self._report(PeerRefused(st.dial_id))
             await self._report(ConnectFailed(st.dial_id))
             return
         _set_nodelay(sock)
@@ -543,8 +586,9 @@ class Transport:
             try:
                 data, addr = await udp.recvfrom(MAX_DATAGRAM + 1)
             except OSError as exc:
-                # ICMP errors surface here on some systems: not fatal.
+                # An ICMP error about a datagram we sent: read the details.
                 event(log, logging.DEBUG, "udp receive error", error=str(exc))
+                await self._read_icmp_errors()
                 continue
             remote = _fmt(addr)
             if len(data) > self.max_wire:
@@ -583,6 +627,26 @@ class Transport:
                         suppressed=held,
                     )
 
+    async def _read_icmp_errors(self) -> None:
+        """Drain the UDP socket's error queue (`IP_RECVERR`): report every
+        port-unreachable that the destination host itself sent about a
+        datagram to a member (`PeerRefused`)."""
+        raw = self._udp_raw
+        if raw is None:
+            return
+        flags = getattr(stdsocket, "MSG_ERRQUEUE", 0) | stdsocket.MSG_DONTWAIT
+        for _ in range(64):
+            try:
+                _, ancdata, _, dest = raw.recvmsg(1, 512, flags)
+            except OSError:  # empty (EAGAIN), or no error queue on this system
+                return
+            for level, kind, data in ancdata:
+                refused = _refusal(level, kind, data, dest)
+                node = self._destinations.get(refused) if refused else None
+                if node is not None:
+                    self.metrics.connections["refused_datagram"] += 1
+                    await self._report(PeerRefused(node))
+
     # ------------------------------------------------------------ helpers
 
     async def _report(self, item: Input) -> None:
@@ -608,6 +672,45 @@ class Transport:
                 detail=detail[:200],
                 suppressed=held,
             )
+
+
+def _is_refusal(exc: OSError) -> bool:
+    """A dial refused by the host (a TCP reset), as opposed to one that
+    timed out or found no route. `trio.open_tcp_stream` raises an
+    OSError that groups the attempts' errors."""
+    if exc.errno == errno.ECONNREFUSED:
+        return True
+    errors = getattr(exc, "__cause__", None)
+    inner = getattr(errors, "exceptions", None) or ()
+    return bool(inner) and all(
+        isinstance(e, OSError) and e.errno == errno.ECONNREFUSED for e in inner
+    )
+
+
+def _refusal(level: int, kind: int, data: bytes, dest: object) -> Addr | None:
+    """The (host, port) a datagram went to, if this control message of the
+    error queue says the destination host refused it: an ICMP
+    port-unreachable whose sender (the "offender") is that host."""
+    if (level, kind) not in _RECVERR.values() or len(data) < _EXTENDED_ERR.size + 8:
+        return None
+    _, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
+    if (origin, icmp_type, code) not in _PORT_UNREACHABLE:
+        return None
+    if not isinstance(dest, tuple) or len(dest) < 2:
+        return None
+    host, port = str(dest[0]), int(dest[1])
+    offender = data[_EXTENDED_ERR.size :]
+    (family,) = struct.unpack_from("=H", offender)
+    try:
+        if family == stdsocket.AF_INET:
+            sender = stdsocket.inet_ntop(stdsocket.AF_INET, offender[4:8])
+        elif family == stdsocket.AF_INET6:
+            sender = stdsocket.inet_ntop(stdsocket.AF_INET6, offender[8:24])
+        else:
+            return None
+    except (ValueError, OSError):
+        return None
+    return (host, port) if sender == host else None
 
 
 def _set_nodelay(sock: trio.SocketStream) -> None:

@@ -13,8 +13,12 @@ alike):
   there is none. Messages on one stream arrive in order.
 - `Send(..., reliable=False)` is a datagram: it may be lost, and opens nothing.
 - A stream that could not be opened gives `ConnectFailed(peer)`; one that was
-  up and broke gives `ConnectionDown(peer)`. Messages already in flight on a
-  stream are delivered before its `ConnectionDown`. A stream that closes
+  up and broke gives `ConnectionDown(peer)`. When the peer's host answered
+  that nothing listens at the peer's address (a TCP reset on a dial, an
+  ICMP port-unreachable for a datagram), the driver also reports
+  `PeerRefused(peer)`, first: the network works, the process is gone.
+  Messages already in flight on a stream are delivered before its
+  `ConnectionDown`. A stream that closes
   after a newer stream to the same peer has opened reports nothing: the
   inputs speak of the peer's *current* connection, never of an old one.
 - `CloseConnection(peer)` closes the stream after the sends queued before it.
@@ -86,6 +90,16 @@ class ConnectFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerRefused:
+    """`peer`'s host answered that nothing listens at `peer`'s address: a
+    TCP reset to our dial, or an ICMP port-unreachable for our datagram.
+    Evidence that its process is gone, where a timeout only says that no
+    answer came (host down, network cut, process paused)."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
 class JoinCluster:
     """Application request: join through these contacts. A contact whose name
     is not known yet is given as `seed_id(host, port)`."""
@@ -112,6 +126,7 @@ Input = (
     | ConnectionUp
     | ConnectionDown
     | ConnectFailed
+    | PeerRefused
     | JoinCluster
     | Publish
     | Leave

@@ -35,6 +35,7 @@ from overlay.io import (
     NeighborDown,
     NeighborUp,
     Output,
+    PeerRefused,
     Publish,
     Received,
     TimerFired,
@@ -206,3 +207,6 @@ class Node:
                 return self._neighbors(self.hyparview.handle(inp, now), now)
             case Publish():
                 return self.plumtree.handle(inp, now)
+            case PeerRefused():
+                # SWIM's evidence; a refused dial also comes as ConnectFailed.
+                return self._swim(inp, now)

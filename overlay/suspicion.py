@@ -39,6 +39,9 @@ Two more facts a suspicion carries (the rules that use them are in
   what we saw: the likelier explanation is our own isolation, so the
   verdict is held (the member stays suspect) until a confirmation, a
   verdict or a refutation settles it.
+- ``refused``: the member's host told us that nothing listens at its
+  address (`overlay.io.PeerRefused`): with one other accuser, the
+  suspicion ends at once.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) ->
 class Suspicion:
     """The suspicion of one member at one incarnation, as seen here."""
 
-    __slots__ = ("accusers", "held", "k", "max_s", "min_s", "start", "verdict")
+    __slots__ = ("accusers", "held", "k", "max_s", "min_s", "refused", "start", "verdict")
 
     def __init__(
         self,
@@ -89,18 +92,22 @@ class Suspicion:
         self.accusers: dict[Hashable, None] = {accuser: None}
         self.verdict = verdict
         self.held = False
+        self.refused = False
 
     @property
     def confirmations(self) -> int:
         return len(self.accusers) - 1
 
     def confirm(self, accuser: Hashable) -> bool:
-        """Count `accuser` if it is new and more confirmations still matter.
-        True when the deadline moved."""
-        if accuser in self.accusers or self.confirmations >= self.k:
+        """Count `accuser` if it is new and more confirmations still matter
+        (the second accuser is always kept: `sole` and `proven` ask for
+        it). True when the deadline moved."""
+        if accuser in self.accusers:
             return False
-        self.accusers[accuser] = None
-        return True
+        moved = self.confirmations < self.k
+        if moved or len(self.accusers) < 2:
+            self.accusers[accuser] = None
+        return moved
 
     def confirm_verdict(self, accuser: Hashable) -> None:
         """Another node declared the member failed: full confirmation (the
@@ -111,6 +118,11 @@ class Suspicion:
     def sole(self, me: Hashable) -> bool:
         """Are we the only accuser?"""
         return len(self.accusers) == 1 and me in self.accusers
+
+    def proven(self, me: Hashable) -> bool:
+        """Refused here, and accused by someone else too: the process is
+        gone, seen by two observers."""
+        return self.refused and any(a != me for a in self.accusers)
 
     def timeout(self) -> float:
         if self.verdict:

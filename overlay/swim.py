@@ -132,6 +132,7 @@ from overlay.io import (
     MemberChanged,
     MemberStatus,
     Output,
+    PeerRefused,
     Received,
     Send,
     SetTimer,
@@ -350,6 +351,7 @@ class Swim:
         self._announce_due = False  # take_announcements() hands the batch out
         self._rejoined: list[NodeId] = []
         self._told: dict[NodeId, float] = {}  # see _may_tell
+        self._verify_budget = config.verify_max  # see _verify
         # When a message from another member last arrived, and when we last
         # suspected a member after a probe during which we heard nobody
         # (see `_reconnected`).
@@ -390,6 +392,8 @@ class Swim:
                 self.handle_leave(now, out)
             case ConnectFailed(peer):
                 self.handle_connect_failed(peer, now, out)
+            case PeerRefused(peer):
+                self.handle_refused(peer, now, out)
             case ConnectionDown(peer):
                 self._exchanges.pop((peer.host, peer.port), None)
             case _:
@@ -834,6 +838,7 @@ class Swim:
 
     def _probe_tick(self, now: float, out: list[Output]) -> None:
         """The protocol period: reap old tombstones, probe the next member."""
+        self._verify_budget = self.cfg.verify_max
         if self.left:
             if self.me in self.queue:
                 target = self.members.next_probe_target()
@@ -1153,14 +1158,15 @@ class Swim:
         if suspicion is not None:
             suspicion.confirm_verdict(accuser)
             self.counters["verdicts_confirming"] += 1
+            if suspicion.proven(self.me):
+                self._declare_proven(member, suspicion, now, out)
+                return
             timer = Timer(SwimTimer.SUSPICION, (node, incarnation))
             out.append(SetTimer(timer, max(0.0, suspicion.deadline() - now)))
             return
         self.counters["verdicts_as_suspicions"] += 1
         self._on_suspect(node, incarnation, accuser, now, out, local=False, verdict=True)
-        if self._may_tell(node, now):
-            state = MemberState(node, incarnation, 1, {}, accuser)
-            out.append(Send(node, MemberUpdates((state,)), reliable=False))
+        self._verify(node, MemberState(node, incarnation, 1, {}, accuser), now, out, budget=False)
 
     def _on_alive(
         self,
@@ -1222,7 +1228,9 @@ class Swim:
             return
         if member.status is SUSPECT and incarnation == member.incarnation:
             suspicion = self._suspicions.get(node)
-            if suspicion is not None and suspicion.confirm(accuser):
+            if suspicion is None:
+                return
+            if suspicion.confirm(accuser):
                 self.counters["confirmations"] += 1
                 delay = max(0.0, suspicion.deadline() - now)
                 out.append(SetTimer(Timer(SwimTimer.SUSPICION, (node, incarnation)), delay))
@@ -1230,6 +1238,8 @@ class Swim:
                 self._spread(state, local=False)
                 if local:
                     self._confirm_to_first_accuser(suspicion, state, out)
+            if suspicion.proven(self.me):
+                self._declare_proven(member, suspicion, now, out)
             return
         self._end_suspicion(member, out)
         self.members.set_state(member, SUSPECT, incarnation, now)
@@ -1243,7 +1253,63 @@ class Swim:
         self.counters["suspicions"] += 1
         out.append(MemberChanged(node, SUSPECT, incarnation, member.tags))
         out.append(SetTimer(Timer(SwimTimer.SUSPICION, (node, incarnation)), suspicion.timeout()))
-        self._spread(MemberState(node, incarnation, 1, {}, accuser), local=local)
+        state = MemberState(node, incarnation, 1, {}, accuser)
+        self._spread(state, local=local)
+        if accuser != self.me and not verdict:
+            self._verify(node, state, now, out, budget=True)
+
+    def handle_refused(self, peer: NodeId, now: float, out: list[Output]) -> None:
+        """`peer`'s host says nothing listens at its address (a crashed
+        process on a live host; `overlay.io.PeerRefused`). That is our own
+        evidence: we suspect it at once (or confirm a suspicion someone
+        else raised), and with one other accuser it is declared failed now
+        instead of after Lifeguard's timeout. A silent member (host down,
+        network cut, process paused) gives no such evidence and keeps the
+        full Lifeguard path."""
+        member = self.members.get(peer)
+        if not self.cfg.refusal_evidence or self.left or member is None or peer == self.me:
+            return
+        if member.status not in LIVE:
+            return
+        self.counters["refusals"] += 1
+        self._on_suspect(peer, member.incarnation, self.me, now, out, local=True)
+        suspicion = self._suspicions.get(peer)
+        if suspicion is None:  # refuted meanwhile? (not in one call; kept for safety)
+            return
+        suspicion.refused = True
+        if suspicion.proven(self.me):
+            self._declare_proven(member, suspicion, now, out)
+
+    def _declare_proven(
+        self, member: Member, suspicion: Suspicion, now: float, out: list[Output]
+    ) -> None:
+        """Failed now: refused here and accused elsewhere (see
+        `handle_refused`). The first accuser announces it, as for a timer."""
+        first = next(iter(suspicion.accusers)) == self.me
+        self.counters["refused_verdicts"] += 1
+        self.counters["declared_failed"] += 1
+        self._on_dead(member.node, member.incarnation, FAILED, now, out, local=first)
+
+    def _verify(
+        self, node: NodeId, state: MemberState, now: float, out: list[Output], *, budget: bool
+    ) -> None:
+        """Ping a member we just heard accused, the accusation first on the
+        ping: a live member refutes at once (Lifeguard's buddy system, from
+        every node that hears the suspicion, not only from its next
+        prober), and a crashed process's host refuses it, which is our own
+        evidence (`handle_refused`). Once a period per member, and at most
+        `verify_max` a period in all when `budget` (the ack is not awaited:
+        a missing one proves nothing a probe would not)."""
+        if budget:
+            if self._verify_budget <= 0:
+                self.counters["verifications_skipped"] += 1
+                return
+            self._verify_budget -= 1
+        if not self._may_tell(node, now):
+            return
+        self.counters["verifications"] += 1
+        self._seq += 1
+        out.append(Send(node, Ping(self._seq, node, self._piggyback(state)), reliable=False))
 
     def _confirm_to_first_accuser(
         self, suspicion: Suspicion, state: MemberState, out: list[Output]

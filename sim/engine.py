@@ -14,6 +14,12 @@ real `overlay.node.Node`; the engine gives it the inputs a daemon would
   (`ConnectFailed`) when the target is crashed or the pair is partitioned.
 - A crash drops the node; each of its streams breaks for the peer one link
   latency later (`ConnectionDown`), after the messages already in flight.
+  A crash takes the host down by default (silence: what is sent to it is
+  lost, a dial times out); `crash(..., host_down=False)` kills only the
+  process, and its live host refuses what is sent to it: a datagram comes
+  back as `PeerRefused` one round trip later, a dial fails as fast, with
+  `PeerRefused` first (a real host answers ICMP port-unreachable and TCP
+  resets). A process that exits after a leave (`stop`) is the same.
 - A partition drops datagrams and new dials between the groups; streams
   across it break for both ends `break_after` seconds later. After a heal,
   `first_across_heal` is when the first packet across the healed cut
@@ -56,6 +62,7 @@ from overlay.io import (
     JoinCluster,
     Leave,
     Output,
+    PeerRefused,
     Publish,
     Received,
     Send,
@@ -106,6 +113,7 @@ class SimNode:
     started_at: float | None = None  # when start() ran
     stopped_at: float | None = None  # crashed or stopped
     paused: bool = False
+    refuses: bool = False  # the process is gone, its host answers (see crash)
     backlog: list[Input] = field(default_factory=list)
     timers: dict[Timer, int] = field(default_factory=dict)
 
@@ -209,13 +217,16 @@ class Simulation:
     def inject(self, nid: NodeId, inp: Input, *, at: float | None = None) -> None:
         self._push(self.now if at is None else at, _DELIVER, (nid.host, nid.port), inp)
 
-    def crash(self, nid: NodeId, *, at: float | None = None) -> None:
-        self.call_at(self.now if at is None else at, lambda: self._crash((nid.host, nid.port)))
+    def crash(self, nid: NodeId, *, at: float | None = None, host_down: bool = True) -> None:
+        """The node stops: its host goes down (silence), or with
+        `host_down=False` only its process dies (its host refuses)."""
+        addr = (nid.host, nid.port)
+        self.call_at(self.now if at is None else at, lambda: self._crash(addr, not host_down))
 
     def stop(self, nid: NodeId, *, at: float | None = None) -> None:
-        """The node's process exits (after a graceful `leave`, typically): for
-        the network the same as a crash."""
-        self.crash(nid, at=at)
+        """The node's process exits (after a graceful `leave`, typically): a
+        crash of the process, its host still up."""
+        self.crash(nid, at=at, host_down=False)
 
     def set_loss(self, loss: float, *, at: float | None = None) -> None:
         """Datagram loss probability from `at` on."""
@@ -380,6 +391,11 @@ class Simulation:
             ):
                 traffic.dropped[name] += 1
                 return
+            if not target.alive:
+                traffic.dropped[name] += 1
+                if target.refuses:  # ICMP port unreachable, one round trip later
+                    self._push(self.now + 2 * lat, _DELIVER, src, PeerRefused(self.ids[dst]))
+                return
             if self._healed is not None:
                 self._crossing(src, dst, lat)
             self._push(self.now + lat, _DELIVER, dst, Received(sender, msg))
@@ -389,7 +405,11 @@ class Simulation:
             if target is None or not target.alive or self._cut(src, dst) or self._cut(dst, src):
                 traffic.dropped[name] += 1
                 peer = self.ids.get(dst) or NodeId("?", dst[0], dst[1])
-                self._push(self.now + self.net.connect_timeout, _DELIVER, src, ConnectFailed(peer))
+                after = self.net.connect_timeout
+                if target is not None and target.refuses and not self._cut(src, dst):
+                    after = 2 * lat  # a TCP reset
+                    self._push(self.now + after, _DELIVER, src, PeerRefused(peer))
+                self._push(self.now + after, _DELIVER, src, ConnectFailed(peer))
                 return
             self._streams[key] = (src, self.now + lat)
             if self._healed is not None:
@@ -418,11 +438,12 @@ class Simulation:
             other = key[1] if key[0] == addr else key[0]
             self._push(self.now + delay(other), _DOWN, other, (key, ConnectionDown(me)))
 
-    def _crash(self, addr: Addr) -> None:
+    def _crash(self, addr: Addr, refuses: bool = False) -> None:
         sn = self.nodes[addr]
         if not sn.alive:
             return
         sn.alive = False
+        sn.refuses = refuses
         sn.stopped_at = self.now
         sn.timers.clear()
         sn.backlog.clear()

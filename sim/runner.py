@@ -272,7 +272,7 @@ class Runner:
         victims = self._select(step)
         now = self.sim.now
         for v in victims:
-            self.sim.crash(v)
+            self.sim.crash(v, host_down=step["kind"] == "host")
             self.membership.note_failure(v, now, "crash")
         self.failure = {
             "at_s": now,

@@ -36,7 +36,9 @@ absolute time. Steps (keys with their defaults in `STEPS`):
   steps run while the broadcasts go out.
 - `crash`, `pause` (`duration`: resume after it), `leave` (the process
   exits `linger` seconds later): a `fraction` or a `count` of the live nodes,
-  or the named `nodes`. `resume`: the named `nodes`, or every paused node.
+  or the named `nodes`. A crash's `kind` is "host" (the default: the host
+  goes silent) or "process" (the process dies, its host refuses what is
+  sent to it, as after a SIGKILL). `resume`: the named `nodes`, or every paused node.
 - `partition`: `groups` is a list of fractions of the live nodes (`[0.3,
   "rest"]`) or of lists of node names (`[["n3"]]` cuts n3 off from the
   rest); nodes in no group form one more group. `one_way = true` cuts
@@ -87,7 +89,7 @@ STEPS: dict[str, dict[str, Any]] = {
         "topic": "sim",
         "background": False,
     },
-    "crash": dict(_SELECT),
+    "crash": {**_SELECT, "kind": "host"},
     "pause": {**_SELECT, "duration": None},
     "resume": {"nodes": None},
     "leave": {**_SELECT, "linger": 2.0},
@@ -471,6 +473,12 @@ def _check_pause(step: Step) -> None:
         _number(step, "duration")
 
 
+def _check_crash(step: Step) -> None:
+    _selection(step)
+    if step["kind"] not in ("host", "process"):
+        raise ScenarioError(f'{step.where}: kind must be "host" or "process"')
+
+
 def _check_resume(step: Step) -> None:
     _names(step, "nodes")
 
@@ -519,7 +527,7 @@ _CHECKS = {
     "join": _check_join,
     "wait": _check_wait,
     "publish": _check_publish,
-    "crash": _selection,
+    "crash": _check_crash,
     "pause": _check_pause,
     "resume": _check_resume,
     "leave": _check_leave,

@@ -19,7 +19,15 @@ from daemon.testing import bounded
 from daemon.transport import Transport, TransportSettings
 from overlay import codec
 from overlay.ids import NodeId
-from overlay.io import ConnectFailed, ConnectionDown, ConnectionUp, Input, Received, seed_id
+from overlay.io import (
+    ConnectFailed,
+    ConnectionDown,
+    ConnectionUp,
+    Input,
+    PeerRefused,
+    Received,
+    seed_id,
+)
 from overlay.messages import Disconnect, Join, Neighbor
 
 WAIT = 10.0
@@ -142,9 +150,40 @@ async def test_dial_failure_reports_connect_failed() -> None:
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         nobody = NodeId("nobody", "127.0.0.1", port)
         a.send(nobody, Join())
+        # The host answered with a reset: nothing listens (issue 11).
+        assert await a.next() == PeerRefused(nobody)
         assert await a.next() == ConnectFailed(nobody)
         assert a.metrics.connections["dial_failed"] == 1
+        assert a.metrics.connections["refused_dial"] == 1
         assert a.transport.connections()["peers"] == 0
+        # A seed is not a member: its refusal is only a failed dial.
+        a.send(seed_id("127.0.0.1", port), Join())
+        assert await a.next() == ConnectFailed(seed_id("127.0.0.1", port))
+        nursery.cancel_scope.cancel()
+
+
+@bounded(TEST_MAX)
+async def test_a_datagram_to_a_dead_process_is_reported_refused() -> None:
+    """A crashed agent's host answers our datagrams with ICMP
+    port-unreachable; the transport reads it from the socket's error queue
+    and names the member the datagram went to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with (
+        trio.open_nursery() as nursery,
+        endpoint(nursery, "a") as a,
+        endpoint(nursery, "b") as b,
+    ):
+        dead = NodeId("dead", "127.0.0.1", port)
+        a.send(dead, Join(), reliable=False)
+        assert await a.next() == PeerRefused(dead)
+        assert a.metrics.connections["refused_datagram"] == 1
+        # Datagrams to a live member still flow both ways afterwards.
+        a.send(b.me, Join(), reliable=False)
+        assert await b.next() == Received(a.me, Join())
+        b.send(a.me, Join(), reliable=False)
+        assert await a.next() == Received(b.me, Join())
         nursery.cancel_scope.cancel()
 
 

@@ -177,6 +177,7 @@ def test_the_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
             "one_way needs exactly two",
         ),
         ("[[timeline]]\ndo = 'loss'\nvalue = -1", "value must be a number"),
+        ("[[timeline]]\ndo = 'crash'\ncount = 1\nkind = 'disk'", 'kind must be "host"'),
         ("[[timeline]]\ndo = 'wait'\nseconds = 5\n[[timeline]]\ndo = 'heal'\nat = 2", "before"),
         ("timeline = 3", "array of tables"),
     ],

@@ -351,10 +351,12 @@ def test_no_lifeguard_no_awareness_no_nack_fixed_timeout() -> None:
 
 def test_buddy_system_ping_to_a_suspect_carries_the_suspicion() -> None:
     s = make((B,))
+    # (Hearing the suspicion, we ping B once at once: seq 1, see
+    # test_hearing_a_suspicion_we_ping_the_suspect_once.)
     updates(s, [suspect(B, 0, C)], 1.0)
     s.queue.clear()
     out = fire(s, SwimTimer.PROBE, 2.0)
-    assert out[0] == Send(B, Ping(1, B, (suspect(B, 0, C),)), reliable=False)
+    assert out[0] == Send(B, Ping(2, B, (suspect(B, 0, C),)), reliable=False)
 
 
 def test_probe_now_out_of_turn_once() -> None:
@@ -394,6 +396,7 @@ def test_refuted_suspicion_makes_its_timer_stale() -> None:
     assert out == [
         MemberChanged(B, SUSPECT, 0, {}),
         SetTimer(Timer(SwimTimer.SUSPICION, (B, 0)), 4.0),
+        Send(B, Ping(1, B, (suspect(B, 0, C),)), reliable=False),
     ]
     assert updates(s, [alive(B, 1)], 2.0) == [
         CancelTimer(Timer(SwimTimer.SUSPICION, (B, 0))),
@@ -414,6 +417,7 @@ def test_suspicion_at_higher_incarnation_replaces_the_older_one() -> None:
         CancelTimer(Timer(SwimTimer.SUSPICION, (B, 0))),
         MemberChanged(B, SUSPECT, 2, {}),
         SetTimer(Timer(SwimTimer.SUSPICION, (B, 2)), 4.0),
+        Send(B, Ping(2, B, (suspect(B, 2, C),)), reliable=False),
     ]
     assert updates(s, [suspect(B, 1, D)], 3.0, sender=C) == []  # stale
     assert updates(s, [alive(B, 2)], 3.0, sender=C) == []  # alive(i) does not beat suspect(i)
@@ -427,6 +431,7 @@ def test_confirmations_shrink_the_timeout_each_confirmer_once() -> None:
     assert updates(s, [suspect(x, 0, a1)], 100.0, sender=a1) == [
         MemberChanged(x, SUSPECT, 0, {}),
         SetTimer(timer, 24.0),
+        Send(x, Ping(1, x, (suspect(x, 0, a1),)), reliable=False),
     ]
 
     # One confirmation: 24 - 20 * log 2 / log 4 = 14 s after the start.
@@ -511,7 +516,7 @@ def test_failed_about_an_alive_member_is_only_a_suspicion() -> None:
     assert updates(s, [failed(x, 0)], 1.0, sender=a1) == [
         MemberChanged(x, SUSPECT, 0, {}),
         SetTimer(timer, 4.0),
-        Send(x, MemberUpdates((suspect(x, 0, a1),)), reliable=False),
+        Send(x, Ping(1, x, (suspect(x, 0, a1),)), reliable=False),
     ]
     assert s.queue.get(x) == suspect(x, 0, a1)
     # A second copy, and a third from someone else: not a verdict yet.

@@ -6,7 +6,9 @@ and heals (issue 11), one node at a time, literal `now`, exact outputs:
 - a node that heard nobody while its probes failed withdraws what it
   suspected when it hears from anyone again, and merges lists at once;
 - a member we hold suspect or failed is told so when it talks to us;
-- gossip reaches suspects and the recently failed.
+- gossip reaches suspects and the recently failed;
+- a crashed process on a live host (its host refuses our datagrams) is
+  declared failed at once when someone else accuses it too.
 (The merge rules themselves are the table in test_swim_rules.py.)
 """
 
@@ -21,6 +23,7 @@ from overlay.io import (
     MemberChanged,
     MemberStatus,
     Output,
+    PeerRefused,
     Received,
     Send,
     SetTimer,
@@ -184,3 +187,68 @@ def test_gossip_reaches_suspects_and_the_recently_failed() -> None:
     for _ in range(200):
         assert members[1].node not in ml.gossip_targets(3, 31.5, 30.0)
     assert ml._deaths_from == 2 or not ml._deaths
+
+
+# ------------------------------------------- crashed processes: refusals
+
+
+def suspect_of(x: NodeId, by: NodeId) -> MemberUpdates:
+    return MemberUpdates((MemberState(x, 0, 1, {}, by),))
+
+
+def test_hearing_a_suspicion_we_ping_the_suspect_once() -> None:
+    """The ping carries the suspicion (a live suspect refutes at once) and
+    draws a refusal from a crashed process's host; `verify_max` a period."""
+    s = make(verify_max=2)
+    x, y, z, by = OTHERS[:4]
+    out = s.handle(Received(by, suspect_of(x, by)), 1.0)
+    assert Send(x, Ping(1, x, (MemberState(x, 0, 1, {}, by),)), reliable=False) in out
+    s.handle(Received(by, suspect_of(y, by)), 1.1)
+    out = s.handle(Received(by, suspect_of(z, by)), 1.2)
+    assert not [o for o in out if isinstance(o, Send)]
+    assert s.stats()["verifications"] == 2 and s.stats()["verifications_skipped"] == 1
+    fire(s, SwimTimer.PROBE, 2.0)  # a new period, a new budget
+    assert s._verify_budget == 2
+
+
+def test_a_refusal_and_another_accuser_make_a_verdict_at_once() -> None:
+    """A crashed process on a live host: the host refuses our ping (our
+    own evidence), someone else suspects it too: failed now, not after
+    Lifeguard's timeout."""
+    for first_ours in (True, False):
+        s = make()
+        s.announce = True
+        x, by = OTHERS[0], OTHERS[1]
+        if first_ours:
+            out = s.handle(PeerRefused(x), 1.0)
+            assert MemberChanged(x, SUSPECT, 0, {}) in out
+            assert status(s, x) == (SUSPECT, 0)
+            out = s.handle(Received(by, suspect_of(x, by)), 1.2)
+        else:
+            s.handle(Received(by, suspect_of(x, by)), 1.0)
+            out = s.handle(PeerRefused(x), 1.2)
+        assert MemberChanged(x, FAILED, 0, {}) in out
+        assert CancelTimer(Timer(SwimTimer.SUSPICION, (x, 0))) in out
+        assert s.stats()["refused_verdicts"] == 1
+        # The first accuser announces the verdict.
+        fire(s, SwimTimer.ANNOUNCE, 1.5)
+        news = s.take_announcements()
+        assert (news is not None and MemberState(x, 0, 2, {}, None) in news.updates) == first_ours
+
+
+def test_a_refusal_alone_is_a_suspicion_and_a_verdict_confirms_it() -> None:
+    s = make()
+    x, by = OTHERS[0], OTHERS[1]
+    s.handle(PeerRefused(x), 1.0)
+    assert status(s, x) == (SUSPECT, 0)
+    # Another node's verdict is an accuser too.
+    out = s.handle(Received(by, MemberUpdates((MemberState(x, 0, 2, {}, None),))), 3.0)
+    assert MemberChanged(x, FAILED, 0, {}) in out
+
+
+def test_refusals_are_ignored_when_turned_off_and_for_non_members() -> None:
+    s = make(refusal_evidence=False)
+    assert s.handle(PeerRefused(OTHERS[0]), 1.0) == []
+    s = make()
+    assert s.handle(PeerRefused(NodeId("x", "10.9.9.9", 1)), 1.0) == []
+    assert s.handle(PeerRefused(ME), 1.0) == []

@@ -18,7 +18,7 @@ import pytest
 from overlay.config import SwimConfig
 from overlay.ids import NodeId
 from overlay.io import Output, Received, Send, SetTimer, Timer, TimerFired
-from overlay.messages import MemberState, MemberUpdates
+from overlay.messages import MemberState, MemberUpdates, Ping
 from overlay.swim import Swim, SwimTimer
 
 ME = NodeId("me", "10.0.0.1", 7946)
@@ -69,11 +69,18 @@ def suspicion_timer(out: list[Output]) -> float | None:
 
 
 def told_x(out: list[Output]) -> bool:
-    return any(isinstance(o, Send) and o.to == X and isinstance(o.msg, MemberUpdates) for o in out)
+    """Was X sent what it is accused of (on a ping, or on its own)?"""
+    return any(
+        isinstance(o, Send)
+        and o.to == X
+        and isinstance(o.msg, Ping | MemberUpdates)
+        and any(u.node == X and u.status != 0 for u in o.msg.updates)
+        for o in out
+    )
 
 
 # (held, received, incarnation received) -> (status, incarnation, suspicion
-# timer set now, or None; X told directly). Received at now = 2.0 from a
+# timer set now, or None; X told what it is accused of, directly). Received at now = 2.0 from a
 # member we hold alive. A suspicion held since 1.0 has its deadline at
 # 1.0 + timeout: a confirmation (one accuser more) moves it to 15.0, a
 # verdict to 5.0 (the minimum).
@@ -88,8 +95,8 @@ TABLE: list[tuple[Status | None, Status, int, tuple[str | None, int, float | Non
     ("alive", "alive", 5, ("alive", 5, None, False)),
     ("alive", "alive", 6, ("alive", 6, None, False)),
     ("alive", "suspect", 4, ("alive", 5, None, False)),
-    ("alive", "suspect", 5, ("suspect", 5, MAX, False)),
-    ("alive", "suspect", 6, ("suspect", 6, MAX, False)),
+    ("alive", "suspect", 5, ("suspect", 5, MAX, True)),  # told on a ping (see _verify)
+    ("alive", "suspect", 6, ("suspect", 6, MAX, True)),
     ("alive", "failed", 4, ("alive", 5, None, False)),
     ("alive", "failed", 5, ("suspect", 5, MIN, True)),  # a stale verdict cannot kill
     ("alive", "failed", 6, ("suspect", 6, MIN, True)),
@@ -102,7 +109,7 @@ TABLE: list[tuple[Status | None, Status, int, tuple[str | None, int, float | Non
     ("suspect", "alive", 6, ("alive", 6, None, False)),  # refuted
     ("suspect", "suspect", 4, ("suspect", 5, None, False)),
     ("suspect", "suspect", 5, ("suspect", 5, 13.0, False)),  # a confirmation
-    ("suspect", "suspect", 6, ("suspect", 6, MAX, False)),
+    ("suspect", "suspect", 6, ("suspect", 6, MAX, True)),
     ("suspect", "failed", 4, ("suspect", 5, None, False)),
     ("suspect", "failed", 5, ("suspect", 5, 3.0, False)),  # never before start + min
     ("suspect", "failed", 6, ("suspect", 6, MIN, True)),

@@ -82,6 +82,32 @@ def test_crashes_are_detected_fast_everywhere_without_false_positives() -> None:
     assert s["converged"], s
 
 
+def test_a_crashed_process_on_a_live_host_is_failed_everywhere_in_seconds() -> None:
+    """Issue 11: a SIGKILLed agent's host refuses what is sent to it. The
+    neighbours whose links broke probe it at once and are refused; every
+    node that hears the suspicion pings it once and is refused too: with
+    two observers' evidence the verdict needs no timeout. The same crash
+    with the host down keeps Lifeguard's path (its minimum, 7.1 s at 60)."""
+    n = 60
+    full = {}
+    for host_down in (False, True):
+        sim, ids, tracker = cluster(n, seed=2)
+        sim.run_until(40.0)
+        victims = random.Random(3).sample(ids[1:], 4)
+        for k, v in enumerate(victims):
+            t = 45.0 + 8.0 * k + 0.37 * k
+            sim.crash(v, at=t, host_down=host_down)
+            tracker.note_failure(v, t, "crash")
+        sim.run_until(90.0)
+        s = tracker.summary()
+        assert s["failures"] == 4 and s["undetected"] == 0
+        assert s["false_positives"] == 0 and s["false_suspicions"] == 0
+        assert s["converged"], s
+        full[host_down] = s["full_detection_max_s"]
+    assert full[False] <= 3.0, full
+    assert full[True] >= suspicion_min(4.0, n, 1.0), full
+
+
 def test_pure_swim_probing_detects_paused_nodes() -> None:
     """A paused node breaks no connection: only the probe rounds find it."""
     n = 50
