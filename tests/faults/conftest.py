@@ -4,7 +4,9 @@ run; a fresh rig per test, torn down whatever happens."""
 from __future__ import annotations
 
 import atexit
+import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +36,16 @@ def rig_ready() -> None:
 
 
 @pytest.fixture
-def rig(rig_ready: None, tmp_path: Path) -> Iterator[Rig]:
+def rig(rig_ready: None, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     """A rig whose folder (agent logs, control sockets) is the test's
-    tmp_path, or a short folder in /tmp when that path is too long for unix
-    sockets (108 bytes)."""
+    tmp_path (pytest keeps the last three runs), or a folder of its own in
+    $OVERLAY_FAULT_LOGS when set (kept), or a short folder in /tmp when the
+    path is too long for unix sockets (108 bytes)."""
     workdir = tmp_path / "rig"
+    keep = os.environ.get("OVERLAY_FAULT_LOGS")
+    if keep:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        workdir = Path(keep) / f"{request.node.name}-{stamp}-{os.getpid()}"
     if len(str(workdir)) > 80:
         workdir = Path(tempfile.mkdtemp(prefix="ovrig-"))
     r = Rig(workdir)
