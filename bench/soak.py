@@ -331,7 +331,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "final": s.samples[-1],
             "not_alive_at_end": {o: m for o, m in disagree.items() if m},
             "false_failed": s.false_list(),
-            "rss_over_time": [(r["t_s"], r["rss"].get("total_mib")) for r in s.samples],
+            "rss_total_mib_over_time": " ".join(
+                f"{r['t_s']}s:{r['rss'].get('total_mib')}" for r in s.samples
+            ),
             "logs": str(workdir),
         }
     print("summary:", json.dumps(summary, indent=1), flush=True)
