@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint typecheck pytest bench clean fault-deps
+.PHONY: demo test test-long lint typecheck pytest bench clean fault-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest --cov=overlay --cov-report=term:skip-covered
+
+# Tests too long for every run (1,000-node partition heals: ~15 minutes).
+test-long: $(STAMP)
+	$(BIN)/pytest -m long
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_scale.py

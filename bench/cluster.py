@@ -454,7 +454,9 @@ async def failure_phase(
                 "undetected": len(times) - len(done),
             }
     report["failure"] = summary
-    print(f"failure detection: { ({k: v for k, v in summary.items() if k != 'runs'}) }", flush=True)
+    brief = {k: v for k, v in summary.items() if k != "runs"}
+    print(f"failure detection: {brief}", flush=True)
+    return victims[: args.kills]
 
 
 async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -473,8 +475,8 @@ async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 for interval in args.intervals:
                     await latency_phase(args, procs, interval, report)
                 await idle_phase(args, procs, report)
-            await failure_phase(args, procs, views, report)
-            async with clients_for(procs[:-1]) as clients:
+            killed = await failure_phase(args, procs, views, report)
+            async with clients_for([p for p in procs if p not in killed]) as clients:
                 report["problems"] = dict((await totals(clients))["problems"])
             nursery.cancel_scope.cancel()
     report["kernel_udp_rcvbuf_errors"] = udp_receive_errors() - udp_errors
