@@ -603,7 +603,7 @@ class Transport:
                 continue
             self.metrics.count_received(type(msg).__name__, len(data))
             try:
-                self.sink.send_nowait(Received(sender, msg))
+                self.sink.send_nowait(Received(sender, msg, datagram=True))
             except trio.WouldBlock:
                 self.metrics.drops["inputs"] += 1
 

@@ -57,10 +57,13 @@ class Timer:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A decoded message from `sender`."""
+    """A decoded message from `sender`; `datagram` when it came as one (a
+    datagram's sender is only what it claims: the protocol accepts
+    HyParView and Plumtree messages only over a stream)."""
 
     sender: NodeId
     msg: Message
+    datagram: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -398,7 +398,7 @@ class Simulation:
                 return
             if self._healed is not None:
                 self._crossing(src, dst, lat)
-            self._push(self.now + lat, _DELIVER, dst, Received(sender, msg))
+            self._push(self.now + lat, _DELIVER, dst, Received(sender, msg, True))
             return
         key = _pair(src, dst)
         if key not in self._streams:

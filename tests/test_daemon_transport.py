@@ -181,9 +181,9 @@ async def test_a_datagram_to_a_dead_process_is_reported_refused() -> None:
         assert a.metrics.connections["refused_datagram"] == 1
         # Datagrams to a live member still flow both ways afterwards.
         a.send(b.me, Join(), reliable=False)
-        assert await b.next() == Received(a.me, Join())
+        assert await b.next() == Received(a.me, Join(), datagram=True)
         b.send(a.me, Join(), reliable=False)
-        assert await a.next() == Received(b.me, Join())
+        assert await a.next() == Received(b.me, Join(), datagram=True)
         nursery.cancel_scope.cancel()
 
 
@@ -240,7 +240,7 @@ async def test_datagrams_roundtrip() -> None:
         endpoint(nursery, "b") as b,
     ):
         a.send(b.me, Join(), reliable=False)
-        assert await b.next() == Received(a.me, Join())
+        assert await b.next() == Received(a.me, Join(), datagram=True)
         assert a.transport.connections()["peers"] == 0  # opened nothing
         nursery.cancel_scope.cancel()
 
@@ -258,7 +258,10 @@ async def test_encrypted_endpoints_talk_and_strangers_are_refused() -> None:
         a.send(b.me, Join(), reliable=False)
         got = [await b.next() for _ in range(3)]  # datagram and stream race
         assert sorted(map(repr, got)) == sorted(
-            map(repr, [ConnectionUp(a.me), Received(a.me, Join()), Received(a.me, Join())])
+            map(
+                repr,
+                [ConnectionUp(a.me), Received(a.me, Join()), Received(a.me, Join(), datagram=True)],
+            )
         )
         c.send(b.me, Join(), reliable=False)
         c.send(b.me, Join())
@@ -268,7 +271,7 @@ async def test_encrypted_endpoints_talk_and_strangers_are_refused() -> None:
         assert b.metrics.bad_frames["tcp:sealed"] == 1
         # A datagram sent after c's arrives after it (loopback is FIFO).
         a.send(b.me, Disconnect(alive=True), reliable=False)
-        assert await b.next() == Received(a.me, Disconnect(alive=True))
+        assert await b.next() == Received(a.me, Disconnect(alive=True), datagram=True)
         assert b.metrics.bad_frames["udp:sealed"] == 1
         assert b.empty()
         nursery.cancel_scope.cancel()
@@ -354,7 +357,7 @@ async def test_garbage_on_the_udp_port_is_dropped() -> None:
             # A good datagram after the junk: it arrives after it.
             x = NodeId("x", "127.0.0.1", 9)
             await u.sendto(codec.encode(x, Join()), (a.me.host, a.me.port))
-            assert await a.next() == Received(x, Join())
+            assert await a.next() == Received(x, Join(), datagram=True)
         assert a.metrics.bad_frames["udp:decode"] == 4
         assert a.empty()
         await _still_works(a, nursery)
