@@ -34,17 +34,11 @@ Theory of operation
   expires. A half-close, not a full close, so that a peer still writing
   never meets a reset that would destroy what it had not read yet. A local
   close reports nothing.
-- **Datagrams** (UDP, `Send(reliable=False)`), bound on the same port number
-  as the TCP listener: one frame per datagram, sent by one task from a
-  bounded queue (full: dropped and counted). Received datagrams go to the
-  sink with `send_nowait` (full: dropped and counted): datagrams may be lost.
+- **Datagrams** (UDP, `Send(reliable=False)`) are `daemon.datagrams`,
+  bound on the same port number as the TCP listener.
 - **Refusals.** A host that answers "nothing listens here" is evidence that
-  an agent's process is gone (`overlay.io.PeerRefused`). On a dial, that is
-  ECONNREFUSED (a TCP reset). For datagrams, the UDP socket asks the kernel
-  for its ICMP errors (Linux `IP_RECVERR`): a port-unreachable from the
-  destination host itself (not a router's host- or net-unreachable) is
-  reported for the member the datagram went to (the last few thousand
-  datagram destinations are remembered for that).
+  an agent's process is gone (`overlay.io.PeerRefused`): on a dial, that is
+  ECONNREFUSED (a TCP reset); datagrams read ICMP errors for the same.
 - **Bad input** from the network (a length prefix over the limit, a frame
   that does not open or decode, a changed sender, a stall) closes that
   stream, or drops that datagram; it is counted in `Metrics.bad_frames` and
@@ -57,11 +51,11 @@ import contextlib
 import errno
 import logging
 import socket as stdsocket
-import struct
 from dataclasses import dataclass
 
 import trio
 
+from daemon.datagrams import RECVERR, Datagrams, fmt_addr
 from daemon.errors import os_reason
 from daemon.framing import FrameBuffer, FrameCodec, FrameError, prefixed
 from daemon.logs import Throttle, event
@@ -83,20 +77,8 @@ log = logging.getLogger("overlay.transport")
 
 Addr = tuple[str, int]
 
-# The largest UDP payload over IPv4.
-MAX_DATAGRAM = 65507
 # Frames queued for one stream are written together up to this many bytes.
 _BATCH_BYTES = 256 * 1024
-# A marker in the datagram queue: everything before it has been sent.
-_FLUSH: Addr = ("", 0)
-# Linux socket options and ICMP codes for datagram errors (the socket
-# module has no names for them): IP_RECVERR / IPV6_RECVERR, and the
-# origin, type and code of a port-unreachable in `sock_extended_err`.
-_RECVERR = {stdsocket.AF_INET: (stdsocket.IPPROTO_IP, 11), stdsocket.AF_INET6: (41, 25)}
-_PORT_UNREACHABLE = {(2, 3, 3), (3, 1, 4)}  # (SO_EE_ORIGIN_ICMP, 3, 3), (..._ICMP6, 1, 4)
-_EXTENDED_ERR = struct.Struct("=IBBBBII")
-# Datagram destinations remembered to name the member an ICMP error is about.
-_DESTINATIONS_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,13 +159,15 @@ class Transport:
         self._sid = 0
         self._nursery: trio.Nursery | None = None
         self._sockets: tuple[trio.SocketListener, trio.socket.SocketType] | None = None
-        self._udp_send, self._udp_recv = trio.open_memory_channel[tuple[Addr, bytes]](
-            self.settings.udp_queue
-        )
-        self._udp_flushed = trio.Event()
-        self._udp_raw: stdsocket.socket | None = None  # for its ICMP error queue
-        self._destinations: dict[Addr, NodeId] = {}  # datagram address -> member
         self._throttle = Throttle()
+        self._datagrams = Datagrams(
+            frames,
+            sink,
+            metrics,
+            max_frame=max_frame,
+            queue=self.settings.udp_queue,
+            bad=self._bad,
+        )
         self.bound: Addr | None = None
 
     # ----------------------------------------------------------- lifecycle
@@ -217,8 +201,8 @@ class Transport:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._accept_loop, listener)
-                nursery.start_soon(self._udp_receive_loop, udp)
-                nursery.start_soon(self._udp_send_loop, udp)
+                nursery.start_soon(self._datagrams.receive_loop, udp)
+                nursery.start_soon(self._datagrams.send_loop, udp)
                 assert self.bound is not None
                 task_status.started(self.bound)
         finally:
@@ -237,12 +221,12 @@ class Transport:
             sockname = listener.socket.getsockname()
             family = listener.socket.family
             raw = stdsocket.socket(family, stdsocket.SOCK_DGRAM)
-            recverr = _RECVERR.get(family)
+            recverr = RECVERR.get(family)
             if recverr is not None:
                 with contextlib.suppress(OSError):  # not Linux: no refusals by datagram
                     raw.setsockopt(recverr[0], recverr[1], 1)
             udp = trio.socket.from_stdlib_socket(raw)
-            self._udp_raw = raw
+            self._datagrams.raw = raw
             try:
                 await udp.bind((host, sockname[1]))
             except OSError as exc:
@@ -262,24 +246,10 @@ class Transport:
     def send(self, to: NodeId, frame: bytes, reliable: bool) -> bool:
         """Queue an encoded frame for `to` (called by the driver; never
         blocks). False if it was dropped."""
+        if not reliable:
+            return self._datagrams.send(to, frame)
         data = self.frames.seal(frame)
         key = (to.host, to.port)
-        if not reliable:
-            if len(data) > MAX_DATAGRAM:
-                self.metrics.drops["udp_oversize"] += 1
-                return False
-            dests = self._destinations
-            if dests.get(key) != to:
-                dests.pop(key, None)
-                if len(dests) >= _DESTINATIONS_MAX:
-                    del dests[next(iter(dests))]
-                dests[key] = to
-            try:
-                self._udp_send.send_nowait((key, data))
-            except trio.WouldBlock:
-                self.metrics.drops["udp_send"] += 1
-                return False
-            return True
         streams = self._streams.get(key)
         st = streams[-1] if streams else self._dial(to, key)
         try:
@@ -327,10 +297,7 @@ class Transport:
         with trio.move_on_after(timeout):
             for st in list(self._closing.values()):
                 await st.done.wait()
-            # Datagrams queued before now: the sender reports when it is past them.
-            self._udp_flushed = trio.Event()
-            await self._udp_send.send((_FLUSH, b""))
-            await self._udp_flushed.wait()
+            await self._datagrams.flush()
 
     # ------------------------------------------------------------ streams
 
@@ -579,74 +546,6 @@ class Transport:
         await self._report(Received(sender, msg))
         return True
 
-    # ---------------------------------------------------------- datagrams
-
-    async def _udp_receive_loop(self, udp: trio.socket.SocketType) -> None:
-        while True:
-            try:
-                data, addr = await udp.recvfrom(MAX_DATAGRAM + 1)
-            except OSError as exc:
-                # An ICMP error about a datagram we sent: read the details.
-                event(log, logging.DEBUG, "udp receive error", error=str(exc))
-                await self._read_icmp_errors()
-                continue
-            remote = _fmt(addr)
-            if len(data) > self.max_wire:
-                self._bad("udp", "length", remote, f"datagram of {len(data)} bytes")
-                continue
-            try:
-                frame = self.frames.open(data)
-                sender, msg = codec.decode(frame, self.max_frame)
-            except (FrameError, DecodeError) as exc:
-                reason = "sealed" if isinstance(exc, FrameError) else "decode"
-                self._bad("udp", reason, remote, str(exc))
-                continue
-            self.metrics.count_received(type(msg).__name__, len(data))
-            try:
-                self.sink.send_nowait(Received(sender, msg, datagram=True))
-            except trio.WouldBlock:
-                self.metrics.drops["inputs"] += 1
-
-    async def _udp_send_loop(self, udp: trio.socket.SocketType) -> None:
-        async for addr, data in self._udp_recv:
-            if addr == _FLUSH:
-                self._udp_flushed.set()
-                continue
-            try:
-                await udp.sendto(data, addr)
-            except OSError as exc:
-                self.metrics.drops["udp_error"] += 1
-                allowed, held = self._throttle.allow("udp-send")
-                if allowed:
-                    event(
-                        log,
-                        logging.WARNING,
-                        "datagram not sent",
-                        to=_fmt(addr),
-                        error=exc.strerror or str(exc),
-                        suppressed=held,
-                    )
-
-    async def _read_icmp_errors(self) -> None:
-        """Drain the UDP socket's error queue (`IP_RECVERR`): report every
-        port-unreachable that the destination host itself sent about a
-        datagram to a member (`PeerRefused`)."""
-        raw = self._udp_raw
-        if raw is None:
-            return
-        flags = getattr(stdsocket, "MSG_ERRQUEUE", 0) | stdsocket.MSG_DONTWAIT
-        for _ in range(64):
-            try:
-                _, ancdata, _, dest = raw.recvmsg(1, 512, flags)
-            except OSError:  # empty (EAGAIN), or no error queue on this system
-                return
-            for level, kind, data in ancdata:
-                refused = _refusal(level, kind, data, dest)
-                node = self._destinations.get(refused) if refused else None
-                if node is not None:
-                    self.metrics.connections["refused_datagram"] += 1
-                    await self._report(PeerRefused(node))
-
     # ------------------------------------------------------------ helpers
 
     async def _report(self, item: Input) -> None:
@@ -687,32 +586,6 @@ def _is_refusal(exc: OSError) -> bool:
     )
 
 
-def _refusal(level: int, kind: int, data: bytes, dest: object) -> Addr | None:
-    """The (host, port) a datagram went to, if this control message of the
-    error queue says the destination host refused it: an ICMP
-    port-unreachable whose sender (the "offender") is that host."""
-    if (level, kind) not in _RECVERR.values() or len(data) < _EXTENDED_ERR.size + 8:
-        return None
-    _, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
-    if (origin, icmp_type, code) not in _PORT_UNREACHABLE:
-        return None
-    if not isinstance(dest, tuple) or len(dest) < 2:
-        return None
-    host, port = str(dest[0]), int(dest[1])
-    offender = data[_EXTENDED_ERR.size :]
-    (family,) = struct.unpack_from("=H", offender)
-    try:
-        if family == stdsocket.AF_INET:
-            sender = stdsocket.inet_ntop(stdsocket.AF_INET, offender[4:8])
-        elif family == stdsocket.AF_INET6:
-            sender = stdsocket.inet_ntop(stdsocket.AF_INET6, offender[8:24])
-        else:
-            return None
-    except (ValueError, OSError):
-        return None
-    return (host, port) if sender == host else None
-
-
 def _set_nodelay(sock: trio.SocketStream) -> None:
     with contextlib.suppress(OSError):
         sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
@@ -720,13 +593,6 @@ def _set_nodelay(sock: trio.SocketStream) -> None:
 
 def _peername(sock: trio.SocketStream) -> str:
     try:
-        return _fmt(sock.socket.getpeername())
+        return fmt_addr(sock.socket.getpeername())
     except OSError:
         return "?"
-
-
-def _fmt(addr: object) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host, port = addr[0], addr[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(addr)

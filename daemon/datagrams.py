@@ -1,0 +1,217 @@
+"""Datagrams between agents (UDP), for `Send(reliable=False)`: the half of
+`daemon.transport` that has no connections.
+
+Rules of this module: one frame per datagram; nothing waits on the network
+on the driver's behalf (a full queue drops, and counts); nothing a peer
+sends or makes us send can end the loops (a bad datagram is refused, a send
+that fails is dropped, each counted and logged through a throttle).
+
+Theory of operation
+-------------------
+- **Sending.** The driver queues (address, sealed frame) with `send`, which
+  never blocks; one task drains the queue into the socket, bound on the same
+  port number as the TCP listener. A send that fails for any reason (no
+  route, a host the socket cannot use) drops that datagram only.
+- **Receiving.** One task reads the socket and hands every datagram that
+  opens and decodes to the driver's sink with `send_nowait` (full: dropped
+  and counted): datagrams may be lost.
+- **Refusals by ICMP.** The socket asks the kernel for its ICMP errors
+  (Linux `IP_RECVERR`): a port-unreachable from the destination host itself
+  (not a router's host- or net-unreachable) is reported for the member the
+  datagram went to (`overlay.io.PeerRefused`; the last few thousand
+  datagram destinations are remembered for that).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as stdsocket
+import struct
+from collections.abc import Callable
+
+import trio
+
+from daemon.framing import FrameCodec, FrameError
+from daemon.logs import Throttle, event
+from daemon.metrics import Metrics
+from overlay import codec
+from overlay.codec import DecodeError
+from overlay.ids import NodeId
+from overlay.io import Input, PeerRefused, Received
+
+log = logging.getLogger("overlay.transport")
+
+Addr = tuple[str, int]
+
+# The largest UDP payload over IPv4.
+MAX_DATAGRAM = 65507
+# A marker in the send queue: everything before it has been sent.
+_FLUSH: Addr = ("", 0)
+# Linux socket options and ICMP codes for datagram errors (the socket
+# module has no names for them): IP_RECVERR / IPV6_RECVERR, and the
+# origin, type and code of a port-unreachable in `sock_extended_err`.
+RECVERR = {stdsocket.AF_INET: (stdsocket.IPPROTO_IP, 11), stdsocket.AF_INET6: (41, 25)}
+_PORT_UNREACHABLE = {(2, 3, 3), (3, 1, 4)}  # (SO_EE_ORIGIN_ICMP, 3, 3), (..._ICMP6, 1, 4)
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+# Datagram destinations remembered to name the member an ICMP error is about.
+_DESTINATIONS_MAX = 4096
+
+BadFrame = Callable[[str, str, str, str], None]
+
+
+class Datagrams:
+    """The UDP side of a `Transport`: its queue, its loops, its refusals."""
+
+    def __init__(
+        self,
+        frames: FrameCodec,
+        sink: trio.MemorySendChannel[Input],
+        metrics: Metrics,
+        *,
+        max_frame: int,
+        queue: int,
+        bad: BadFrame,
+    ) -> None:
+        self.frames = frames
+        self.sink = sink
+        self.metrics = metrics
+        self.max_frame = max_frame
+        self.max_wire = max_frame + frames.overhead
+        self.raw: stdsocket.socket | None = None  # for its ICMP error queue
+        self._bad = bad
+        self._send, self._recv = trio.open_memory_channel[tuple[Addr, bytes]](queue)
+        self._flushed = trio.Event()
+        self._destinations: dict[Addr, NodeId] = {}  # datagram address -> member
+        self._throttle = Throttle()
+
+    # ------------------------------------------------------- driver side
+
+    def send(self, to: NodeId, frame: bytes) -> bool:
+        """Queue an encoded frame for `to` (never blocks). False if dropped."""
+        data = self.frames.seal(frame)
+        if len(data) > MAX_DATAGRAM:
+            self.metrics.drops["udp_oversize"] += 1
+            return False
+        key = (to.host, to.port)
+        dests = self._destinations
+        if dests.get(key) != to:
+            dests.pop(key, None)
+            if len(dests) >= _DESTINATIONS_MAX:
+                del dests[next(iter(dests))]
+            dests[key] = to
+        try:
+            self._send.send_nowait((key, data))
+        except trio.WouldBlock:
+            self.metrics.drops["udp_send"] += 1
+            return False
+        return True
+
+    async def flush(self) -> None:
+        """Return once the datagrams queued before now have been sent."""
+        self._flushed = trio.Event()
+        await self._send.send((_FLUSH, b""))
+        await self._flushed.wait()
+
+    # ------------------------------------------------------------- loops
+
+    async def receive_loop(self, udp: trio.socket.SocketType) -> None:
+        while True:
+            try:
+                data, addr = await udp.recvfrom(MAX_DATAGRAM + 1)
+            except OSError as exc:
+                # An ICMP error about a datagram we sent: read the details.
+                event(log, logging.DEBUG, "udp receive error", error=str(exc))
+                await self._read_icmp_errors()
+                continue
+            remote = fmt_addr(addr)
+            if len(data) > self.max_wire:
+                self._bad("udp", "length", remote, f"datagram of {len(data)} bytes")
+                continue
+            try:
+                frame = self.frames.open(data)
+                sender, msg = codec.decode(frame, self.max_frame)
+            except (FrameError, DecodeError) as exc:
+                reason = "sealed" if isinstance(exc, FrameError) else "decode"
+                self._bad("udp", reason, remote, str(exc))
+                continue
+            self.metrics.count_received(type(msg).__name__, len(data))
+            try:
+                self.sink.send_nowait(Received(sender, msg, datagram=True))
+            except trio.WouldBlock:
+                self.metrics.drops["inputs"] += 1
+
+    async def send_loop(self, udp: trio.socket.SocketType) -> None:
+        async for addr, data in self._recv:
+            if addr == _FLUSH:
+                self._flushed.set()
+                continue
+            try:
+                await udp.sendto(data, addr)
+            except OSError as exc:
+                self.metrics.drops["udp_error"] += 1
+                allowed, held = self._throttle.allow("udp-send")
+                if allowed:
+                    event(
+                        log,
+                        logging.WARNING,
+                        "datagram not sent",
+                        to=fmt_addr(addr),
+                        error=exc.strerror or str(exc),
+                        suppressed=held,
+                    )
+
+    async def _read_icmp_errors(self) -> None:
+        """Drain the UDP socket's error queue (`IP_RECVERR`): report every
+        port-unreachable that the destination host itself sent about a
+        datagram to a member (`PeerRefused`)."""
+        raw = self.raw
+        if raw is None:
+            return
+        flags = getattr(stdsocket, "MSG_ERRQUEUE", 0) | stdsocket.MSG_DONTWAIT
+        for _ in range(64):
+            try:
+                _, ancdata, _, dest = raw.recvmsg(1, 512, flags)
+            except OSError:  # empty (EAGAIN), or no error queue on this system
+                return
+            for level, kind, data in ancdata:
+                refused = _refusal(level, kind, data, dest)
+                node = self._destinations.get(refused) if refused else None
+                if node is not None:
+                    self.metrics.connections["refused_datagram"] += 1
+                    try:
+                        self.sink.send_nowait(PeerRefused(node))
+                    except trio.WouldBlock:
+                        await self.sink.send(PeerRefused(node))
+
+
+def _refusal(level: int, kind: int, data: bytes, dest: object) -> Addr | None:
+    """The (host, port) a datagram went to, if this control message of the
+    error queue says the destination host refused it: an ICMP
+    port-unreachable whose sender (the "offender") is that host."""
+    if (level, kind) not in RECVERR.values() or len(data) < _EXTENDED_ERR.size + 8:
+        return None
+    _, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
+    if (origin, icmp_type, code) not in _PORT_UNREACHABLE:
+        return None
+    if not isinstance(dest, tuple) or len(dest) < 2:
+        return None
+    host, port = str(dest[0]), int(dest[1])
+    offender = data[_EXTENDED_ERR.size :]
+    (family,) = struct.unpack_from("=H", offender)
+    try:
+        if family == stdsocket.AF_INET:
+            sender = stdsocket.inet_ntop(stdsocket.AF_INET, offender[4:8])
+        elif family == stdsocket.AF_INET6:
+            sender = stdsocket.inet_ntop(stdsocket.AF_INET6, offender[8:24])
+        else:
+            return None
+    except (ValueError, OSError):
+        return None
+    return (host, port) if sender == host else None
+
+
+def fmt_addr(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr)
