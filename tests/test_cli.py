@@ -164,7 +164,7 @@ def test_file_then_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text(
         """
-max_frame = 32768
+max_frame = 131072
 [agent]
 bind = "127.0.0.1:7000"
 name = "from-file"
@@ -191,7 +191,7 @@ dial_timeout = 1.5
     assert dict(settings.tags) == {"role": "web", "zone": "b"}
     assert settings.config.swim.probe_period == 0.5
     assert settings.config.hyparview.active_size == 4
-    assert settings.config.max_frame == 32768
+    assert settings.config.max_frame == 131072
     assert settings.transport.dial_timeout == 1.5
     assert extra == {"log_json": False, "log_level": "info"}
     with pytest.raises(SettingsError, match="unknown key"):
