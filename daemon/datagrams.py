@@ -20,6 +20,9 @@ Theory of operation
   (not a router's host- or net-unreachable) is reported for the member the
   datagram went to (`overlay.io.PeerRefused`; the last few thousand
   datagram destinations are remembered for that).
+- **Addresses.** Datagrams go only to IP literals (or seeds from the local
+  configuration): `daemon.admission`. Anything else is dropped before the
+  socket sees it, so a peer cannot make us query DNS or raise.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Callable
 
 import trio
 
+from daemon.admission import may_contact
 from daemon.framing import FrameCodec, FrameError
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics
@@ -88,6 +92,10 @@ class Datagrams:
 
     def send(self, to: NodeId, frame: bytes) -> bool:
         """Queue an encoded frame for `to` (never blocks). False if dropped."""
+        if not may_contact(to):
+            self.metrics.drops["udp_address"] += 1
+            self._warn("udp-address", "datagram not sent: not an IP address", to.addr, "")
+            return False
         data = self.frames.seal(frame)
         if len(data) > MAX_DATAGRAM:
             self.metrics.drops["udp_oversize"] += 1
@@ -147,18 +155,17 @@ class Datagrams:
                 continue
             try:
                 await udp.sendto(data, addr)
-            except OSError as exc:
+            except Exception as exc:
+                # No route, a family this socket cannot reach, a host the
+                # resolver refuses (ValueError, UnicodeError): this one only.
                 self.metrics.drops["udp_error"] += 1
-                allowed, held = self._throttle.allow("udp-send")
-                if allowed:
-                    event(
-                        log,
-                        logging.WARNING,
-                        "datagram not sent",
-                        to=fmt_addr(addr),
-                        error=exc.strerror or str(exc),
-                        suppressed=held,
-                    )
+                error = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+                self._warn("udp-send", "datagram not sent", fmt_addr(addr), error)
+
+    def _warn(self, key: str, msg: str, to: str, error: str) -> None:
+        allowed, held = self._throttle.allow(key)
+        if allowed:
+            event(log, logging.WARNING, msg, to=to[:300], error=error[:200], suppressed=held)
 
     async def _read_icmp_errors(self) -> None:
         """Drain the UDP socket's error queue (`IP_RECVERR`): report every

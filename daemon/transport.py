@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import trio
 
+from daemon.admission import may_contact
 from daemon.datagrams import RECVERR, Datagrams, fmt_addr
 from daemon.errors import os_reason
 from daemon.framing import FrameBuffer, FrameCodec, FrameError, prefixed
@@ -341,21 +342,35 @@ class Transport:
         refused = False
         with st.scope:
             try:
-                with trio.fail_after(self.settings.dial_timeout):
-                    sock = await trio.open_tcp_stream(host, port)
+                if not may_contact(st.dial_id):
+                    # A name from the network: refused without asking DNS.
+                    self.metrics.connections["refused_name"] += 1
+                    why = "not an IP address (only seeds are resolved)"
+                else:
+                    with trio.fail_after(self.settings.dial_timeout):
+                        sock = await trio.open_tcp_stream(host, port)
             except trio.TooSlowError:
                 why = f"no answer within {self.settings.dial_timeout:g} s"
             except OSError as exc:
                 why = os_reason(exc)
                 refused = _is_refusal(exc)
+            except Exception as exc:
+                # A seed name the resolver cannot take (ValueError, UnicodeError).
+                why = str(exc)[:200]
         if sock is None:
             st.done.set()
             if not why:
                 why = "aborted"
             self.metrics.connections["dial_failed"] += 1
-            # A seed that cannot be reached is why a join fails: a warning.
-            level = logging.WARNING if is_seed(st.dial_id) else logging.INFO
-            event(log, level, "dial failed", peer=str(st.dial_id), error=why)
+            if is_seed(st.dial_id):
+                # A seed that cannot be reached is why a join fails: a
+                # warning, every time (seeds are retried with a backoff).
+                event(log, logging.WARNING, "dial failed", peer=str(st.dial_id), error=why)
+            else:
+                allowed, held = self._throttle.allow("dial-failed")
+                if allowed:
+                    peer = str(st.dial_id)[:300]
+                    event(log, logging.INFO, "dial failed", peer=peer, error=why, suppressed=held)
             remaining = self._remove(st)
             if st.closing:
                 return
