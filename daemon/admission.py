@@ -12,6 +12,13 @@ Theory of operation
   long for IDNA) is refused before any socket sees it. Only seed
   placeholders (`overlay.io.is_seed`), which come from the local
   configuration, may be names.
+- **A sender is where it sends from.** Without a cluster key nothing in a
+  frame proves who sent it, so the transport takes the network's word
+  instead: a frame speaks for the sender it names only if that sender's
+  host is the address the frame came from (`claims_source`). It does not
+  tell apart agents that share an address (one host, or one NAT), and an
+  attacker who can forge source addresses defeats it; the cluster key does
+  not have these limits.
 """
 
 from __future__ import annotations
@@ -41,3 +48,8 @@ def may_contact(peer: NodeId) -> bool:
     """Whether the transport may send to or dial `peer` as it is: its host
     is an IP literal, or it is a seed from the local configuration."""
     return is_seed(peer) or ip_literal(peer.host) is not None
+
+
+def claims_source(sender: NodeId, source: IPAddress | None) -> bool:
+    """Whether `sender`'s host is the IP address `source` a frame came from."""
+    return source is not None and ip_literal(sender.host) == source

@@ -20,6 +20,8 @@ Theory of operation
   (not a router's host- or net-unreachable) is reported for the member the
   datagram went to (`overlay.io.PeerRefused`; the last few thousand
   datagram destinations are remembered for that).
+- **Sources.** Without a cluster key, a datagram whose claimed sender's
+  host is not its source address is refused (`check_source`).
 - **Addresses.** Datagrams go only to IP literals (or seeds from the local
   configuration): `daemon.admission`. Anything else is dropped before the
   socket sees it, so a peer cannot make us query DNS or raise.
@@ -34,7 +36,7 @@ from collections.abc import Callable
 
 import trio
 
-from daemon.admission import may_contact
+from daemon.admission import claims_source, ip_literal, may_contact
 from daemon.framing import FrameCodec, FrameError
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics
@@ -74,6 +76,7 @@ class Datagrams:
         *,
         max_frame: int,
         queue: int,
+        check_source: bool,
         bad: BadFrame,
     ) -> None:
         self.frames = frames
@@ -82,6 +85,7 @@ class Datagrams:
         self.max_frame = max_frame
         self.max_wire = max_frame + frames.overhead
         self.raw: stdsocket.socket | None = None  # for its ICMP error queue
+        self.check_source = check_source
         self._bad = bad
         self._send, self._recv = trio.open_memory_channel[tuple[Addr, bytes]](queue)
         self._flushed = trio.Event()
@@ -141,6 +145,9 @@ class Datagrams:
             except (FrameError, DecodeError) as exc:
                 reason = "sealed" if isinstance(exc, FrameError) else "decode"
                 self._bad("udp", reason, remote, str(exc))
+                continue
+            if self.check_source and not claims_source(sender, ip_literal(str(addr[0]))):
+                self._bad("udp", "spoofed", remote, f"claims to be {sender}")
                 continue
             self.metrics.count_received(type(msg).__name__, len(data))
             try:

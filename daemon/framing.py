@@ -34,6 +34,8 @@ class FrameCodec(Protocol):
 
     # Bytes `seal` adds to a frame (the limits account for it).
     overhead: int
+    # Whether frames prove their sender (a cluster key).
+    keyed: bool
 
     def seal(self, frame: bytes) -> bytes: ...
 
@@ -46,6 +48,7 @@ class PlainFrames:
     """No encryption: frames go out as they are."""
 
     overhead = 0
+    keyed = False
 
     def seal(self, frame: bytes) -> bytes:
         return frame

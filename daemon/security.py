@@ -75,6 +75,7 @@ class Keyring:
     """AES-GCM frame codec. The first key seals; any key opens."""
 
     overhead = 1 + NONCE_SIZE + TAG_SIZE
+    keyed = True
 
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import trio
 
-from daemon.admission import may_contact
+from daemon.admission import IPAddress, claims_source, ip_literal, may_contact
 from daemon.datagrams import RECVERR, Datagrams, fmt_addr
 from daemon.errors import os_reason
 from daemon.framing import FrameBuffer, FrameCodec, FrameError, prefixed
@@ -99,6 +99,14 @@ class TransportSettings:
     handshake_timeout: float = 10.0
     # Incoming streams not yet identified, at most (guess).
     max_unidentified: int = 256
+    # Without a cluster key, a frame counts as its claimed sender's only if
+    # that sender's host is the address it came from (a datagram's source,
+    # the peer of a stream; a stream we dialled to a seed may name any):
+    # otherwise anyone could speak for any member. Turn it off where an
+    # agent's packets do not leave from its advertised address (behind a
+    # NAT, or bound to 0.0.0.0 on a host with several routes), at the price
+    # of that protection. With a key, the key proves the sender instead.
+    check_source: bool = True
 
 
 class _Stream:
@@ -108,6 +116,7 @@ class _Stream:
         "closing",
         "dial_id",
         "done",
+        "ip",
         "key",
         "outbound",
         "peer",
@@ -132,6 +141,7 @@ class _Stream:
         self.up = False
         self.closing = False
         self.unidentified = False  # incoming, counted until its first frame
+        self.ip: IPAddress | None = None  # the TCP peer's address
         self.remote = "?"
 
 
@@ -154,6 +164,7 @@ class Transport:
         self.max_frame = max_frame  # of a decoded frame
         self.max_wire = max_frame + frames.overhead  # of a sealed frame
         self.settings = settings or TransportSettings()
+        self._check_source = self.settings.check_source and not frames.keyed
         self._streams: dict[Addr, list[_Stream]] = {}
         self._closing: dict[int, _Stream] = {}
         self._unidentified = 0
@@ -167,6 +178,7 @@ class Transport:
             metrics,
             max_frame=max_frame,
             queue=self.settings.udp_queue,
+            check_source=self._check_source,
             bad=self._bad,
         )
         self.bound: Addr | None = None
@@ -397,6 +409,7 @@ class Transport:
             await self._report(ConnectFailed(st.dial_id))
             return
         _set_nodelay(sock)
+        st.ip = _peer(sock)[1]
         st.up = True
         if not st.closing and self._up_count(st.key, st) == 0:
             await self._report(ConnectionUp(st.dial_id))
@@ -419,7 +432,7 @@ class Transport:
                 self.metrics.connections["accepted"] += 1
                 _set_nodelay(sock)
                 st = _Stream(self._next_sid(), False, self.settings.send_queue)
-                st.remote = _peername(sock)
+                st.remote, st.ip = _peer(sock)
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run_inbound, st, sock)
 
@@ -547,6 +560,9 @@ class Transport:
         if st.peer is not None and (st.peer.host, st.peer.port) != key:
             self._bad("tcp", "sender", st.remote, f"sender changed from {st.peer} to {sender}")
             return False
+        if st.peer is None and not self._from_source(st, sender):
+            self._bad("tcp", "spoofed", st.remote, f"claims to be {sender}")
+            return False
         st.peer = sender
         if st.key is None:
             # First frame of an incoming stream: now we know whose it is.
@@ -562,6 +578,14 @@ class Transport:
         return True
 
     # ------------------------------------------------------------ helpers
+
+    def _from_source(self, st: _Stream, sender: NodeId) -> bool:
+        """Whether `st` may speak for `sender` (see `check_source`): its
+        host is the TCP peer's address, or we dialled a seed (a contact
+        from the local configuration, whose real address we learn here)."""
+        if not self._check_source or (st.dial_id is not None and is_seed(st.dial_id)):
+            return True
+        return claims_source(sender, st.ip)
 
     async def _report(self, item: Input) -> None:
         """Hand `item` to the driver; wait only if its queue is full (a
@@ -606,8 +630,10 @@ def _set_nodelay(sock: trio.SocketStream) -> None:
         sock.setsockopt(stdsocket.IPPROTO_TCP, stdsocket.TCP_NODELAY, 1)
 
 
-def _peername(sock: trio.SocketStream) -> str:
+def _peer(sock: trio.SocketStream) -> tuple[str, IPAddress | None]:
+    """The TCP peer, printable, and its IP address."""
     try:
-        return fmt_addr(sock.socket.getpeername())
+        addr = sock.socket.getpeername()
     except OSError:
-        return "?"
+        return "?", None
+    return fmt_addr(addr), ip_literal(str(addr[0]))

@@ -10,6 +10,7 @@ import trio
 
 from daemon.framing import prefixed
 from daemon.testing import bounded
+from daemon.transport import TransportSettings
 from overlay import codec
 from overlay.ids import NodeId
 from overlay.io import ConnectionDown, ConnectionUp, Received
@@ -98,4 +99,25 @@ async def test_a_stream_we_dialled_cannot_speak_for_another_host() -> None:
                 assert await a.next() == ConnectionDown(peer)
         assert a.metrics.bad_frames["tcp:spoofed"] == 1
         assert a.empty()
+        nursery.cancel_scope.cancel()
+
+
+@bounded(TEST_MAX)
+async def test_without_the_source_check_the_claim_is_trusted() -> None:
+    """`check_source=False` is for agents whose packets do not leave from
+    their advertised address (a NAT): they are taken at their word."""
+    trusting = TransportSettings(check_source=False)
+    async with trio.open_nursery() as nursery, endpoint(nursery, "b", trusting) as b:
+        claimed = NodeId("behind-nat", "192.0.2.7", 7946)
+        with trio.socket.socket(type=socket.SOCK_DGRAM) as u:
+            await u.bind(("127.0.0.2", 0))
+            await u.sendto(codec.encode(claimed, Join()), (b.me.host, b.me.port))
+            assert await b.next() == Received(claimed, Join(), datagram=True)
+        stream = await trio.open_tcp_stream(b.me.host, b.me.port, local_address="127.0.0.2")
+        await stream.send_all(prefixed(codec.encode(claimed, Join())))
+        assert await b.next() == ConnectionUp(claimed)
+        assert await b.next() == Received(claimed, Join())
+        await stream.aclose()
+        assert await b.next() == ConnectionDown(claimed)
+        assert sum(b.metrics.bad_frames.values()) == 0
         nursery.cancel_scope.cancel()
