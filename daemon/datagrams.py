@@ -22,6 +22,17 @@ Theory of operation
   datagram destinations are remembered for that).
 - **Sources.** Without a cluster key, a datagram whose claimed sender's
   host is not its source address is refused (`check_source`).
+- **Replays.** With a key, a sealed datagram carries its sender's stamp (a
+  clock in microseconds, strictly increasing per sender: see
+  `daemon.security`). `ReplayWindow` remembers, per sender, the highest
+  stamp and the stamps taken within `replay_reorder` below it: a stamp
+  taken before, or older than that, or further than `max_clock_skew` from
+  our clock, is refused (`udp:replay`). The senders are an LRU of
+  `replay_senders` entries; an entry is made only for a datagram that
+  opened with the key, so only a key holder can push others out. A sender
+  forgotten (or heard first after we started) is covered by the clock
+  bound alone: a recorded datagram could be replayed once to it within
+  `max_clock_skew`.
 - **Addresses.** Datagrams go only to IP literals (or seeds from the local
   configuration): `daemon.admission`. Anything else is dropped before the
   socket sees it, so a peer cannot make us query DNS or raise.
@@ -32,12 +43,14 @@ from __future__ import annotations
 import logging
 import socket as stdsocket
 import struct
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 
 import trio
 
 from daemon.admission import claims_source, ip_literal, may_contact
-from daemon.framing import FrameCodec, FrameError
+from daemon.framing import FrameCodec, FrameError, ReplayError
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics
 from overlay import codec
@@ -77,6 +90,7 @@ class Datagrams:
         max_frame: int,
         queue: int,
         check_source: bool,
+        window: ReplayWindow | None,
         bad: BadFrame,
     ) -> None:
         self.frames = frames
@@ -86,6 +100,7 @@ class Datagrams:
         self.max_wire = max_frame + frames.overhead
         self.raw: stdsocket.socket | None = None  # for its ICMP error queue
         self.check_source = check_source
+        self.window = window
         self._bad = bad
         self._send, self._recv = trio.open_memory_channel[tuple[Addr, bytes]](queue)
         self._flushed = trio.Event()
@@ -100,7 +115,7 @@ class Datagrams:
             self.metrics.drops["udp_address"] += 1
             self._warn("udp-address", "datagram not sent: not an IP address", to.addr, "")
             return False
-        data = self.frames.seal(frame)
+        data = self.frames.seal_datagram(frame)
         if len(data) > MAX_DATAGRAM:
             self.metrics.drops["udp_oversize"] += 1
             return False
@@ -140,10 +155,12 @@ class Datagrams:
                 self._bad("udp", "length", remote, f"datagram of {len(data)} bytes")
                 continue
             try:
-                frame = self.frames.open(data)
+                frame, stamp = self.frames.open_datagram(data)
                 sender, msg = codec.decode(frame, self.max_frame)
+                if self.window is not None:
+                    self.window.admit(sender, stamp, time.time())
             except (FrameError, DecodeError) as exc:
-                reason = "sealed" if isinstance(exc, FrameError) else "decode"
+                reason = frame_reason(exc)
                 self._bad("udp", reason, remote, str(exc))
                 continue
             if self.check_source and not claims_source(sender, ip_literal(str(addr[0]))):
@@ -196,6 +213,76 @@ class Datagrams:
                         self.sink.send_nowait(PeerRefused(node))
                     except trio.WouldBlock:
                         await self.sink.send(PeerRefused(node))
+
+
+class ReplayWindow:
+    """Which sealed datagrams each sender has had taken (see the module
+    docstring): `admit` raises ReplayError for a stamp not fresh."""
+
+    # Stamps remembered per sender below its highest, at most: a datagram
+    # overtaken by more than this many later ones is refused (guess: far
+    # more reordering than a network shows, and 64 ints per sender).
+    DEPTH = 64
+
+    def __init__(self, *, senders: int, reorder: float, skew: float) -> None:
+        self.senders = senders
+        self.reorder = int(reorder * 1e6)
+        self.skew = int(skew * 1e6)
+        self._seen: OrderedDict[Hashable, _Seen] = OrderedDict()
+
+    def admit(self, sender: Hashable, stamp: int, now: float) -> None:
+        lag = int(now * 1e6) - stamp
+        if abs(lag) > self.skew:
+            raise ReplayError(
+                f"stamped {lag / 1e6:+.1f} s from our clock: replayed, or the clocks "
+                f"differ by more than max_clock_skew ({self.skew / 1e6:g} s)"
+            )
+        seen = self._seen.get(sender)
+        if seen is None:
+            if len(self._seen) >= self.senders:
+                self._seen.popitem(last=False)
+            self._seen[sender] = _Seen(stamp)
+            return
+        self._seen.move_to_end(sender)
+        seen.admit(stamp, self.reorder, self.DEPTH)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class _Seen:
+    """One sender's stamps: the highest, those taken within the window below
+    it, and a floor under which nothing is taken."""
+
+    __slots__ = ("floor", "highest", "recent")
+
+    def __init__(self, stamp: int) -> None:
+        self.highest = stamp
+        self.floor = 0
+        self.recent = {stamp}
+
+    def admit(self, stamp: int, reorder: int, depth: int) -> None:
+        if stamp in self.recent:
+            raise ReplayError("a datagram taken before")
+        if stamp <= self.floor or stamp < self.highest - reorder:
+            raise ReplayError("older than the replay window")
+        self.recent.add(stamp)
+        if stamp > self.highest:
+            self.highest = stamp
+            edge = stamp - reorder
+            if min(self.recent) < edge:
+                self.recent = {s for s in self.recent if s >= edge}
+        if len(self.recent) > depth:
+            lowest = min(self.recent)
+            self.recent.discard(lowest)
+            self.floor = max(self.floor, lowest)
+
+
+def frame_reason(exc: Exception) -> str:
+    """The `bad_frames` reason for a frame that did not open or decode."""
+    if isinstance(exc, ReplayError):
+        return "replay"
+    return "sealed" if isinstance(exc, FrameError) else "decode"
 
 
 def _refusal(level: int, kind: int, data: bytes, dest: object) -> Addr | None:

@@ -9,10 +9,13 @@ sender. The transport moves frames two ways:
   hostile prefix cannot make the agent allocate;
 - in a UDP datagram, one frame per datagram, no prefix.
 
-Between the two sits a `FrameCodec`: `seal` on the way out, `open` on the way
-in. `PlainFrames` passes frames through; `daemon.security.Keyring` encrypts
-and authenticates them with AES-GCM. The transport knows only the protocol
-below, so a new scheme is a new codec object and nothing else.
+Between the two sits a `FrameCodec`: it seals frames on the way out and
+opens them on the way in, with one `StreamSeal` per stream (a stream may
+open with a handshake and number its frames) and its own calls for
+datagrams. `PlainFrames` passes frames through; `daemon.security.Keyring`
+encrypts and authenticates them with AES-GCM and proves who sent each one
+and that it is fresh. The transport knows only the protocol below, so a new
+scheme is a new codec object and nothing else.
 """
 
 from __future__ import annotations
@@ -29,19 +32,75 @@ class FrameError(ValueError):
     frame that fails authentication, a truncated datagram."""
 
 
-class FrameCodec(Protocol):
-    """Seals outgoing frames and opens incoming ones."""
+class ReplayError(FrameError):
+    """A frame that authenticates but is not fresh: sent before, or sealed
+    for another stream."""
 
-    # Bytes `seal` adds to a frame (the limits account for it).
-    overhead: int
-    # Whether frames prove their sender (a cluster key).
-    keyed: bool
+
+class StreamSeal(Protocol):
+    """The frames of one stream, both ways. Frames must be sealed and opened
+    in stream order."""
+
+    def hello(self) -> bytes | None:
+        """The frame this side opens the stream with, before any other
+        (None: this codec has no handshake)."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Whether the peer's hello has come (always, without a handshake):
+        `seal` and `open` need it."""
+        ...
+
+    def accept_hello(self, data: bytes) -> None:
+        """Take the peer's first frame as its hello, or FrameError."""
+        ...
 
     def seal(self, frame: bytes) -> bytes: ...
 
     def open(self, data: bytes) -> bytes:
-        """The frame inside `data`, or FrameError."""
+        """The frame inside `data`, or FrameError (ReplayError: not fresh)."""
         ...
+
+
+class FrameCodec(Protocol):
+    """Seals outgoing frames and opens incoming ones."""
+
+    # Bytes sealing adds to a frame, at most (the limits account for it).
+    overhead: int
+    # Whether frames prove their sender (a cluster key).
+    keyed: bool
+
+    def stream(self, dialer: bool) -> StreamSeal:
+        """A codec for a new stream; `dialer`: we opened the connection."""
+        ...
+
+    def seal_datagram(self, frame: bytes) -> bytes: ...
+
+    def open_datagram(self, data: bytes) -> tuple[bytes, int]:
+        """The frame inside `data` and its stamp (microseconds since the
+        epoch on the sender's clock, strictly increasing per sender; 0 when
+        the codec has none), or FrameError."""
+        ...
+
+
+class _PlainStream:
+    ready = True
+
+    def hello(self) -> bytes | None:
+        return None
+
+    def accept_hello(self, data: bytes) -> None:
+        raise FrameError("no handshake without a key")
+
+    def seal(self, frame: bytes) -> bytes:
+        return frame
+
+    def open(self, data: bytes) -> bytes:
+        return data
+
+
+_PLAIN_STREAM = _PlainStream()
 
 
 class PlainFrames:
@@ -50,11 +109,14 @@ class PlainFrames:
     overhead = 0
     keyed = False
 
-    def seal(self, frame: bytes) -> bytes:
+    def stream(self, dialer: bool) -> StreamSeal:
+        return _PLAIN_STREAM
+
+    def seal_datagram(self, frame: bytes) -> bytes:
         return frame
 
-    def open(self, data: bytes) -> bytes:
-        return data
+    def open_datagram(self, data: bytes) -> tuple[bytes, int]:
+        return data, 0
 
 
 def prefixed(data: bytes) -> bytes:

@@ -1,11 +1,40 @@
 """Frame encryption: AES-GCM with a keyring (the `FrameCodec` of a cluster
 that has a key).
 
-Format of a sealed frame: one version byte (1), a 12-byte random nonce, then
-the AES-GCM ciphertext of the frame with its 16-byte tag. The primary key
-(the first of the keyring) seals; `open` tries every key, so a cluster can
-rotate keys the way Serf does: install the new key everywhere, make it
-primary everywhere, then remove the old one.
+What a key proves. A sealed frame opens only with a cluster key, so it
+comes from a key holder; the sender's node id is inside the ciphertext, so
+it cannot be re-attributed; and every frame is bound to when and where it
+was sent, so it cannot be replayed:
+
+- **Streams** open with a handshake. Each side's first frame is a *hello*:
+  a fresh random 16-byte challenge, in the clear. Every sealed frame then
+  authenticates, as associated data, the *peer's* challenge, the sender's
+  role (dialer or acceptor) and the frame's number on the stream: a frame
+  recorded on one stream does not open on another (the challenge differs),
+  nor reflected back to its sender (the role), nor out of order (the
+  number). The first sealed frame also echoes the challenge in the clear,
+  so a replayed stream is told apart from a wrong key. A stream is the
+  peer's once that first frame opens: it has then proved the key, fresh.
+- **Datagrams** carry a *stamp*: the sender's clock in microseconds, made
+  strictly increasing per sender, authenticated with the frame. The
+  receiver keeps a replay window per sender (`daemon.datagrams`): a stamp
+  seen before, or too old, or too far from its own clock, is refused.
+
+Formats (all big-endian; `V` is the version byte, 2; the associated data of
+each seal starts with the label `trio-overlay/2`):
+
+    hello        V 'H' challenge(16)
+    first frame  V 'R' echo(16)  nonce(12) ciphertext+tag(16)
+    frame        V 'S'           nonce(12) ciphertext+tag(16)
+                 aad: label, the header, sender role 'D'|'A',
+                      the receiver's challenge, the frame's number (8)
+    datagram     V 'D' stamp(8)  nonce(12) ciphertext+tag(16)
+                 aad: label, the header
+
+Nonces are random (96 bits, as AES-GCM recommends when many senders share
+one key). The primary key (the first of the keyring) seals; opening tries
+every key, so a cluster can rotate keys the way Serf does: install the new
+key everywhere, make it primary everywhere, then remove the old one.
 
 A key file holds one base64 key per line (16, 24 or 32 bytes: AES-128/192/256),
 the primary first; blank lines and lines starting with `#` are ignored.
@@ -18,21 +47,29 @@ import base64
 import binascii
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from daemon.framing import FrameError
+from daemon.framing import FrameError, ReplayError, StreamSeal
 
-VERSION = 1
+VERSION = 2
 NONCE_SIZE = 12
 TAG_SIZE = 16
+CHALLENGE_SIZE = 16
 KEY_SIZES = (16, 24, 32)
+HELLO, FIRST, FRAME, DATAGRAM = b"H", b"R", b"S", b"D"
+DIALER, ACCEPTOR = b"D", b"A"
 # Binds ciphertexts to this protocol: a frame of another system sealed with
 # the same key does not open here.
-_AAD = b"trio-overlay/1"
+_LABEL = b"trio-overlay/2"
+_V = bytes((VERSION,))
+_HELLO_SIZE = 2 + CHALLENGE_SIZE
+_FIRST_HEADER = 2 + CHALLENGE_SIZE
+_STAMP_HEADER = 2 + 8
 
 
 class KeyFileError(ValueError):
@@ -74,7 +111,8 @@ def load_key_file(path: str | os.PathLike[str]) -> list[bytes]:
 class Keyring:
     """AES-GCM frame codec. The first key seals; any key opens."""
 
-    overhead = 1 + NONCE_SIZE + TAG_SIZE
+    # The largest addition: a stream's first frame.
+    overhead = _FIRST_HEADER + NONCE_SIZE + TAG_SIZE
     keyed = True
 
     def __init__(self, keys: Sequence[bytes]) -> None:
@@ -84,21 +122,107 @@ class Keyring:
             if len(key) not in KEY_SIZES:
                 raise KeyFileError(f"key is {len(key)} bytes; AES needs 16, 24 or 32")
         self._ciphers = [AESGCM(bytes(k)) for k in keys]
+        self._stamp = 0  # of the last datagram sealed
 
-    def seal(self, frame: bytes) -> bytes:
+    def stream(self, dialer: bool) -> StreamSeal:
+        return SealedStream(self, dialer)
+
+    def seal_datagram(self, frame: bytes) -> bytes:
+        # The wall clock (peers compare it with theirs), never going back
+        # within this process: a step of the clock only slows the stamps.
+        stamp = max(self._stamp + 1, int(time.time() * 1e6))
+        self._stamp = stamp
+        header = _V + DATAGRAM + stamp.to_bytes(8, "big")
+        return self._seal(header, frame, _LABEL + header)
+
+    def open_datagram(self, data: bytes) -> tuple[bytes, int]:
+        if len(data) < _STAMP_HEADER + NONCE_SIZE + TAG_SIZE:
+            raise FrameError("sealed datagram too short")
+        _check_header(data, DATAGRAM)
+        header = data[:_STAMP_HEADER]
+        frame = self._open(data, _STAMP_HEADER, _LABEL + header)
+        return frame, int.from_bytes(data[2:_STAMP_HEADER], "big")
+
+    def _seal(self, header: bytes, frame: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
-        return bytes((VERSION,)) + nonce + self._ciphers[0].encrypt(nonce, frame, _AAD)
+        return header + nonce + self._ciphers[0].encrypt(nonce, frame, aad)
 
-    def open(self, data: bytes) -> bytes:
-        if len(data) < self.overhead:
-            raise FrameError("sealed frame too short")
-        if data[0] != VERSION:
-            raise FrameError(f"unknown encryption version {data[0]}")
-        nonce = data[1 : 1 + NONCE_SIZE]
-        body = data[1 + NONCE_SIZE :]
+    def _open(self, data: bytes, start: int, aad: bytes) -> bytes:
+        """Open the nonce and ciphertext at `data[start:]` with any key."""
+        nonce = data[start : start + NONCE_SIZE]
+        body = data[start + NONCE_SIZE :]
         for cipher in self._ciphers:
             try:
-                return cipher.decrypt(nonce, body, _AAD)
+                return cipher.decrypt(nonce, body, aad)
             except InvalidTag:
                 continue
         raise FrameError("frame fails authentication with every key")
+
+
+class SealedStream:
+    """The frames of one keyed stream (see the module docstring)."""
+
+    __slots__ = ("_mine", "_opened", "_peer_role", "_ring", "_role", "_sealed", "_theirs")
+
+    def __init__(self, ring: Keyring, dialer: bool) -> None:
+        self._ring = ring
+        self._mine = os.urandom(CHALLENGE_SIZE)
+        self._theirs: bytes | None = None
+        self._role, self._peer_role = (DIALER, ACCEPTOR) if dialer else (ACCEPTOR, DIALER)
+        self._sealed = 0
+        self._opened = 0
+
+    def hello(self) -> bytes | None:
+        return _V + HELLO + self._mine
+
+    @property
+    def ready(self) -> bool:
+        return self._theirs is not None
+
+    def accept_hello(self, data: bytes) -> None:
+        if self._theirs is not None:
+            raise FrameError("a second hello")
+        if len(data) != _HELLO_SIZE or data[:2] != _V + HELLO:
+            raise FrameError("the stream does not open with a hello (no key on the peer?)")
+        challenge = data[2:]
+        if challenge == self._mine:
+            raise ReplayError("our own hello, sent back")
+        self._theirs = challenge
+
+    def seal(self, frame: bytes) -> bytes:
+        theirs = self._theirs
+        if theirs is None:
+            raise RuntimeError("seal before the peer's hello")
+        number = self._sealed
+        self._sealed += 1
+        header = _V + FIRST + theirs if number == 0 else _V + FRAME
+        aad = _LABEL + header + self._role + theirs + number.to_bytes(8, "big")
+        return self._ring._seal(header, frame, aad)
+
+    def open(self, data: bytes) -> bytes:
+        if self._theirs is None:
+            raise FrameError("a sealed frame before the hello")
+        number = self._opened
+        if number == 0:
+            if len(data) >= 2 and data[:2] == _V + FRAME:
+                raise ReplayError("a frame from the middle of another stream")
+            _check_header(data, FIRST)
+            start = _FIRST_HEADER
+        else:
+            _check_header(data, FRAME)
+            start = 2
+        if len(data) < start + NONCE_SIZE + TAG_SIZE:
+            raise FrameError("sealed frame too short")
+        if number == 0 and data[2:start] != self._mine:
+            raise ReplayError("the first frame answers another stream's challenge")
+        aad = _LABEL + data[:start] + self._peer_role + self._mine + number.to_bytes(8, "big")
+        frame = self._ring._open(data, start, aad)
+        self._opened += 1
+        return frame
+
+
+def _check_header(data: bytes, kind: bytes) -> None:
+    if len(data) < 2 or data[0] != VERSION:
+        raise FrameError(f"unknown encryption version {data[0] if data else None}")
+    if data[1:2] != kind:
+        raise FrameError(f"expected a frame of kind {kind!r}, got {data[1:2]!r}")

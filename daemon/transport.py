@@ -19,6 +19,15 @@ Theory of operation
   one by the address in the sender field of its first frame, which must
   arrive within `handshake_timeout` (a peer that connects and stalls is
   dropped). Every later frame on a stream must come from the same address.
+- **Who is at the other end.** The first frame attributes an incoming
+  stream only if it proves its sender: with a cluster key, by opening with
+  the key against the challenge we sent at the stream's start (the stream's
+  `StreamSeal`: a hello each way, then frames the writer seals in order;
+  `daemon.security`); without one, by naming a sender whose host is the TCP
+  peer's address (`check_source`, `daemon.admission`). The same holds for
+  the frames that come back on a stream we dialled, unless we dialled a
+  seed. Only an attributed stream can become the one an address's frames
+  go to.
 - **Current stream.** Two agents that dial each other at the same moment
   end up with two streams. Both are kept and read; sends go to the newest.
   Per key, `ConnectionUp` is reported when the number of open streams goes
@@ -40,7 +49,8 @@ Theory of operation
   an agent's process is gone (`overlay.io.PeerRefused`): on a dial, that is
   ECONNREFUSED (a TCP reset); datagrams read ICMP errors for the same.
 - **Bad input** from the network (a length prefix over the limit, a frame
-  that does not open or decode, a changed sender, a stall) closes that
+  that does not open or decode, a replayed or spoofed frame, a changed
+  sender, a stall) closes that
   stream, or drops that datagram; it is counted in `Metrics.bad_frames` and
   logged through a throttle. Nothing from the network can stop the agent.
 """
@@ -56,9 +66,9 @@ from dataclasses import dataclass
 import trio
 
 from daemon.admission import IPAddress, claims_source, ip_literal, may_contact
-from daemon.datagrams import RECVERR, Datagrams, fmt_addr
+from daemon.datagrams import RECVERR, Datagrams, ReplayWindow, fmt_addr, frame_reason
 from daemon.errors import os_reason
-from daemon.framing import FrameBuffer, FrameCodec, FrameError, prefixed
+from daemon.framing import FrameBuffer, FrameCodec, FrameError, StreamSeal, prefixed
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics
 from overlay import codec
@@ -107,6 +117,20 @@ class TransportSettings:
     # NAT, or bound to 0.0.0.0 on a host with several routes), at the price
     # of that protection. With a key, the key proves the sender instead.
     check_source: bool = True
+    # With a cluster key, a sealed datagram stamped further than this from
+    # our clock is refused as a replay (guess: NTP keeps hosts within
+    # milliseconds; a minute leaves room for a drifting clock and bounds how
+    # late a recorded datagram can be replayed to an agent that has not
+    # heard its sender since it started).
+    max_clock_skew: float = 60.0
+    # A sealed datagram may arrive this long after a later one of the same
+    # sender and still be taken (guess: networks reorder by milliseconds, and
+    # SWIM's answers are useless after its probe timeout, 0.5 s).
+    replay_reorder: float = 2.0
+    # Senders whose sealed datagrams are remembered against replay, the
+    # least recently heard forgotten first (guess: above the clusters we
+    # target; under a kilobyte each).
+    replay_senders: int = 4096
 
 
 class _Stream:
@@ -122,16 +146,22 @@ class _Stream:
         "peer",
         "queue_recv",
         "queue_send",
+        "ready",
         "remote",
         "scope",
+        "seal",
         "sid",
         "unidentified",
         "up",
     )
 
-    def __init__(self, sid: int, outbound: bool, queue_size: int) -> None:
+    def __init__(self, sid: int, outbound: bool, queue_size: int, seal: StreamSeal) -> None:
         self.sid = sid
         self.outbound = outbound
+        self.seal = seal  # seals and opens this stream's frames
+        self.ready = trio.Event()  # the peer's hello came: frames may be sealed
+        if seal.ready:
+            self.ready.set()
         self.key: Addr | None = None
         self.peer: NodeId | None = None  # who is at the other end, as last seen
         self.dial_id: NodeId | None = None  # the id we dialled (outbound)
@@ -179,6 +209,13 @@ class Transport:
             max_frame=max_frame,
             queue=self.settings.udp_queue,
             check_source=self._check_source,
+            window=ReplayWindow(
+                senders=self.settings.replay_senders,
+                reorder=self.settings.replay_reorder,
+                skew=self.settings.max_clock_skew,
+            )
+            if frames.keyed
+            else None,
             bad=self._bad,
         )
         self.bound: Addr | None = None
@@ -261,12 +298,11 @@ class Transport:
         blocks). False if it was dropped."""
         if not reliable:
             return self._datagrams.send(to, frame)
-        data = self.frames.seal(frame)
         key = (to.host, to.port)
         streams = self._streams.get(key)
         st = streams[-1] if streams else self._dial(to, key)
         try:
-            st.queue_send.send_nowait(prefixed(data))
+            st.queue_send.send_nowait(frame)  # sealed by the writer, in stream order
         except trio.WouldBlock:
             self.metrics.drops["stream"] += 1
             event(log, logging.WARNING, "send queue full: aborting stream", peer=st.remote)
@@ -319,7 +355,7 @@ class Transport:
         return self._sid
 
     def _dial(self, to: NodeId, key: Addr) -> _Stream:
-        st = _Stream(self._next_sid(), True, self.settings.send_queue)
+        st = _Stream(self._next_sid(), True, self.settings.send_queue, self.frames.stream(True))
         st.key = key
         st.dial_id = to
         st.remote = to.addr
@@ -431,7 +467,9 @@ class Transport:
                     continue
                 self.metrics.connections["accepted"] += 1
                 _set_nodelay(sock)
-                st = _Stream(self._next_sid(), False, self.settings.send_queue)
+                st = _Stream(
+                    self._next_sid(), False, self.settings.send_queue, self.frames.stream(False)
+                )
                 st.remote, st.ip = _peer(sock)
                 assert self._nursery is not None
                 self._nursery.start_soon(self._run_inbound, st, sock)
@@ -486,10 +524,16 @@ class Transport:
 
     async def _writer(self, st: _Stream, sock: trio.SocketStream, scope: trio.CancelScope) -> None:
         try:
+            hello = st.seal.hello()
+            if hello is not None:
+                # Our challenge first; our frames wait for the peer's.
+                await sock.send_all(prefixed(hello))
+                await st.ready.wait()
+            seal = st.seal.seal
             async for data in st.queue_recv:
                 # Whatever else is queued goes in the same write (fewer
                 # syscalls under load), up to a sensible batch size.
-                batch = [data] if data is not None else []
+                batch = [prefixed(seal(data))] if data is not None else []
                 size = len(data) if data is not None else 0
                 closing = data is None
                 while not closing and size < _BATCH_BYTES:
@@ -500,7 +544,7 @@ class Transport:
                     if more is None:
                         closing = True
                     else:
-                        batch.append(more)
+                        batch.append(prefixed(seal(more)))
                         size += len(more)
                 if batch:
                     await sock.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
@@ -517,8 +561,9 @@ class Transport:
         buf = FrameBuffer(self.max_wire)
         timeout = self.settings.handshake_timeout
         while True:
-            # Waiting for a first frame, or in the middle of one: bounded.
-            bounded = st.key is None or buf.pending > 0
+            # Waiting for a first frame or a hello, or in the middle of a
+            # frame: bounded.
+            bounded = st.key is None or not st.ready.is_set() or buf.pending > 0
             try:
                 if bounded:
                     with trio.move_on_after(timeout) as scope:
@@ -547,11 +592,14 @@ class Transport:
 
     async def _deliver_stream_frame(self, st: _Stream, raw: bytes) -> bool:
         try:
-            frame = self.frames.open(raw)
+            if not st.ready.is_set():
+                st.seal.accept_hello(raw)  # the peer's challenge
+                st.ready.set()
+                return True
+            frame = st.seal.open(raw)
             sender, msg = codec.decode(frame, self.max_frame)
         except (FrameError, DecodeError) as exc:
-            reason = "sealed" if isinstance(exc, FrameError) else "decode"
-            self._bad("tcp", reason, st.remote, str(exc))
+            self._bad("tcp", frame_reason(exc), st.remote, str(exc))
             return False
         key = (sender.host, sender.port)
         if self.me is not None and key == (self.me.host, self.me.port):

@@ -76,7 +76,7 @@ async def test_dials_to_bad_hosts_fail_and_the_transport_lives() -> None:
         bad = [NodeId(f"x{i}", host, 7946) for i, host in enumerate(BAD_HOSTS)]
         for peer in bad:
             a.send(peer, Join())
-        failed = set()
+        failed: set[NodeId] = set()
         while len(failed) < len(bad):
             got = await a.next()
             if isinstance(got, PeerRefused):
