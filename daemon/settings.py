@@ -51,7 +51,7 @@ from typing import Any
 from daemon.agent import AgentSettings
 from daemon.control import control_address, parse_listen
 from daemon.transport import TransportSettings
-from overlay.config import Config
+from overlay.config import Config, ConfigError
 from overlay.ids import parse_addr
 
 PROTOCOL_SECTIONS = ("hyparview", "plumtree", "swim")
@@ -271,6 +271,8 @@ def build(
             changes[key] = value
     try:
         config = Config().replace(**changes)
+    except ConfigError as exc:  # names the parameter and its range already
+        raise SettingsError(str(exc)) from None
     except (KeyError, ValueError, TypeError) as exc:
         message = exc.args[0] if exc.args else str(exc)
         raise SettingsError(f"protocol parameter: {message}") from None

@@ -2,13 +2,93 @@
 
 Every default says where it comes from: "paper" with a page where the paper
 gives it, "guess" where it does not and we chose.
+
+Every numeric parameter has a range, checked when a config is built (the
+`_RANGES` table of each section, then the rules that tie parameters
+together, in `__post_init__`): a value out of range raises `ConfigError`,
+one line that names the parameter and what it accepts, before any node
+runs. Periods must be positive (a zero period is a timer that fires
+forever at one instant), counts that a full structure evicts from must be at
+least one, and what goes on the wire must fit its field and its frame.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+# Bytes a frame may need besides its payload (a GOSSIP) or its member states
+# (a PING, a PUSH_PULL part): sender, origin and topic at their longest in
+# 4-byte characters, and every number at its largest, take 3,118 bytes
+# (tests/test_config.py encodes that frame). The default max_payload is
+# exactly max_frame minus this.
+FRAME_ENVELOPE = 4096
+# The largest UDP payload over IPv4: a probe and its piggybacked member
+# states go in one datagram.
+MAX_DATAGRAM = 65507
+# Field bounds of the wire (overlay.messages): random-walk TTLs are a byte,
+# a SHUFFLE carries at most 64 nodes, a GOSSIP payload at most 64 KiB.
+_MAX_TTL = 255
+_SHUFFLE_NODES = 64
+_MAX_WIRE_PAYLOAD = 64 * 1024
+
+
+class ConfigError(ValueError):
+    """A protocol parameter out of range: the message names it, says what it
+    accepts and what it got, on one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """Numbers from `lo` to `hi` (None: unbounded); `*_open` excludes the
+    bound itself. Floats must also be finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None and not (self.lo_open or self.hi_open):
+            return f"within {_show(self.lo)}..{_show(self.hi)}"
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {_show(self.lo)}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {_show(self.hi)}")
+        return " and ".join(parts)
+
+
+def _show(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+# Shorthands for the tables below.
+_POSITIVE = _Range(0, lo_open=True)  # periods and timeouts
+_NON_NEGATIVE = _Range(0)  # windows, counts that may be zero
+_AT_LEAST_1 = _Range(1)
+
+
+def _fail(key: str, accepts: str, value: object) -> ConfigError:
+    if isinstance(value, float) and not math.isfinite(value):
+        accepts = f"finite and {accepts}"
+    return ConfigError(f"{key} must be {accepts}, got {value!r}")
+
+
+def _check_ranges(section: str, obj: object, ranges: dict[str, _Range]) -> None:
+    for name, accepted in ranges.items():
+        value = getattr(obj, name)
+        if not accepted.admits(value):
+            raise _fail(f"{section}{name}", str(accepted), value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +124,19 @@ class HyParViewConfig:
     # How often a node with a gap in its active view tries to fill it from the
     # passive view, beyond the immediate repair on a loss (guess).
     repair_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_ranges("hyparview.", self, _HYPARVIEW_RANGES)
+        if self.prwl > self.arwl:
+            # The walk counts down from ARWL: a larger PRWL is never met.
+            raise _fail("hyparview.prwl", f"<= hyparview.arwl ({self.arwl})", self.prwl)
+        if self.shuffle_active + self.shuffle_passive > _SHUFFLE_NODES - 1:
+            raise ConfigError(
+                "hyparview.shuffle_active + hyparview.shuffle_passive must be <= "
+                f"{_SHUFFLE_NODES - 1} (a SHUFFLE carries at most {_SHUFFLE_NODES} nodes, "
+                f"its sender included), got {self.shuffle_active} + {self.shuffle_passive}"
+            )
+        _check_backoff("hyparview.", self.join_retry_initial, self.join_retry_max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +194,20 @@ class PlumtreeConfig:
     ordered_max_held: int = 1024
 
     def __post_init__(self) -> None:
+        _check_ranges("plumtree.", self, _PLUMTREE_RANGES)
         if self.seen_ttl < self.retention:
-            raise ValueError("plumtree.seen_ttl must be >= plumtree.retention")
-        for name in ("ihave_flush", "graft_timeout_1", "graft_timeout_2", "anti_entropy_period"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"plumtree.{name} must be positive")
+            # Ids forgotten while their copies may still arrive: delivered twice.
+            raise _fail(
+                "plumtree.seen_ttl", f">= plumtree.retention ({self.retention})", self.seen_ttl
+            )
+        if not 0 <= self.anti_entropy_delay < self.retention:
+            # A digest lists the messages older than the delay and younger
+            # than the retention: none at all past it.
+            raise _fail(
+                "plumtree.anti_entropy_delay",
+                f">= 0 and < plumtree.retention ({self.retention})",
+                self.anti_entropy_delay,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,22 +319,30 @@ class SwimConfig:
     max_tags_bytes: int = 512
 
     def __post_init__(self) -> None:
+        _check_ranges("swim.", self, _SWIM_RANGES)
         if not 0 < self.probe_timeout < self.probe_period:
-            raise ValueError("swim.probe_timeout must be positive and below swim.probe_period")
-        if self.indirect_k < 0 or self.retransmit_mult < 1 or self.awareness_max < 1:
-            raise ValueError("swim.indirect_k >= 0, retransmit_mult >= 1, awareness_max >= 1")
-        if self.suspicion_mult <= 0 or self.suspicion_max_mult < 1:
-            raise ValueError("swim.suspicion_mult > 0 and swim.suspicion_max_mult >= 1")
-        if self.gossip_interval <= 0 or self.gossip_nodes < 0:
-            raise ValueError("swim.gossip_interval > 0 and swim.gossip_nodes >= 0")
-        if not 0 <= self.announce_delay <= self.announce_max_delay:
-            raise ValueError("swim: 0 <= announce_delay <= announce_max_delay")
-        if self.piggyback_bytes < 64 or self.push_pull_part_bytes < 1024:
-            raise ValueError("swim.piggyback_bytes >= 64 and swim.push_pull_part_bytes >= 1024")
-        if self.join_followup <= 0 or self.join_followups < 1:
-            raise ValueError("swim.join_followup > 0 and swim.join_followups >= 1")
-        if self.verify_max < 0 or self.gossip_to_the_dead < 0:
-            raise ValueError("swim.verify_max >= 0 and swim.gossip_to_the_dead >= 0")
+            # The indirect probes need the rest of the period.
+            raise _fail(
+                "swim.probe_timeout",
+                f"> 0 and < swim.probe_period ({self.probe_period})",
+                self.probe_timeout,
+            )
+        if self.announce_max_delay < self.announce_delay:
+            raise _fail(
+                "swim.announce_max_delay",
+                f">= swim.announce_delay ({self.announce_delay})",
+                self.announce_max_delay,
+            )
+        _check_backoff("swim.", self.join_retry_initial, self.join_retry_max)
+        if self.max_tags_bytes > self.piggyback_bytes // 2:
+            # An update that does not fit the piggyback budget is never sent;
+            # half leaves room for the member's id and the tags' headers.
+            raise _fail(
+                "swim.max_tags_bytes",
+                f"<= {self.piggyback_bytes // 2} (half of swim.piggyback_bytes: "
+                "a member's state must fit in a probe)",
+                self.max_tags_bytes,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +352,25 @@ class Config:
     swim: SwimConfig = field(default_factory=SwimConfig)
     # Hard frame size limit for the codec (issue: 64 KiB).
     max_frame: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        _check_ranges("", self, _CONFIG_RANGES)
+        room = self.max_frame - FRAME_ENVELOPE
+        why = f"max_frame {self.max_frame} minus {FRAME_ENVELOPE} for the frame's envelope"
+        if self.plumtree.max_payload > room:
+            raise _fail("plumtree.max_payload", f"<= {room} ({why})", self.plumtree.max_payload)
+        if self.swim.push_pull_part_bytes > room:
+            raise _fail(
+                "swim.push_pull_part_bytes", f"<= {room} ({why})", self.swim.push_pull_part_bytes
+            )
+        if self.max_frame > MAX_DATAGRAM:
+            room = MAX_DATAGRAM - FRAME_ENVELOPE
+            why = (
+                f"a probe is one datagram: {MAX_DATAGRAM} bytes "
+                f"minus {FRAME_ENVELOPE} for the frame's envelope"
+            )
+        if self.swim.piggyback_bytes > room:
+            raise _fail("swim.piggyback_bytes", f"<= {room} ({why})", self.swim.piggyback_bytes)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed, e.g. `replace(**{"hyparview.arwl": 4})`.
@@ -261,6 +390,88 @@ class Config:
             converted = {k: _convert(sub, k, v) for k, v in values.items()}
             top[layer] = dataclasses.replace(sub, **converted)  # type: ignore[type-var]
         return dataclasses.replace(self, **top)
+
+
+def _check_backoff(section: str, initial: float, maximum: float) -> None:
+    if maximum < initial:
+        raise _fail(
+            f"{section}join_retry_max", f">= {section}join_retry_initial ({initial})", maximum
+        )
+
+
+# The range of every numeric parameter, section by section (rules that tie
+# parameters together are in each `__post_init__`).
+_HYPARVIEW_RANGES: dict[str, _Range] = {
+    # A full view evicts a random entry to take a new one: it needs a slot.
+    "active_size": _AT_LEAST_1,
+    "passive_size": _AT_LEAST_1,
+    "arwl": _Range(0, _MAX_TTL),
+    "prwl": _Range(0, _MAX_TTL),
+    "shuffle_ttl": _Range(0, _MAX_TTL),
+    "shuffle_active": _NON_NEGATIVE,
+    "shuffle_passive": _NON_NEGATIVE,
+    "shuffle_period": _POSITIVE,
+    # Below 1, so that a jittered period stays positive.
+    "jitter": _Range(0, 1, hi_open=True),
+    "join_retry_initial": _POSITIVE,
+    "join_retry_max": _POSITIVE,
+    "neighbor_timeout": _POSITIVE,
+    "repair_period": _POSITIVE,
+}
+_PLUMTREE_RANGES: dict[str, _Range] = {
+    "ihave_flush": _POSITIVE,
+    "graft_timeout_1": _POSITIVE,
+    "graft_timeout_2": _POSITIVE,
+    # 0 would swap links between paths of equal length, back and forth.
+    "optimization_threshold": _AT_LEAST_1,
+    "retention": _POSITIVE,
+    "seen_ttl": _POSITIVE,
+    "cache_max_messages": _AT_LEAST_1,
+    "cache_max_bytes": _AT_LEAST_1,
+    "seen_max_ids": _AT_LEAST_1,
+    # 0 would never graft: lazy links would recover nothing.
+    "missing_max": _AT_LEAST_1,
+    # A full queue drops its oldest entry to take a new one.
+    "ihave_queue_max": _AT_LEAST_1,
+    "anti_entropy_period": _POSITIVE,
+    # anti_entropy_delay: in __post_init__, against the retention.
+    "max_payload": _Range(1, _MAX_WIRE_PAYLOAD),
+    "ordered_max_held": _AT_LEAST_1,
+}
+_SWIM_RANGES: dict[str, _Range] = {
+    "probe_period": _POSITIVE,
+    # probe_timeout: in __post_init__, against the period.
+    "indirect_k": _NON_NEGATIVE,
+    "suspicion_mult": _POSITIVE,
+    # The maximum suspicion timeout is this multiple of the minimum.
+    "suspicion_max_mult": _AT_LEAST_1,
+    "retransmit_mult": _AT_LEAST_1,
+    "gossip_interval": _POSITIVE,
+    "gossip_nodes": _NON_NEGATIVE,
+    "gossip_to_the_dead": _NON_NEGATIVE,
+    # No member state is smaller than this.
+    "piggyback_bytes": _Range(64),
+    "awareness_max": _AT_LEAST_1,
+    "push_pull_period": _POSITIVE,
+    "join_followup": _POSITIVE,
+    "join_followups": _AT_LEAST_1,
+    "push_pull_part_bytes": _Range(1024),
+    "join_retry_initial": _POSITIVE,
+    "join_retry_max": _POSITIVE,
+    "reap_after": _NON_NEGATIVE,
+    "reconnect_period": _POSITIVE,
+    "reconnect_for": _NON_NEGATIVE,
+    "leave_fanout": _NON_NEGATIVE,
+    "announce_delay": _NON_NEGATIVE,
+    "announce_max_delay": _NON_NEGATIVE,
+    "verify_max": _NON_NEGATIVE,
+    "max_tags_bytes": _NON_NEGATIVE,
+}
+_CONFIG_RANGES: dict[str, _Range] = {
+    # Room for the envelope and the smallest push-pull part; at most 16 MiB,
+    # the most a stream may make the agent buffer for one frame.
+    "max_frame": _Range(FRAME_ENVELOPE + 1024, 16 * 1024 * 1024),
+}
 
 
 def _convert(obj: Any, name: str, value: Any) -> Any:

@@ -16,7 +16,7 @@ from tests.test_sim_runner import TINY
 ACTIVE_SIZE = "hyparview.active_size must be >= 1, got 0"
 MAX_PAYLOAD = (
     "plumtree.max_payload must be <= 61440 "
-    "(max_frame 65536 minus 4096 for the frame's envelope), got 100000"
+    "(max_frame 65536 minus 4096 for the frame's envelope), got 65000"
 )
 
 
@@ -35,7 +35,7 @@ def agent(*args: str) -> subprocess.CompletedProcess[str]:
     ("flags", "line"),
     [
         (["--hyparview.active-size", "0", "--join", "127.0.0.1:9"], ACTIVE_SIZE),
-        (["--plumtree.max-payload", "100000"], MAX_PAYLOAD),
+        (["--plumtree.max-payload", "65000"], MAX_PAYLOAD),
     ],
 )
 def test_agent_flag_out_of_range(flags: list[str], line: str) -> None:
@@ -70,7 +70,7 @@ SIM = ["sim", "--no-progress", "--no-codec", *(f"--set={s}" for s in TINY["stead
             "hyparview.passive_size=-1",
             "--set hyparview.passive_size: hyparview.passive_size must be >= 1, got -1",
         ),
-        ("plumtree.max_payload=100000", f"--set plumtree.max_payload: {MAX_PAYLOAD}"),
+        ("plumtree.max_payload=65000", f"--set plumtree.max_payload: {MAX_PAYLOAD}"),
     ],
 )
 def test_sim_set_out_of_range(setting: str, line: str, capsys: pytest.CaptureFixture[str]) -> None:
