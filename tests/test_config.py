@@ -207,7 +207,7 @@ def test_replace_rejects_a_string_for_a_section() -> None:
             "swim.push_pull_part_bytes must be >= 1024, got 1023",
         ),
         (
-            {"max_frame": 32768},
+            {"max_frame": 32768, "plumtree.max_payload": 16384},
             "swim.push_pull_part_bytes must be <= 28672 "
             "(max_frame 32768 minus 4096 for the frame's envelope), got 32768",
         ),
