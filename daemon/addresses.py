@@ -1,7 +1,7 @@
 """Who the transport talks to: the address rules.
 
-Rules of this module: pure functions and small bookkeeping objects, no I/O;
-the transport asks, this module answers.
+Rules of this module: pure functions, no I/O; the transport (streams and
+datagrams) asks, this module answers.
 
 Theory of operation
 -------------------

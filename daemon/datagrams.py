@@ -34,7 +34,7 @@ Theory of operation
   bound alone: a recorded datagram could be replayed once to it within
   `max_clock_skew`.
 - **Addresses.** Datagrams go only to IP literals (or seeds from the local
-  configuration): `daemon.admission`. Anything else is dropped before the
+  configuration): `daemon.addresses`. Anything else is dropped before the
   socket sees it, so a peer cannot make us query DNS or raise.
 """
 
@@ -49,7 +49,7 @@ from collections.abc import Callable, Hashable
 
 import trio
 
-from daemon.admission import claims_source, ip_literal, may_contact
+from daemon.addresses import claims_source, ip_literal, may_contact
 from daemon.framing import FrameCodec, FrameError, ReplayError
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics

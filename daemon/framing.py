@@ -127,48 +127,58 @@ def prefixed(data: bytes) -> bytes:
 class FrameBuffer:
     """Reassembles length-prefixed frames from a byte stream.
 
-    `feed` returns the frames completed by the new bytes, in order. A length
-    of zero or above `max_size` raises FrameError, before any byte of that
+    `feed` returns the frames completed by the new bytes, in order. A frame
+    of length zero is a keepalive: it ends there, and is not returned. A
+    length above `max_size` raises FrameError, before any byte of that
     frame's body is kept: the stream is then unusable (its framing is lost)
     and must be closed. Frames complete before the bad length are returned
     first; the error is raised by the next `feed` or `check`.
     """
 
-    __slots__ = ("_buf", "_need", "max_size")
+    __slots__ = ("_buf", "_need", "ended", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._buf = bytearray()
         self._need = -1  # body length of the frame being read, -1 while reading a header
+        self.ended = 0  # frames (keepalives included) the last `feed` completed
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
         buf += data
         frames: list[bytes] = []
+        ended = 0
         pos = 0
         while True:
             if self._need < 0:
                 if len(buf) - pos < HEADER_SIZE:
                     break
                 (size,) = HEADER.unpack_from(buf, pos)
-                if size == 0 or size > self.max_size:
-                    if frames:
+                if size > self.max_size:
+                    if ended:
                         break  # deliver these first; `check` raises next
-                    raise FrameError(f"frame length {size} outside 1..{self.max_size}")
+                    raise FrameError(f"frame length {size} over the limit of {self.max_size}")
                 pos += HEADER_SIZE
+                if size == 0:
+                    ended += 1  # a keepalive
+                    continue
                 self._need = size
             if len(buf) - pos < self._need:
                 break
             frames.append(bytes(buf[pos : pos + self._need]))
+            ended += 1
             pos += self._need
             self._need = -1
         if pos:
             del buf[:pos]
+        self.ended = ended
         return frames
 
     def check(self) -> None:
         """FrameError if the next header is already known to be bad."""
-        self.feed(b"")
+        ended = self.ended
+        self.feed(b"")  # returns nothing new: the last `feed` stopped only at a bad length
+        self.ended = ended
 
     @property
     def pending(self) -> int:

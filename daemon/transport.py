@@ -8,8 +8,9 @@ takes no protocol decision. Everything it learns goes to the driver as
 Theory of operation
 -------------------
 - **Streams** (TCP, for `Send(reliable=True)`): one task per connection, in
-  its own cancel scope, running a reader and a writer. Frames carry a 4-byte
-  length prefix (`daemon.framing`). The writer drains a bounded per-stream
+  its own cancel scope, running a reader and a writer (`daemon.streams`:
+  the handshake, frame and idle deadlines, keepalives). Frames carry a
+  4-byte length prefix (`daemon.framing`). The writer drains a bounded per-stream
   queue that the driver fills with `send_nowait`: the driver never blocks; a
   peer too slow to keep its queue below the bound has its stream aborted (a
   stream may not lose messages, so it breaks instead).
@@ -24,10 +25,13 @@ Theory of operation
   the key against the challenge we sent at the stream's start (the stream's
   `StreamSeal`: a hello each way, then frames the writer seals in order;
   `daemon.security`); without one, by naming a sender whose host is the TCP
-  peer's address (`check_source`, `daemon.admission`). The same holds for
+  peer's address (`check_source`, `daemon.addresses`). The same holds for
   the frames that come back on a stream we dialled, unless we dialled a
   seed. Only an attributed stream can become the one an address's frames
   go to.
+- **Limits.** Incoming streams are counted, unidentified and identified,
+  in all and per source address (`daemon.limits`): past a limit a new one
+  is closed, and counted.
 - **Current stream.** Two agents that dial each other at the same moment
   end up with two streams. Both are kept and read; sends go to the newest.
   Per key, `ConnectionUp` is reported when the number of open streams goes
@@ -50,9 +54,9 @@ Theory of operation
   ECONNREFUSED (a TCP reset); datagrams read ICMP errors for the same.
 - **Bad input** from the network (a length prefix over the limit, a frame
   that does not open or decode, a replayed or spoofed frame, a changed
-  sender, a stall) closes that
-  stream, or drops that datagram; it is counted in `Metrics.bad_frames` and
-  logged through a throttle. Nothing from the network can stop the agent.
+  sender, a stall) closes that stream, or drops that datagram; it is
+  counted in `Metrics.bad_frames` and logged through a throttle. Nothing
+  from the network can stop the agent.
 """
 
 from __future__ import annotations
@@ -61,16 +65,19 @@ import contextlib
 import errno
 import logging
 import socket as stdsocket
-from dataclasses import dataclass
+from functools import partial
 
 import trio
 
-from daemon.admission import IPAddress, claims_source, ip_literal, may_contact
+from daemon.addresses import IPAddress, claims_source, ip_literal, may_contact
 from daemon.datagrams import RECVERR, Datagrams, ReplayWindow, fmt_addr, frame_reason
 from daemon.errors import os_reason
-from daemon.framing import FrameBuffer, FrameCodec, FrameError, StreamSeal, prefixed
+from daemon.framing import FrameCodec, FrameError
+from daemon.limits import Limits
+from daemon.limits import TransportSettings as TransportSettings
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics
+from daemon.streams import Stream, read, write
 from overlay import codec
 from overlay.codec import DecodeError
 from overlay.ids import NodeId
@@ -87,92 +94,6 @@ from overlay.io import (
 log = logging.getLogger("overlay.transport")
 
 Addr = tuple[str, int]
-
-# Frames queued for one stream are written together up to this many bytes.
-_BATCH_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class TransportSettings:
-    # A dial that has not connected after this long fails (guess; memberlist
-    # uses 10 s for TCP, we prefer a quicker repair on a LAN).
-    dial_timeout: float = 5.0
-    # Frames queued per stream before the peer counts as stuck (guess: a
-    # second of full-rate gossip).
-    send_queue: int = 1024
-    # Datagrams queued for sending before new ones are dropped (guess).
-    udp_queue: int = 4096
-    # How long a closing stream waits for the peer's side to close (guess).
-    linger: float = 5.0
-    # An incoming stream must send its first frame, and any frame must
-    # complete, within this long (guess; defends against stalling peers).
-    handshake_timeout: float = 10.0
-    # Incoming streams not yet identified, at most (guess).
-    max_unidentified: int = 256
-    # Without a cluster key, a frame counts as its claimed sender's only if
-    # that sender's host is the address it came from (a datagram's source,
-    # the peer of a stream; a stream we dialled to a seed may name any):
-    # otherwise anyone could speak for any member. Turn it off where an
-    # agent's packets do not leave from its advertised address (behind a
-    # NAT, or bound to 0.0.0.0 on a host with several routes), at the price
-    # of that protection. With a key, the key proves the sender instead.
-    check_source: bool = True
-    # With a cluster key, a sealed datagram stamped further than this from
-    # our clock is refused as a replay (guess: NTP keeps hosts within
-    # milliseconds; a minute leaves room for a drifting clock and bounds how
-    # late a recorded datagram can be replayed to an agent that has not
-    # heard its sender since it started).
-    max_clock_skew: float = 60.0
-    # A sealed datagram may arrive this long after a later one of the same
-    # sender and still be taken (guess: networks reorder by milliseconds, and
-    # SWIM's answers are useless after its probe timeout, 0.5 s).
-    replay_reorder: float = 2.0
-    # Senders whose sealed datagrams are remembered against replay, the
-    # least recently heard forgotten first (guess: above the clusters we
-    # target; under a kilobyte each).
-    replay_senders: int = 4096
-
-
-class _Stream:
-    """One TCP connection and its queue."""
-
-    __slots__ = (
-        "closing",
-        "dial_id",
-        "done",
-        "ip",
-        "key",
-        "outbound",
-        "peer",
-        "queue_recv",
-        "queue_send",
-        "ready",
-        "remote",
-        "scope",
-        "seal",
-        "sid",
-        "unidentified",
-        "up",
-    )
-
-    def __init__(self, sid: int, outbound: bool, queue_size: int, seal: StreamSeal) -> None:
-        self.sid = sid
-        self.outbound = outbound
-        self.seal = seal  # seals and opens this stream's frames
-        self.ready = trio.Event()  # the peer's hello came: frames may be sealed
-        if seal.ready:
-            self.ready.set()
-        self.key: Addr | None = None
-        self.peer: NodeId | None = None  # who is at the other end, as last seen
-        self.dial_id: NodeId | None = None  # the id we dialled (outbound)
-        self.queue_send, self.queue_recv = trio.open_memory_channel[bytes | None](queue_size)
-        self.scope = trio.CancelScope()
-        self.done = trio.Event()
-        self.up = False
-        self.closing = False
-        self.unidentified = False  # incoming, counted until its first frame
-        self.ip: IPAddress | None = None  # the TCP peer's address
-        self.remote = "?"
 
 
 class Transport:
@@ -195,9 +116,14 @@ class Transport:
         self.max_wire = max_frame + frames.overhead  # of a sealed frame
         self.settings = settings or TransportSettings()
         self._check_source = self.settings.check_source and not frames.keyed
-        self._streams: dict[Addr, list[_Stream]] = {}
-        self._closing: dict[int, _Stream] = {}
-        self._unidentified = 0
+        self._streams: dict[Addr, list[Stream]] = {}
+        self._closing: dict[int, Stream] = {}
+        self._limits = Limits(
+            unidentified=self.settings.max_unidentified,
+            unidentified_per_ip=self.settings.max_unidentified_per_ip,
+            identified=self.settings.max_identified,
+            identified_per_ip=self.settings.max_identified_per_ip,
+        )
         self._sid = 0
         self._nursery: trio.Nursery | None = None
         self._sockets: tuple[trio.SocketListener, trio.socket.SocketType] | None = None
@@ -335,7 +261,7 @@ class Transport:
             "streams": up,
             "dialling": dialling,
             "closing": len(self._closing),
-            "unidentified": self._unidentified,
+            "unidentified": self._limits.unidentified,
         }
 
     async def aclose_all(self, timeout: float) -> None:
@@ -354,8 +280,8 @@ class Transport:
         self._sid += 1
         return self._sid
 
-    def _dial(self, to: NodeId, key: Addr) -> _Stream:
-        st = _Stream(self._next_sid(), True, self.settings.send_queue, self.frames.stream(True))
+    def _dial(self, to: NodeId, key: Addr) -> Stream:
+        st = Stream(self._next_sid(), True, self.settings.send_queue, self.frames.stream(True))
         st.key = key
         st.dial_id = to
         st.remote = to.addr
@@ -364,10 +290,10 @@ class Transport:
         self._nursery.start_soon(self._run_outbound, st)
         return st
 
-    def _up_count(self, key: Addr, besides: _Stream) -> int:
+    def _up_count(self, key: Addr, besides: Stream) -> int:
         return sum(1 for s in self._streams.get(key, ()) if s.up and s is not besides)
 
-    def _remove(self, st: _Stream) -> list[_Stream]:
+    def _remove(self, st: Stream) -> list[Stream]:
         """Take `st` out of the table; the streams that remain for its key."""
         self._closing.pop(st.sid, None)
         if st.key is None:
@@ -381,7 +307,7 @@ class Transport:
             del self._streams[st.key]
         return streams
 
-    async def _run_outbound(self, st: _Stream) -> None:
+    async def _run_outbound(self, st: Stream) -> None:
         assert st.key is not None and st.dial_id is not None
         host, port = st.key
         self.metrics.connections["dial"] += 1
@@ -461,35 +387,31 @@ class Transport:
                     event(log, logging.WARNING, "accept failed", error=str(exc))
                     await trio.sleep(0.1)
                     continue
-                if self._unidentified >= self.settings.max_unidentified:
-                    self.metrics.connections["refused"] += 1
-                    await sock.aclose()
+                remote, ip = _peer(sock)
+                refusal = self._limits.accept(ip)
+                if refusal is not None:
+                    self._refuse(refusal, remote, "too many connections not identified yet")
+                    with trio.CancelScope(shield=True):
+                        await sock.aclose()
                     continue
                 self.metrics.connections["accepted"] += 1
                 _set_nodelay(sock)
-                st = _Stream(
+                st = Stream(
                     self._next_sid(), False, self.settings.send_queue, self.frames.stream(False)
                 )
-                st.remote, st.ip = _peer(sock)
+                st.remote, st.ip = remote, ip
+                st.unidentified = True
                 assert self._nursery is not None
-                self._nursery.start_soon(self._run_inbound, st, sock)
+                self._nursery.start_soon(self._serve, st, sock)
 
-    async def _run_inbound(self, st: _Stream, sock: trio.SocketStream) -> None:
-        self._unidentified += 1
-        st.unidentified = True
-        try:
-            await self._serve(st, sock)
-        finally:
-            self._identified(st)
-
-    def _identified(self, st: _Stream) -> None:
+    def _settle(self, st: Stream) -> None:
         """`st` no longer counts as unidentified: its first frame came, or
         it is closing without one."""
         if st.unidentified:
             st.unidentified = False
-            self._unidentified -= 1
+            self._limits.settle(st.ip)
 
-    async def _serve(self, st: _Stream, sock: trio.SocketStream) -> None:
+    async def _serve(self, st: Stream, sock: trio.SocketStream) -> None:
         """Run a connected stream until it ends, then report as the module
         docstring says."""
         # A fresh scope (a scope is entered once): it inherits the dial's
@@ -498,19 +420,36 @@ class Transport:
         if st.scope.cancel_called:
             scope.cancel()
         st.scope = scope
-        broken = True
+        s = self.settings
+        ended: str | None = "broken"
         try:
             with scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, st, sock, nursery.cancel_scope)
-                    broken = await self._reader(st, sock)
+                    keepalive = s.idle_timeout / 4
+                    nursery.start_soon(partial(write, keepalive=keepalive), st, sock, scope)
+                    ended = await read(
+                        st,
+                        sock,
+                        max_wire=self.max_wire,
+                        handshake=s.handshake_timeout,
+                        frame=s.frame_timeout,
+                        idle=s.idle_timeout,
+                        deliver=self._deliver_stream_frame,
+                        bad=self._bad,
+                    )
                     nursery.cancel_scope.cancel()
         finally:
-            self._identified(st)  # before the peer can see the close
+            self._settle(st)  # before the peer can see the close
+            if st.held:
+                st.held = False
+                self._limits.release(st.ip)
             with trio.CancelScope(shield=True):
                 await sock.aclose()
             st.done.set()
-        self.metrics.connections["broken" if broken else "closed"] += 1
+        if ended == "idle":
+            self.metrics.connections["idle"] += 1
+            event(log, logging.DEBUG, "stream idle: closed", peer=st.remote)
+        self.metrics.connections["closed" if ended is None else "broken"] += 1
         was_up = st.up and st.key is not None
         remaining = self._remove(st)
         if st.closing or not was_up:
@@ -519,78 +458,10 @@ class Transport:
         if not any(s.up for s in remaining):
             peer = st.peer or st.dial_id
             assert peer is not None
-            event(log, logging.DEBUG, "stream down", peer=str(peer), broken=broken)
+            event(log, logging.DEBUG, "stream down", peer=str(peer), broken=ended is not None)
             await self._report(ConnectionDown(peer))
 
-    async def _writer(self, st: _Stream, sock: trio.SocketStream, scope: trio.CancelScope) -> None:
-        try:
-            hello = st.seal.hello()
-            if hello is not None:
-                # Our challenge first; our frames wait for the peer's.
-                await sock.send_all(prefixed(hello))
-                await st.ready.wait()
-            seal = st.seal.seal
-            async for data in st.queue_recv:
-                # Whatever else is queued goes in the same write (fewer
-                # syscalls under load), up to a sensible batch size.
-                batch = [prefixed(seal(data))] if data is not None else []
-                size = len(data) if data is not None else 0
-                closing = data is None
-                while not closing and size < _BATCH_BYTES:
-                    try:
-                        more = st.queue_recv.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    if more is None:
-                        closing = True
-                    else:
-                        batch.append(prefixed(seal(more)))
-                        size += len(more)
-                if batch:
-                    await sock.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
-                if closing:
-                    await sock.send_eof()
-                    return
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            event(log, logging.DEBUG, "stream write failed", peer=st.remote, error=str(exc))
-            scope.cancel()
-
-    async def _reader(self, st: _Stream, sock: trio.SocketStream) -> bool:
-        """Deliver frames until the peer closes (False) or the stream breaks
-        or misbehaves (True)."""
-        buf = FrameBuffer(self.max_wire)
-        timeout = self.settings.handshake_timeout
-        while True:
-            # Waiting for a first frame or a hello, or in the middle of a
-            # frame: bounded.
-            bounded = st.key is None or not st.ready.is_set() or buf.pending > 0
-            try:
-                if bounded:
-                    with trio.move_on_after(timeout) as scope:
-                        data = await sock.receive_some(65536)
-                    if scope.cancelled_caught:
-                        self._bad("tcp", "stalled", st.remote, "no complete frame in time")
-                        return True
-                else:
-                    data = await sock.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                event(log, logging.DEBUG, "stream read failed", peer=st.remote, error=str(exc))
-                return True
-            if not data:
-                if buf.pending:
-                    self._bad("tcp", "truncated", st.remote, "closed in the middle of a frame")
-                    return True
-                return False
-            try:
-                for raw in buf.feed(data):
-                    if not await self._deliver_stream_frame(st, raw):
-                        return True
-                buf.check()  # a bad length after good frames
-            except FrameError as exc:
-                self._bad("tcp", "length", st.remote, str(exc))
-                return True
-
-    async def _deliver_stream_frame(self, st: _Stream, raw: bytes) -> bool:
+    async def _deliver_stream_frame(self, st: Stream, raw: bytes) -> bool:
         try:
             if not st.ready.is_set():
                 st.seal.accept_hello(raw)  # the peer's challenge
@@ -614,9 +485,14 @@ class Transport:
         st.peer = sender
         if st.key is None:
             # First frame of an incoming stream: now we know whose it is.
+            self._settle(st)
+            refusal = self._limits.identify(st.ip)
+            if refusal is not None:
+                self._refuse(refusal, st.remote, "too many streams identified")
+                return False
+            st.held = True
             st.key = key
             st.up = True
-            self._identified(st)
             first = not any(s.up for s in self._streams.get(key, ()))
             self._streams.setdefault(key, []).append(st)
             if first:
@@ -627,7 +503,7 @@ class Transport:
 
     # ------------------------------------------------------------ helpers
 
-    def _from_source(self, st: _Stream, sender: NodeId) -> bool:
+    def _from_source(self, st: Stream, sender: NodeId) -> bool:
         """Whether `st` may speak for `sender` (see `check_source`): its
         host is the TCP peer's address, or we dialled a seed (a contact
         from the local configuration, whose real address we learn here)."""
@@ -643,6 +519,15 @@ class Transport:
             self.sink.send_nowait(item)
         except trio.WouldBlock:
             await self.sink.send(item)
+
+    def _refuse(self, counter: str, remote: str, why: str) -> None:
+        """A connection refused by the limits: counted, logged (throttled)."""
+        self.metrics.connections[counter] += 1
+        allowed, held = self._throttle.allow("refused")
+        if allowed:
+            event(
+                log, logging.WARNING, "connection refused", remote=remote, why=why, suppressed=held
+            )
 
     def _bad(self, transport: str, reason: str, remote: str, detail: str) -> None:
         self.metrics.bad_frames[f"{transport}:{reason}"] += 1

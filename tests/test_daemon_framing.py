@@ -44,9 +44,13 @@ def test_oversized_length_is_refused_before_the_body() -> None:
         buf.feed((1001).to_bytes(4, "big"))
 
 
-def test_zero_length_is_refused() -> None:
-    with pytest.raises(FrameError):
-        FrameBuffer(1000).feed(b"\x00\x00\x00\x00")
+def test_zero_length_frames_are_keepalives() -> None:
+    buf = FrameBuffer(1000)
+    keepalive = b"\x00\x00\x00\x00"
+    assert buf.feed(keepalive) == [] and buf.ended == 1 and buf.pending == 0
+    assert buf.feed(keepalive + prefixed(b"x") + keepalive + keepalive[:2]) == [b"x"]
+    assert buf.ended == 3 and buf.pending == 2
+    assert buf.feed(keepalive[2:]) == [] and buf.ended == 1
 
 
 def test_huge_prefix_never_allocates() -> None:

@@ -5,15 +5,17 @@ healthy neighbour link. Attackers connect from 127.0.0.2 and up."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from daemon.framing import prefixed
+from daemon.security import decode_key, generate_key
 from daemon.testing import bounded
 from daemon.transport import TransportSettings
 from overlay import codec
 from overlay.ids import NodeId
-from overlay.io import ConnectionUp, Received
-from overlay.messages import Join
+from overlay.io import ConnectionDown, ConnectionUp, Received
+from overlay.messages import Disconnect, Join
 from tests.test_daemon_transport import TEST_MAX, WAIT, End, endpoint
 
 # The per-address limits by default (TransportSettings).
@@ -110,26 +112,117 @@ async def test_one_address_holds_a_bounded_number_of_identified_streams() -> Non
     descriptors, +24 MB)."""
     async with trio.open_nursery() as nursery, endpoint(nursery, "a") as a:
         limit = IDENTIFIED_PER_IP
-        streams = [await _from(a, "127.0.0.2") for _ in range(limit + 8)]
-        ids = [await _identify(s, f"x{i}") for i, s in enumerate(streams)]
-        closed: list[int] = []
+        kept = []
+        for i in range(limit):
+            stream = await _from(a, "127.0.0.2")
+            me = await _identify(stream, f"x{i}")
+            assert await a.next() == ConnectionUp(me)
+            assert await a.next() == Received(me, Join())
+            kept.append(stream)
+        for i in range(8):
+            stream = await _from(a, "127.0.0.2")
+            await _identify(stream, f"y{i}")
+            with trio.fail_after(WAIT):
+                await _closed(stream)
+            await stream.aclose()
+        assert a.metrics.connections["refused_ip"] == 8
+        assert a.empty()
+        # Another address is not held back by this one's.
+        other = await _from(a, "127.0.0.3")
+        me = await _identify(other, "other")
+        assert await a.next() == ConnectionUp(me)
+        for stream in [*kept, other]:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
 
-        async def watch(i: int) -> None:
-            await _closed(streams[i])
-            closed.append(i)
+
+@bounded(TEST_MAX)
+async def test_identified_streams_are_capped_in_all() -> None:
+    caps = TransportSettings(max_identified=3)
+    async with trio.open_nursery() as nursery, endpoint(nursery, "a", caps) as a:
+        kept = []
+        for i, host in enumerate(["127.0.0.2", "127.0.0.3", "127.0.0.4"]):
+            stream = await _from(a, host)
+            me = await _identify(stream, f"x{i}")
+            assert await a.next() == ConnectionUp(me)
+            assert await a.next() == Received(me, Join())
+            kept.append(stream)
+        late = await _from(a, "127.0.0.5")
+        await _identify(late, "late")
+        with trio.fail_after(WAIT):
+            await _closed(late)
+        assert a.metrics.connections["refused_cap"] == 1
+        # A slot frees when a stream ends.
+        await kept.pop().aclose()
+        assert isinstance(await a.next(), ConnectionDown)
+        again = await _from(a, "127.0.0.5")
+        me = await _identify(again, "again")
+        assert await a.next() == ConnectionUp(me)
+        for stream in [*kept, late, again]:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@bounded(TEST_MAX)
+async def test_an_identified_stream_that_falls_silent_is_closed() -> None:
+    quick = TransportSettings(idle_timeout=0.5)
+    async with trio.open_nursery() as nursery, endpoint(nursery, "a", quick) as a:
+        stream = await _from(a, "127.0.0.2")
+        me = await _identify(stream, "mute")
+        assert await a.next() == ConnectionUp(me)
+        assert await a.next() == Received(me, Join())
+        started = trio.current_time()
+        assert await a.next() == ConnectionDown(me)  # it never wrote again
+        assert 0.4 <= trio.current_time() - started < 2.0
+        assert a.metrics.connections["idle"] == 1
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@bounded(TEST_MAX)
+async def test_an_identified_stream_dripping_a_frame_is_cut_at_the_frame_deadline() -> None:
+    quick = TransportSettings(frame_timeout=0.5)
+    async with trio.open_nursery() as nursery, endpoint(nursery, "a", quick) as a:
+        stream = await _from(a, "127.0.0.2")
+        me = await _identify(stream, "drip")
+        assert await a.next() == ConnectionUp(me)
+        assert await a.next() == Received(me, Join())
+        frame = prefixed(codec.encode(me, Disconnect(alive=True)))
+
+        async def drip() -> None:
+            for byte in frame:
+                await stream.send_all(bytes((byte,)))
+                await trio.sleep(0.1)
 
         async with trio.open_nursery() as inner:
-            for i in range(len(streams)):
-                inner.start_soon(watch, i)
-            with trio.fail_after(WAIT):
-                while len(closed) < 8:
-                    await trio.sleep(0.01)
-            await trio.sleep(0.2)  # no more than those
-            assert len(closed) == 8
-            ups = [await a.next() for _ in range(2 * limit)]
-            assert {u.peer for u in ups if isinstance(u, ConnectionUp)} == {
-                ids[i] for i in range(len(ids)) if i not in closed
-            }
-            assert a.metrics.connections["refused_ip"] == 8
+            inner.start_soon(drip)
+            assert await a.next() == ConnectionDown(me)
             inner.cancel_scope.cancel()
+        assert a.metrics.bad_frames["tcp:stalled"] == 1
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+@bounded(TEST_MAX)
+async def test_a_quiet_neighbour_link_stays_open(keyed: bool) -> None:
+    """An active HyParView link can be quiet for minutes: keepalives keep it
+    open past any number of idle timeouts, both ways."""
+    quick = TransportSettings(idle_timeout=0.4)
+    key = decode_key(generate_key()) if keyed else None
+    async with (
+        trio.open_nursery() as nursery,
+        endpoint(nursery, "a", quick, key) as a,
+        endpoint(nursery, "b", quick, key) as b,
+    ):
+        a.send(b.me, Join())
+        assert await a.next() == ConnectionUp(b.me)
+        assert await b.next() == ConnectionUp(a.me)
+        assert await b.next() == Received(a.me, Join())
+        await trio.sleep(2.0)  # five idle timeouts without a frame
+        assert a.empty() and b.empty()
+        b.send(a.me, Disconnect(alive=True))
+        assert await a.next() == Received(b.me, Disconnect(alive=True))
+        assert a.metrics.connections["dial"] == 1 and b.metrics.connections["dial"] == 0
+        assert a.metrics.connections["idle"] == b.metrics.connections["idle"] == 0
         nursery.cancel_scope.cancel()
