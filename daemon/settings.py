@@ -165,6 +165,9 @@ def _transport_settings(changes: Mapping[str, Any]) -> TransportSettings:
     for name, value in changes.items():
         if name not in defaults:
             raise SettingsError(f"unknown key {name!r} in [transport]")
+        if isinstance(defaults[name], bool):  # check_source: a switch, off is allowed
+            values[name] = _switch(value, f"transport.{name}")
+            continue
         values[name] = _number(value, type(defaults[name]), f"transport.{name}")
         if not values[name]:
             raise SettingsError(f"transport.{name}: {value!r} is out of range")
@@ -204,6 +207,18 @@ def _number(value: Any, kind: type[int] | type[float], what: str) -> float:
     if number < (1 if kind is int else 0) or number != number:
         raise SettingsError(f"{what}: {value!r} is out of range")
     return number
+
+
+def _switch(value: Any, what: str) -> bool:
+    """On or off, from TOML (a boolean) or a flag (true/false, yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise SettingsError(f"{what}: expected true or false, got {value!r}")
 
 
 def _tags(value: Any, what: str) -> dict[str, str]:

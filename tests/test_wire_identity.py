@@ -5,7 +5,9 @@ ones (127.0.0.2, 127.0.0.3), so these tests need no namespaces."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
+import pytest
 import trio
 
 from daemon.framing import prefixed
@@ -121,3 +123,20 @@ async def test_without_the_source_check_the_claim_is_trusted() -> None:
         assert await b.next() == ConnectionDown(claimed)
         assert sum(b.metrics.bad_frames.values()) == 0
         nursery.cancel_scope.cancel()
+
+
+def test_the_source_check_is_a_switch_in_the_file_and_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    from daemon.cli import _agent_settings, build_parser
+    from daemon.settings import SettingsError, build
+
+    assert build(None, {}, {})[0].transport.check_source is True
+    assert build({"transport": {"check_source": False}}, {}, {})[0].transport.check_source is False
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("[transport]\ncheck_source = true\n")
+    argv = ["agent", "--config", str(cfg), "--transport.check-source", "off"]
+    args = build_parser(argv).parse_args(argv)
+    assert _agent_settings(args)[0].transport.check_source is False
+    with pytest.raises(SettingsError, match="true or false"):
+        build({"transport": {"check_source": "maybe"}}, {}, {})
