@@ -16,6 +16,8 @@ import base64
 import binascii
 import json
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import trio
 
 from daemon import logs
-from daemon.client import ControlUnreachable, open_client
+from daemon.client import DEFAULT_REQUEST_TIMEOUT, ENV_TIMEOUT, ControlUnreachable, open_client
 from daemon.control import ENV_CONTROL, ControlError
 
 if TYPE_CHECKING:
@@ -238,6 +240,10 @@ async def _run_agent(settings: AgentSettings) -> int:
 
 
 def _control_flag(p: argparse.ArgumentParser) -> None:
+    p.epilog = (
+        f"${ENV_TIMEOUT}: seconds to wait for each answer from the agent "
+        f"(default {DEFAULT_REQUEST_TIMEOUT:g})."
+    )
     p.add_argument(
         "--control",
         metavar="ADDR",
@@ -280,10 +286,26 @@ def _add_clients(sub: Any) -> None:
     p.set_defaults(func=_keygen)
 
 
+def _request_timeout() -> float:
+    """Seconds to wait for each answer: $OVERLAY_TIMEOUT, else the default."""
+    text = os.environ.get(ENV_TIMEOUT)
+    if text is None:
+        return DEFAULT_REQUEST_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds < math.inf):
+        raise CliError(f"{ENV_TIMEOUT} must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def _client(body: Callable[[Any, argparse.Namespace], Any]) -> Handler:
     def run(args: argparse.Namespace) -> int:
+        timeout = _request_timeout()
+
         async def main() -> int:
-            async with open_client(args.control) as client:
+            async with open_client(args.control, request_timeout=timeout) as client:
                 result = await body(client, args)
                 return int(result or 0)
 

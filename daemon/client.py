@@ -9,6 +9,12 @@
 
 One connection carries any number of requests and streams: a reader task
 routes every message to its request by `seq` (see docs/control-api.md).
+
+Nothing waits forever: a connection opens with a handshake that must be
+answered within `HANDSHAKE_TIMEOUT` (else the other end is not an overlay
+control API, and `NotAControlAPI` says so), and every answer within the
+request timeout. Requests the agent would refuse for their size are refused
+here first, naming the limit, rather than ending in a reset connection.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import trio
 
 from daemon.control import (
+    MAX_REQUEST,
     MAX_RESPONSE,
     PROTOCOL_VERSION,
     ControlError,
@@ -28,12 +35,27 @@ from daemon.control import (
     control_address,
     pack,
     parse_control,
+    request_too_large,
 )
 from daemon.errors import os_reason
+
+# An agent answers a handshake at once, even a loaded one (its control API
+# is served next to the protocol): after this long, something else listens.
+HANDSHAKE_TIMEOUT = 5.0
+# How long to wait for any answer. The slowest is `leave`'s: the agent
+# answers once it has left, after at most `leave_grace` (10 probe periods,
+# 10 s by default) and `leave_timeout` (5 s) for its streams to flush.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+# The environment variable the CLI reads the request timeout from.
+ENV_TIMEOUT = "OVERLAY_TIMEOUT"
 
 
 class ControlUnreachable(ControlError):
     """No agent answers at the control address."""
+
+
+class NotAControlAPI(ControlUnreachable):
+    """Something answers at the control address, but not an agent's control API."""
 
 
 class Stream:
@@ -65,8 +87,19 @@ class Stream:
 
 
 class ControlClient:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        *,
+        reader: FrameReader | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        agent: Mapping[str, Any] | None = None,
+    ) -> None:
         self._stream = stream
+        self._reader = reader or FrameReader(stream, MAX_RESPONSE)
+        self.request_timeout = request_timeout
+        # The agent's handshake answer: {version, name, addr, max_payload}.
+        self.agent: dict[str, Any] = dict(agent or {})
         self._seq = 0
         self._pending: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._streams: dict[int, Stream] = {}
@@ -77,12 +110,13 @@ class ControlClient:
     # --------------------------------------------------------- plumbing
 
     async def _read_loop(self) -> None:
-        reader = FrameReader(self._stream, MAX_RESPONSE)
+        reader = self._reader
         try:
             while True:
                 msg = await reader.read()
                 if msg is None:
-                    self._error = "the agent closed the control connection"
+                    # An error it sent before closing says more.
+                    self._error = self._error or "the agent closed the control connection"
                     return
                 self._route(msg)
         except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -122,11 +156,31 @@ class ControlClient:
     async def _send(self, seq: int, op: str, args: Mapping[str, Any]) -> None:
         if self._closed:
             raise ControlError(self._error or "control connection closed")
+        frame = pack({"seq": seq, "op": op, "args": dict(args)})
+        if len(frame) - 4 > MAX_REQUEST:
+            raise ControlError(request_too_large(len(frame) - 4))
         async with self._lock:
             try:
-                await self._stream.send_all(pack({"seq": seq, "op": op, "args": dict(args)}))
+                await self._stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise ControlError(f"control connection failed: {exc}") from None
+
+    async def _answer(
+        self, op: str, seq: int, recv: trio.MemoryReceiveChannel[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The answer to request `seq`, within the request timeout."""
+        try:
+            with trio.fail_after(self.request_timeout):
+                return await recv.receive()
+        except trio.EndOfChannel:
+            raise ControlError(self._error or "control connection closed") from None
+        except trio.TooSlowError:
+            raise ControlError(
+                f"the agent did not answer {op!r} within {self.request_timeout:g} s "
+                f"({ENV_TIMEOUT} sets how long to wait)"
+            ) from None
+        finally:
+            self._pending.pop(seq, None)
 
     async def request(self, op: str, **args: Any) -> Any:
         """Send one request and return its result, or raise ControlError."""
@@ -134,11 +188,12 @@ class ControlClient:
         seq = self._seq
         send, recv = trio.open_memory_channel[dict[str, Any]](1)
         self._pending[seq] = send
-        await self._send(seq, op, args)
         try:
-            answer = await recv.receive()
-        except trio.EndOfChannel:
-            raise ControlError(self._error or "control connection closed") from None
+            await self._send(seq, op, args)
+        except ControlError:
+            self._pending.pop(seq, None)
+            raise
+        answer = await self._answer(op, seq, recv)
         if not answer.get("ok"):
             raise ControlError(str(answer.get("error") or "request failed"))
         return answer.get("result")
@@ -151,12 +206,13 @@ class ControlClient:
         self._streams[seq] = stream
         send, recv = trio.open_memory_channel[dict[str, Any]](1)
         self._pending[seq] = send
-        await self._send(seq, op, args)
         try:
-            answer = await recv.receive()
-        except trio.EndOfChannel:
+            await self._send(seq, op, args)
+            answer = await self._answer(op, seq, recv)
+        except ControlError:
             self._streams.pop(seq, None)
-            raise ControlError(self._error or "control connection closed") from None
+            self._pending.pop(seq, None)
+            raise
         if not answer.get("ok"):
             self._streams.pop(seq, None)
             raise ControlError(str(answer.get("error") or "request failed"))
@@ -181,6 +237,12 @@ class ControlClient:
         return result
 
     async def publish(self, topic: str, payload: bytes) -> None:
+        limit = self.agent.get("max_payload")
+        if type(limit) is int and len(payload) > limit:
+            # The agent would refuse it: say so without sending megabytes.
+            raise ControlError(
+                f"payload is {len(payload)} bytes, the limit is {limit} (plumtree.max_payload)"
+            )
         await self.request("publish", topic=topic, payload=payload)
 
     async def join(self, seeds: Sequence[str]) -> None:
@@ -230,14 +292,61 @@ async def _connect(address: str, timeout: float) -> trio.SocketStream:
         raise ControlUnreachable(f"no agent at {address}: {os_reason(exc)}") from None
 
 
+async def _handshake(
+    stream: trio.SocketStream, reader: FrameReader, address: str, timeout: float
+) -> dict[str, Any]:
+    """The agent's answer to a handshake, or NotAControlAPI: whatever
+    listens at `address` must answer one like an agent, and in time."""
+    refused = f"{address} is not an overlay control API"
+    request = {"seq": 1, "op": "handshake", "args": {"version": PROTOCOL_VERSION}}
+    try:
+        with trio.fail_after(timeout):
+            await stream.send_all(pack(request))
+            answer = await reader.read()
+    except trio.TooSlowError:
+        raise NotAControlAPI(
+            f"{refused}: no answer to the handshake within {timeout:g} s"
+        ) from None
+    except ControlError:  # not our framing, not msgpack, not a map
+        raise NotAControlAPI(f"{refused}: it answered with something else") from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        answer = None
+    if answer is None:
+        raise NotAControlAPI(f"{refused}: it closed the connection")
+    if answer.get("seq") != 1 or not isinstance(answer.get("ok"), bool):
+        raise NotAControlAPI(f"{refused}: it answered with something else")
+    if not answer["ok"]:  # an agent, speaking another version
+        raise ControlError(str(answer.get("error") or "handshake refused"))
+    result = answer.get("result")
+    if not isinstance(result, dict) or result.get("version") != PROTOCOL_VERSION:
+        raise NotAControlAPI(f"{refused}: it answered with something else")
+    return result
+
+
 @contextlib.asynccontextmanager
 async def open_client(
-    address: str | None = None, *, timeout: float = 5.0
+    address: str | None = None,
+    *,
+    timeout: float = 5.0,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> AsyncIterator[ControlClient]:
     """Connect to the agent at `address` (default: $OVERLAY_CONTROL, then
-    127.0.0.1:7373)."""
-    stream = await _connect(control_address(address), timeout)
-    client = ControlClient(stream)
+    127.0.0.1:7373) within `timeout` seconds, and make sure it is one (a
+    handshake, answered within `HANDSHAKE_TIMEOUT` or `request_timeout` if
+    shorter). Each request then waits at most `request_timeout` for its
+    answer."""
+    address = control_address(address)
+    stream = await _connect(address, timeout)
+    try:
+        reader = FrameReader(stream, MAX_RESPONSE)
+        wait = min(HANDSHAKE_TIMEOUT, request_timeout)
+        agent = await _handshake(stream, reader, address, wait)
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        raise
+    client = ControlClient(stream, reader=reader, request_timeout=request_timeout, agent=agent)
+    client._seq = 1  # the handshake's
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._read_loop)

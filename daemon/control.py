@@ -52,6 +52,19 @@ class ControlError(Exception):
     misbehaved."""
 
 
+class MessageTooLarge(ControlError):
+    """A length prefix over the reader's limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message length {size} outside 1..{limit}")
+        self.size = size
+
+
+def request_too_large(size: int) -> str:
+    """What the agent, and the client before it, say of a request over the limit."""
+    return f"request of {size} bytes is over the control API's limit of {MAX_REQUEST} bytes"
+
+
 # --------------------------------------------------------------------------
 # Addresses
 
@@ -115,7 +128,10 @@ class FrameReader:
         if not await self._fill(_HEADER.size):
             return None
         (size,) = _HEADER.unpack_from(self._buf)
-        if size == 0 or size > self.max_size:
+        if size > self.max_size:
+            del self._buf[: _HEADER.size]
+            raise MessageTooLarge(size, self.max_size)
+        if size == 0:
             raise ControlError(f"message length {size} outside 1..{self.max_size}")
         if not await self._fill(_HEADER.size + size):
             raise ControlError("connection closed in the middle of a message")
@@ -128,6 +144,19 @@ class FrameReader:
         if not isinstance(obj, dict):
             raise ControlError("a message must be a map")
         return obj
+
+    async def skip(self, size: int) -> None:
+        """Read and drop `size` bytes (the body of a message too large to
+        keep), so that its sender can finish sending and read our answer."""
+        while size > 0:
+            if not self._buf:
+                chunk = await self.stream.receive_some(65536)
+                if not chunk:
+                    return
+                self._buf += chunk
+            n = min(size, len(self._buf))
+            del self._buf[:n]
+            size -= n
 
 
 # --------------------------------------------------------------------------
@@ -249,6 +278,14 @@ class _Connection:
                 request = await reader.read()
             except _GONE:
                 return
+            except MessageTooLarge as exc:
+                event(log, logging.WARNING, "bad control request", error=str(exc))
+                await self.send({"seq": 0, "ok": False, "error": request_too_large(exc.size)})
+                # Take in what the client is still sending: closing on it
+                # would reset the connection, and the answer with it.
+                with contextlib.suppress(*_GONE), trio.move_on_after(_FLUSH_TIMEOUT):
+                    await reader.skip(exc.size)
+                return
             except ControlError as exc:
                 event(log, logging.WARNING, "bad control request", error=str(exc))
                 await self.send({"seq": 0, "ok": False, "error": f"bad request: {exc}"})
@@ -322,7 +359,13 @@ async def _handshake(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     if version != PROTOCOL_VERSION:
         raise ValueError(f"unsupported protocol version {version!r} (this agent speaks 1)")
     me = conn.agent.me
-    return {"version": PROTOCOL_VERSION, "name": me.name, "addr": me.addr}
+    return {
+        "version": PROTOCOL_VERSION,
+        "name": me.name,
+        "addr": me.addr,
+        # Lets a client refuse a payload the agent would refuse, before sending it.
+        "max_payload": conn.agent.settings.config.plumtree.max_payload,
+    }
 
 
 @_op("members")

@@ -45,7 +45,13 @@ def test_parse_control() -> None:
 async def test_handshake_publish_subscribe_over_tcp() -> None:
     async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
         hello = await client.handshake()
-        assert hello == {"version": 1, "name": "solo", "addr": agent.me.addr}
+        assert hello == {
+            "version": 1,
+            "name": "solo",
+            "addr": agent.me.addr,
+            "max_payload": agent.settings.config.plumtree.max_payload,
+        }
+        assert client.agent == hello  # open_client's own handshake
         async with client.subscribe("news", count=2) as events:
             await client.publish("news", b"one")
             await client.publish("other", b"not for us")
