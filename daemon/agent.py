@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import trio
 
@@ -51,6 +51,11 @@ from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
 from daemon.framing import FrameCodec, PlainFrames
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, prometheus_text, sample_forever, serve_metrics
+
+# Re-exported: the embedded API's types, long imported from here.
+from daemon.subscriptions import Delivery as Delivery
+from daemon.subscriptions import Member as Member
+from daemon.subscriptions import Subscription as Subscription
 from daemon.timers import Expired, TimerQueue
 from daemon.transport import Addr, Transport, TransportSettings
 from overlay import codec
@@ -84,8 +89,6 @@ from overlay.node import Node
 from overlay.plumtree import PublishError
 
 log = logging.getLogger("overlay.agent")
-
-T = TypeVar("T")
 
 
 class AgentError(RuntimeError):
@@ -128,94 +131,6 @@ class AgentSettings:
     seed: int | None = None
     # Name servers for SRV queries ("1.2.3.4", "1.2.3.4#5353"); None: the system's.
     dns_servers: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A broadcast received on a subscribed topic."""
-
-    topic: str
-    payload: bytes
-    origin: str
-    seq: int
-    hops: int
-    epoch: int
-    # Unix time (seconds) at which this agent delivered it: with the
-    # publisher's clock in the payload, a broadcast's latency.
-    delivered_at: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """One member as this agent sees it."""
-
-    name: str
-    addr: str
-    status: str  # alive | suspect | failed | left
-    incarnation: int
-    tags: Mapping[str, str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "addr": self.addr,
-            "status": self.status,
-            "incarnation": self.incarnation,
-            "tags": dict(self.tags),
-        }
-
-
-class Subscription(Generic[T]):
-    """A stream of items for one subscriber: iterate it with `async for`.
-    Close it (or use it as an async context manager) to unsubscribe; it ends
-    by itself when the agent stops. `dropped` counts the items lost because
-    the subscriber did not keep up with its bounded queue."""
-
-    def __init__(self, registry: dict[int, Subscription[T]], key: int, size: int) -> None:
-        self._registry = registry
-        self._key = key
-        self._send, self._recv = trio.open_memory_channel[T](size)
-        self.dropped = 0
-        registry[key] = self
-
-    def _push(self, item: T) -> bool:
-        try:
-            self._send.send_nowait(item)
-        except trio.WouldBlock:
-            self.dropped += 1
-            return False
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.close()
-            return False
-        return True
-
-    def _end(self) -> None:
-        self._send.close()
-
-    def close(self) -> None:
-        self._registry.pop(self._key, None)
-        self._send.close()
-        self._recv.close()
-
-    def __aiter__(self) -> Subscription[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        try:
-            return await self._recv.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Subscription[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _Call:
