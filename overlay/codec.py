@@ -32,7 +32,7 @@ from typing import Any
 
 import msgpack
 
-from overlay.ids import MAX_HOST_LEN, MAX_NAME_LEN, NodeId
+from overlay.ids import MAX_HOST_LEN, MAX_NAME_LEN, NodeId, wire_id_ok
 from overlay.messages import MAX_ITEMS, MAX_STR, TAGS, Message, is_record, record_fields
 
 PROTOCOL_VERSION = 1
@@ -103,7 +103,7 @@ def _node(v: Any, where: str) -> NodeId:
             and type(port) is int
             and 0 < len(name) <= MAX_NAME_LEN
             and 0 < len(host) <= MAX_HOST_LEN
-            and 0 <= port <= 65535
+            and wire_id_ok(name, host, port)
         ):
             node = NodeId(name, host, port)
             if len(_NODES) >= _NODES_MAX:
@@ -121,7 +121,11 @@ def _node_fail(v: Any, where: str) -> DecodeError:
         return _fail(where, "bad node name")
     if type(host) is not str or not 0 < len(host) <= MAX_HOST_LEN:
         return _fail(where, "bad node host")
-    return _fail(where, "bad node port")
+    if type(v[2]) is not int or not 0 < v[2] <= 65535:
+        return _fail(where, "bad node port")
+    if not name.isprintable():
+        return _fail(where, "node name holds control characters")
+    return _fail(where, "node host must be an IP address literal")
 
 
 def _strmap(v: Any, cap: int, where: str) -> dict[str, str]:

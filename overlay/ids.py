@@ -5,10 +5,17 @@ dial (the *advertised* address, which may differ from the bound one behind a
 NAT or in a container). It is hashable and totally ordered, so it can key
 dicts and be sorted for deterministic iteration, and it packs to a plain
 three-element list on the wire.
+
+On the wire a node id names a host by an IP literal, never a DNS name
+(`wire_id_ok`, checked by the codec on every decoded id): what arrives from
+the network must not make a node resolve names an attacker chose. Only
+seeds from local configuration are resolved, as `seed_id` placeholders
+(`overlay.io`), which never travel.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import NamedTuple
 
 MAX_NAME_LEN = 128
@@ -52,6 +59,19 @@ class NodeId(_Fields):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.addr}"
+
+
+def wire_id_ok(name: str, host: str, port: int) -> bool:
+    """May a node id with these parts come from the network? A printable
+    name (no control characters), an IP literal host (no zone index, the
+    form `ipaddress` prints), a port a node can listen on (1-65535). The
+    lengths are checked by `NodeId` itself."""
+    if not name.isprintable() or not 0 < port <= 65535 or "%" in host:
+        return False
+    try:
+        return str(ipaddress.ip_address(host)) == host
+    except ValueError:
+        return False
 
 
 def parse_addr(text: str) -> tuple[str, int]:

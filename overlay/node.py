@@ -11,12 +11,24 @@ them too.
 
 Randomness: each layer gets its own `random.Random` seeded from the node's,
 so adding draws in one layer does not change another's choices.
+
+Where each message may come from (issue 12: a datagram's sender is only what
+it claims, and anyone can open a stream): HyParView's and Plumtree's
+messages only over a stream, Plumtree's only from an active (or pending)
+neighbour; SWIM's push-pull only over a stream (its datagrams are checked by
+SWIM itself: strangers get an ack and nothing else). Topics starting with
+`$overlay.` are the overlay's own: refused from applications, and on the
+wire delivered to nobody but the layer that owns them (`$overlay.members`:
+SWIM, which applies its own rules to every state, and only when the
+announcement's inner sender is its origin). What is refused is counted in
+`Node.refused` (`stats()["refused"]` in the agent).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+from collections import Counter
 from collections.abc import Mapping
 
 from overlay import codec
@@ -37,11 +49,18 @@ from overlay.io import (
     Output,
     PeerRefused,
     Publish,
+    PublishRejected,
     Received,
     TimerFired,
 )
 from overlay.members import MemberInfo
-from overlay.messages import HYPARVIEW_MESSAGES, PLUMTREE_MESSAGES, SWIM_MESSAGES, MemberUpdates
+from overlay.messages import (
+    HYPARVIEW_MESSAGES,
+    PLUMTREE_MESSAGES,
+    SWIM_MESSAGES,
+    MemberUpdates,
+    PushPull,
+)
 from overlay.plumtree import Plumtree, PtTimer, PublishError
 from overlay.swim import Swim, SwimTimer
 
@@ -49,6 +68,11 @@ from overlay.swim import Swim, SwimTimer
 # refutations, leaves) on this Plumtree topic; the node consumes those
 # deliveries itself, applications never see them.
 MEMBERS_TOPIC = "$overlay.members"
+# Topics with this prefix belong to the overlay itself.
+RESERVED_PREFIX = "$overlay."
+
+
+_RESERVED = f"topics starting with {RESERVED_PREFIX!r} are the overlay's own"
 
 
 class Node:
@@ -78,6 +102,8 @@ class Node:
         # Plumtree alone, as in the papers: connection loss is the only
         # failure detector and the member list holds this node only.
         self.swim_enabled = config.swim.enabled
+        # Inputs refused by the rules of where each message may come from.
+        self.refused: Counter[str] = Counter()
 
     def start(self, now: float) -> list[Output]:
         outs = self.hyparview.start(now) + self.plumtree.start(now)
@@ -95,8 +121,11 @@ class Node:
     def publish(self, topic: str, payload: bytes, now: float) -> list[Output]:
         """Broadcast on `topic`. Raises `overlay.plumtree.PublishError`, with
         nothing sent, if the payload is over `max_payload`, the topic is not
-        1-256 characters, or the node has left. (A `Publish` input returns a
-        `PublishRejected` output instead of raising.)"""
+        1-256 characters, starts with `$overlay.` (the overlay's own), or the
+        node has left. (A `Publish` input returns a `PublishRejected` output
+        instead of raising.)"""
+        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+            raise PublishError(_RESERVED)
         return self.plumtree.publish(topic, payload, now)
 
     def _neighbors(self, outs: list[Output], now: float) -> list[Output]:
@@ -129,24 +158,32 @@ class Node:
         return self._after_swim(self.swim.handle(inp, now), now)
 
     def _internal(self, outs: list[Output], now: float) -> list[Output]:
-        """Consume deliveries on `MEMBERS_TOPIC`: SWIM merges them like any
-        member update from their origin. Our own (hops 0) need nothing."""
+        """Consume deliveries on the overlay's own topics: on
+        `MEMBERS_TOPIC`, SWIM merges them like any member update from their
+        origin (our own, hops 0, need nothing); any other `$overlay.` topic
+        is delivered to nobody."""
         for o in outs:
-            if isinstance(o, Deliver) and o.topic == MEMBERS_TOPIC:
+            if isinstance(o, Deliver) and o.topic.startswith(RESERVED_PREFIX):
                 break
         else:
             return outs
         kept: list[Output] = []
         more: list[Output] = []
         for o in outs:
-            if not isinstance(o, Deliver) or o.topic != MEMBERS_TOPIC:
+            if not isinstance(o, Deliver) or not o.topic.startswith(RESERVED_PREFIX):
                 kept.append(o)
+            elif o.topic != MEMBERS_TOPIC:
+                self.refused["reserved_topic"] += 1
             elif o.hops > 0:
                 try:
                     origin, msg = codec.decode(o.payload, self.config.max_frame)
                 except codec.DecodeError:
+                    self.refused["announcement_undecodable"] += 1
                     continue
-                if isinstance(msg, MemberUpdates) and self.swim_enabled:
+                if origin.name != o.origin or not isinstance(msg, MemberUpdates):
+                    # Someone else's words under this origin's name.
+                    self.refused["announcement_forged"] += 1
+                elif self.swim_enabled:
                     more += self._after_swim(self.swim.handle_announcement(origin, msg, now), now)
         # What SWIM answers may hold our own announcement's local delivery.
         return kept + self._internal(more, now)
@@ -160,16 +197,28 @@ class Node:
         if isinstance(inp, Received):
             msg = inp.msg
             if isinstance(msg, PLUMTREE_MESSAGES):
-                # Plumtree travels over active links only: a sender that is
-                # not our neighbour is told so, and the asymmetry repairs.
-                out: list[Output] = []
-                self.hyparview.check_link(inp.sender, out)
-                return (
-                    out + self.plumtree.handle(inp, now) if out else self.plumtree.handle(inp, now)
-                )
+                # Plumtree travels over active links only. A sender that is
+                # not our neighbour is refused, and told over its stream, so
+                # that an asymmetric view repairs.
+                hv = self.hyparview
+                if inp.datagram:
+                    self.refused["plumtree_datagram"] += 1
+                    return []
+                if inp.sender not in hv.active and inp.sender not in hv.pending:
+                    self.refused["plumtree_not_neighbour"] += 1
+                    out: list[Output] = []
+                    hv.check_link(inp.sender, out)
+                    return out
+                return self.plumtree.handle(inp, now)
             if isinstance(msg, SWIM_MESSAGES):
+                if inp.datagram and isinstance(msg, PushPull):
+                    self.refused["push_pull_datagram"] += 1
+                    return []
                 return self._swim(inp, now)
             if isinstance(msg, HYPARVIEW_MESSAGES):
+                if inp.datagram:
+                    self.refused["hyparview_datagram"] += 1
+                    return []
                 return self._neighbors(self.hyparview.handle(inp, now), now)
             return []
         if isinstance(inp, TimerFired):
@@ -205,7 +254,9 @@ class Node:
                 return outs + self._swim(inp, now)
             case ConnectionUp():
                 return self._neighbors(self.hyparview.handle(inp, now), now)
-            case Publish():
+            case Publish(topic):
+                if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+                    return [PublishRejected(topic, _RESERVED)]
                 return self.plumtree.handle(inp, now)
             case PeerRefused():
                 # SWIM's evidence; a refused dial also comes as ConnectFailed.

@@ -179,6 +179,17 @@ _ACCUSING_CODES = (1, 2, 3)
 # Members remembered for the once-a-period rate limit of direct messages
 # (`Swim._may_tell`); the memo drops stale entries when it reaches this.
 _TOLD_MAX = 4096
+# Incarnations (issue 12). Only a member raises its own, by one per
+# refutation, tag change or leave, so a state far above what we hold is
+# not one it could have had. States above INCARNATION_MAX, or more than
+# INCARNATION_STEP above the one we hold for that member (ourselves
+# included), are refused and counted (`states_refused`): refuting
+# (``theirs + 1``) then never leaves the wire's range (the codec takes up to
+# 2**63 - 1), and one datagram cannot push a member to where it could not
+# refute any more. A member restarted after 2**32 refutations would need
+# two exchanges to catch up with its old incarnation; nothing else changes.
+INCARNATION_MAX = 2**62
+INCARNATION_STEP = 2**32
 
 
 def _covers(theirs: MemberState, mine: MemberState) -> bool:
@@ -380,8 +391,11 @@ class Swim:
     def handle(self, inp: Input, now: float) -> list[Output]:
         out: list[Output] = []
         match inp:
-            case Received(sender, msg):
-                self.on_message(sender, msg, now, out)
+            case Received(sender, msg, datagram):
+                if datagram and sender not in self.members.by_id:
+                    self.on_stranger_datagram(sender, msg, now, out)
+                else:
+                    self.on_message(sender, msg, now, out)
             case TimerFired(timer):
                 if not self.left or timer.kind is SwimTimer.PROBE:
                     self.on_timer(timer, now, out)
@@ -572,6 +586,29 @@ class Swim:
             self._meet(sender, now, out)
         else:
             self._tell_accused_sender(sender, msg, now, out)
+
+    def on_stranger_datagram(
+        self, sender: NodeId, msg: Message, now: float, out: list[Output]
+    ) -> None:
+        """A datagram from a node we do not list: its sender is only what it
+        claims. A ping is acked, without piggybacked states (we may not know
+        a member that joined a moment ago, and its probe must not fail; an
+        empty ack is no bigger than the ping, so there is nothing to
+        amplify), and we push-pull with it over a stream, which proves its
+        address (`_meet`, once a period). An ack may finish a ping we relay
+        for a member we do not list. Anything else (piggybacked states,
+        ping requests, member updates) is refused and counted."""
+        if not self.left:
+            if isinstance(msg, Ping) and msg.target == self.me:
+                out.append(Send(sender, Ack(msg.seq, ()), reliable=False))
+                self._meet(sender, now, out)
+                return
+            if isinstance(msg, Ack):
+                relay = self._relays.get(msg.seq)
+                if relay is not None and relay.target == sender:
+                    self.on_ack(sender, msg.seq, out)
+                    return
+        self.counters["refused_from_strangers"] += 1
 
     def _tell_accused_sender(
         self, sender: NodeId, msg: Message, now: float, out: list[Output]
@@ -1048,10 +1085,15 @@ class Swim:
         for state in states:
             node = state.node
             status = STATUS_OF_CODE[state.status]
+            member = known.get(node)
+            if status is ALIVE and member is not None and state.incarnation <= member.incarnation:
+                continue  # the common case: nothing new
+            if state.incarnation > INCARNATION_MAX or (
+                member is not None and state.incarnation - member.incarnation > INCARNATION_STEP
+            ):
+                self.counters["states_refused"] += 1
+                continue
             if status is ALIVE:
-                member = known.get(node)
-                if member is not None and state.incarnation <= member.incarnation:
-                    continue  # the common case: nothing new
                 if node.name == SEED_NAME:
                     continue
                 if state.tags and tags_bytes(state.tags) > self.cfg.max_tags_bytes:
@@ -1351,7 +1393,9 @@ class Swim:
     def _refute(self, accused: int, now: float) -> None:
         """Someone holds a state about us at `accused` that is not ours: go
         past it and spread alive (SWIM sec. 4.2). Lifeguard: having to
-        refute means others could not hear us; raise our health score."""
+        refute means others could not hear us; raise our health score.
+        (`_merge_all` refuses states above INCARNATION_MAX: this stays in
+        the wire's range.)"""
         self.incarnation = max(self.incarnation, accused) + 1
         self.members.set_state(self._self, ALIVE, self.incarnation, now)
         self.awareness.apply(1)

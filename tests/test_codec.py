@@ -57,11 +57,16 @@ SMALL = 24
 
 
 def node_ids() -> st.SearchStrategy[NodeId]:
+    """Node ids as the wire carries them: printable names, IP literals."""
     return st.builds(
         NodeId,
-        st.text(min_size=1, max_size=MAX_NAME_LEN),
-        st.text(min_size=1, max_size=MAX_HOST_LEN),
-        st.integers(0, 65535),
+        st.text(
+            st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf", "Co", "Cn")),
+            min_size=1,
+            max_size=MAX_NAME_LEN,
+        ).filter(str.isprintable),
+        st.ip_addresses().map(str),
+        st.integers(1, 65535),
     )
 
 
@@ -195,7 +200,7 @@ class Kitchen(Message):
 
 
 KITCHEN_TAG = 250
-N1 = NodeId("a", "h", 1)
+N1 = NodeId("a", "10.0.0.8", 1)
 
 
 def kitchen(**changes: Any) -> Kitchen:
@@ -210,7 +215,7 @@ def kitchen(**changes: Any) -> Kitchen:
         capped=b"12345678",
         node=N1,
         ints=(0, 1, INT_MAX),
-        nodes=(N1, NodeId("b", "h", 2)),
+        nodes=(N1, NodeId("b", "10.0.0.9", 2)),
         tags={"k": "v", "": ""},
         maybe=None,
         inner=Inner(N1, -5),
@@ -524,6 +529,29 @@ def test_out_of_range_ints(frame: bytes) -> None:
         decode(frame)
 
 
+@pytest.mark.parametrize(
+    ("node", "why"),
+    [
+        (["a", "example.com", 7946], "IP address literal"),  # never resolved: issue 12
+        (["a", "10.0.0.1\x00", 7946], "IP address literal"),
+        (["a", "fe80::1%eth0", 7946], "IP address literal"),  # no zone index
+        (["a", "010.0.0.1", 7946], "IP address literal"),  # not the canonical form
+        (["a", "FE80::1", 7946], "IP address literal"),
+        (["a\x00b", "10.0.0.1", 7946], "control characters"),
+        (["a\nb", "10.0.0.1", 7946], "control characters"),
+        (["a", "10.0.0.1", 0], "bad node port"),
+    ],
+)
+def test_wire_node_ids_are_printable_names_at_ip_literals(node: list[Any], why: str) -> None:
+    """Nothing from the network may make a node resolve an attacker's name
+    or carry control characters into logs and sends (issue 12)."""
+    with pytest.raises(DecodeError, match=why):
+        decode(pack(1, node, 1))
+    with pytest.raises(DecodeError, match=why):
+        decode(pack(1, S, 2, node, 3))
+    assert decode(pack(1, ["a", "::1", 1], 1))[0] == NodeId("a", "::1", 1)
+
+
 def test_in_range_int_extremes() -> None:
     assert decode(pack(1, S, 3, True, False, 2**63 - 1))[1] == Neighbor(True, False, 2**63 - 1)
     assert decode(pack(1, S, 2, J, 255))[1] == ForwardJoin(NodeId(*J), 255)
@@ -674,7 +702,7 @@ def test_encode_rejects_what_msgpack_cannot_carry(kitchen_tag: int) -> None:
     ok = kitchen(text="after")
     assert decode(encode(SENDER, ok)) == (SENDER, ok)
     with pytest.raises(EncodeError):
-        encode(NodeId("\udfff", "h", 1), Join())
+        encode(NodeId("\udfff", "10.0.0.8", 1), Join())
     with pytest.raises(EncodeError, match=r"Kitchen\.tags"):
         encode(SENDER, kitchen(tags={1: "x"}))
     with pytest.raises(EncodeError, match=r"Kitchen\.inner"):
