@@ -44,6 +44,7 @@ import logging
 import socket as stdsocket
 import struct
 import time
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
@@ -252,30 +253,32 @@ class ReplayWindow:
 
 class _Seen:
     """One sender's stamps: the highest, those taken within the window below
-    it, and a floor under which nothing is taken."""
+    it (sorted), and a floor under which nothing is taken."""
 
     __slots__ = ("floor", "highest", "recent")
 
     def __init__(self, stamp: int) -> None:
         self.highest = stamp
         self.floor = 0
-        self.recent = {stamp}
+        self.recent = [stamp]
 
     def admit(self, stamp: int, reorder: int, depth: int) -> None:
-        if stamp in self.recent:
-            raise ReplayError("a datagram taken before")
-        if stamp <= self.floor or stamp < self.highest - reorder:
-            raise ReplayError("older than the replay window")
-        self.recent.add(stamp)
-        if stamp > self.highest:
+        recent = self.recent
+        if stamp > self.highest:  # in order: the usual case
+            recent.append(stamp)
             self.highest = stamp
             edge = stamp - reorder
-            if min(self.recent) < edge:
-                self.recent = {s for s in self.recent if s >= edge}
-        if len(self.recent) > depth:
-            lowest = min(self.recent)
-            self.recent.discard(lowest)
-            self.floor = max(self.floor, lowest)
+            if recent[0] < edge:
+                del recent[: bisect_left(recent, edge)]
+        else:
+            if stamp <= self.floor or stamp < self.highest - reorder:
+                raise ReplayError("older than the replay window")
+            i = bisect_left(recent, stamp)
+            if i < len(recent) and recent[i] == stamp:
+                raise ReplayError("a datagram taken before")
+            recent.insert(i, stamp)
+        if len(recent) > depth:
+            self.floor = max(self.floor, recent.pop(0))
 
 
 def frame_reason(exc: Exception) -> str:

@@ -67,6 +67,7 @@ DIALER, ACCEPTOR = b"D", b"A"
 # the same key does not open here.
 _LABEL = b"trio-overlay/2"
 _V = bytes((VERSION,))
+_FRAME_HEADER = _V + FRAME
 _HELLO_SIZE = 2 + CHALLENGE_SIZE
 _FIRST_HEADER = 2 + CHALLENGE_SIZE
 _STAMP_HEADER = 2 + 8
@@ -162,7 +163,17 @@ class Keyring:
 class SealedStream:
     """The frames of one keyed stream (see the module docstring)."""
 
-    __slots__ = ("_mine", "_opened", "_peer_role", "_ring", "_role", "_sealed", "_theirs")
+    __slots__ = (
+        "_mine",
+        "_open_aad",
+        "_opened",
+        "_peer_role",
+        "_ring",
+        "_role",
+        "_seal_aad",
+        "_sealed",
+        "_theirs",
+    )
 
     def __init__(self, ring: Keyring, dialer: bool) -> None:
         self._ring = ring
@@ -171,6 +182,8 @@ class SealedStream:
         self._role, self._peer_role = (DIALER, ACCEPTOR) if dialer else (ACCEPTOR, DIALER)
         self._sealed = 0
         self._opened = 0
+        # The associated data of every frame but the first, less its number.
+        self._seal_aad = self._open_aad = b""
 
     def hello(self) -> bytes | None:
         return _V + HELLO + self._mine
@@ -188,6 +201,8 @@ class SealedStream:
         if challenge == self._mine:
             raise ReplayError("our own hello, sent back")
         self._theirs = challenge
+        self._seal_aad = _LABEL + _V + FRAME + self._role + challenge
+        self._open_aad = _LABEL + _V + FRAME + self._peer_role + self._mine
 
     def seal(self, frame: bytes) -> bytes:
         theirs = self._theirs
@@ -195,7 +210,11 @@ class SealedStream:
             raise RuntimeError("seal before the peer's hello")
         number = self._sealed
         self._sealed += 1
-        header = _V + FIRST + theirs if number == 0 else _V + FRAME
+        if number:
+            return self._ring._seal(
+                _FRAME_HEADER, frame, self._seal_aad + number.to_bytes(8, "big")
+            )
+        header = _V + FIRST + theirs
         aad = _LABEL + header + self._role + theirs + number.to_bytes(8, "big")
         return self._ring._seal(header, frame, aad)
 
@@ -203,17 +222,21 @@ class SealedStream:
         if self._theirs is None:
             raise FrameError("a sealed frame before the hello")
         number = self._opened
-        if number == 0:
-            if len(data) >= 2 and data[:2] == _V + FRAME:
-                raise ReplayError("a frame from the middle of another stream")
-            _check_header(data, FIRST)
-            start = _FIRST_HEADER
-        else:
-            _check_header(data, FRAME)
-            start = 2
+        if number:
+            if data[:2] != _FRAME_HEADER:
+                _check_header(data, FRAME)
+            if len(data) < 2 + NONCE_SIZE + TAG_SIZE:
+                raise FrameError("sealed frame too short")
+            frame = self._ring._open(data, 2, self._open_aad + number.to_bytes(8, "big"))
+            self._opened += 1
+            return frame
+        if data[:2] == _FRAME_HEADER:
+            raise ReplayError("a frame from the middle of another stream")
+        _check_header(data, FIRST)
+        start = _FIRST_HEADER
         if len(data) < start + NONCE_SIZE + TAG_SIZE:
             raise FrameError("sealed frame too short")
-        if number == 0 and data[2:start] != self._mine:
+        if data[2:start] != self._mine:
             raise ReplayError("the first frame answers another stream's challenge")
         aad = _LABEL + data[:start] + self._peer_role + self._mine + number.to_bytes(8, "big")
         frame = self._ring._open(data, start, aad)
