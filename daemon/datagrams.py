@@ -161,8 +161,11 @@ class Datagrams:
                 if self.window is not None:
                     self.window.admit(sender, stamp, time.time())
             except (FrameError, DecodeError) as exc:
-                reason = frame_reason(exc)
-                self._bad("udp", reason, remote, str(exc))
+                self._bad("udp", frame_reason(exc), remote, str(exc))
+                continue
+            except Exception as exc:  # a bug below us: the datagram goes, the agent stays
+                self.metrics.errors["frame"] += 1
+                self._bad("udp", "internal", remote, repr(exc))
                 continue
             if self.check_source and not claims_source(sender, ip_literal(str(addr[0]))):
                 self._bad("udp", "spoofed", remote, f"claims to be {sender}")

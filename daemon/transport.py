@@ -262,6 +262,7 @@ class Transport:
             "dialling": dialling,
             "closing": len(self._closing),
             "unidentified": self._limits.unidentified,
+            "identified": self._limits.identified,  # incoming, against max_identified
         }
 
     async def aclose_all(self, timeout: float) -> None:
@@ -471,6 +472,10 @@ class Transport:
             sender, msg = codec.decode(frame, self.max_frame)
         except (FrameError, DecodeError) as exc:
             self._bad("tcp", frame_reason(exc), st.remote, str(exc))
+            return False
+        except Exception as exc:  # a bug below us: the frame goes, the agent stays
+            self.metrics.errors["frame"] += 1
+            self._bad("tcp", "internal", st.remote, repr(exc))
             return False
         key = (sender.host, sender.port)
         if self.me is not None and key == (self.me.host, self.me.port):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import pytest
 import trio
 
 from daemon.agent import Agent
+from daemon.framing import prefixed
 from daemon.testing import Changes, all_alive, bounded, local_cluster
 from overlay import codec
 from overlay.ids import NodeId
@@ -144,3 +146,38 @@ async def test_a_ping_from_a_nul_host_does_not_end_the_agent() -> None:
             with trio.fail_after(WAIT):
                 assert (await sub.__anext__()).payload == b"still here"
         assert target.running and all_alive(agents, ["n0", "n1"])
+
+
+@bounded(TEST_MAX)
+async def test_a_decoder_bug_drops_the_frame_not_the_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defence in depth: the codec promises DecodeError only; should it ever
+    raise something else, that frame is dropped and counted."""
+    real = codec.decode
+
+    def buggy(frame: bytes, max_size: int = codec.DEFAULT_MAX_FRAME) -> Any:
+        sender, msg = real(frame, max_size)
+        if sender.name == "poison":
+            raise RuntimeError("a bug")
+        return sender, msg
+
+    monkeypatch.setattr(codec, "decode", buggy)
+    async with (
+        trio.open_nursery() as nursery,
+        endpoint(nursery, "a") as a,
+        endpoint(nursery, "b") as b,
+    ):
+        poison = NodeId("poison", "127.0.0.1", 9)
+        with trio.socket.socket(type=socket.SOCK_DGRAM) as u:
+            await u.sendto(codec.encode(poison, Join()), (b.me.host, b.me.port))
+        stream = await trio.open_tcp_stream(b.me.host, b.me.port)
+        await stream.send_all(prefixed(codec.encode(poison, Join())))
+        with trio.fail_after(WAIT):
+            assert await stream.receive_some(10) == b""  # closed on it
+        a.send(b.me, Join(), reliable=False)
+        assert await b.next() == Received(a.me, Join(), datagram=True)
+        assert b.metrics.bad_frames["udp:internal"] == b.metrics.bad_frames["tcp:internal"] == 1
+        assert b.metrics.errors["frame"] == 2
+        await stream.aclose()
+        nursery.cancel_scope.cancel()

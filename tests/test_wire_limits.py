@@ -152,6 +152,7 @@ async def test_identified_streams_are_capped_in_all() -> None:
         with trio.fail_after(WAIT):
             await _closed(late)
         assert a.metrics.connections["refused_cap"] == 1
+        assert a.transport.connections()["identified"] == 3
         # A slot frees when a stream ends.
         await kept.pop().aclose()
         assert isinstance(await a.next(), ConnectionDown)
