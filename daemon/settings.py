@@ -36,7 +36,7 @@ Every protocol parameter (`overlay.config`) and transport setting has a flag
 too, `--SECTION.NAME VALUE` (`--swim.probe-period 0.5`,
 `--transport.dial-timeout 2`), and so has every `[agent]` key; `overlay agent
 --help` documents them all, from the comments in `overlay/config.py`,
-`daemon/transport.py` and `daemon/agent.py`.
+`daemon/limits.py` and `daemon/agent.py`.
 """
 
 from __future__ import annotations
