@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import trio
 
-from daemon.logs import event
+from daemon.logs import Throttle, event
 from overlay.ids import parse_addr
 
 if TYPE_CHECKING:
@@ -194,11 +194,15 @@ async def serve_control(
 ) -> None:
     """Serve the control API of `agent` on `listener` (from
     `open_control_listener(address)`) until cancelled."""
+    # Bad requests are logged at most 5 a minute (a client looping on
+    # garbage must not flood the log), each counted in `bad_frames` as
+    # `control:request`.
+    throttle = Throttle(burst=5, window=60.0)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 trio.serve_listeners,
-                lambda stream: _Connection(agent, stream).serve(),
+                lambda stream: _Connection(agent, stream, throttle).serve(),
                 [listener],
             )
             task_status.started()
@@ -222,9 +226,10 @@ def _op(name: str) -> Callable[[_Handler], _Handler]:
 
 
 class _Connection:
-    def __init__(self, agent: Agent, stream: trio.SocketStream) -> None:
+    def __init__(self, agent: Agent, stream: trio.SocketStream, throttle: Throttle) -> None:
         self.agent = agent
         self.stream = stream
+        self.throttle = throttle
         # (frame, event set once it is written)
         self.out_send, self.out_recv = trio.open_memory_channel[tuple[bytes, trio.Event | None]](
             256
@@ -279,7 +284,7 @@ class _Connection:
             except _GONE:
                 return
             except MessageTooLarge as exc:
-                event(log, logging.WARNING, "bad control request", error=str(exc))
+                self._bad_request(exc)
                 await self.send({"seq": 0, "ok": False, "error": request_too_large(exc.size)})
                 # Take in what the client is still sending: closing on it
                 # would reset the connection, and the answer with it.
@@ -287,12 +292,18 @@ class _Connection:
                     await reader.skip(exc.size)
                 return
             except ControlError as exc:
-                event(log, logging.WARNING, "bad control request", error=str(exc))
+                self._bad_request(exc)
                 await self.send({"seq": 0, "ok": False, "error": f"bad request: {exc}"})
                 return
             if request is None:
                 return
             await self._handle(request)
+
+    def _bad_request(self, exc: ControlError) -> None:
+        self.agent.metrics.bad_frames["control:request"] += 1
+        allowed, held = self.throttle.allow("bad-request")
+        if allowed:
+            event(log, logging.WARNING, "bad control request", error=str(exc), suppressed=held)
 
     async def _handle(self, request: dict[str, Any]) -> None:
         seq = request.get("seq", 0)
