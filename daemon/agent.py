@@ -51,6 +51,7 @@ from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
 from daemon.framing import FrameCodec, PlainFrames
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, prometheus_text, sample_forever, serve_metrics
+from daemon.notices import SeedWatch, warn_no_key
 
 # Re-exported: the embedded API's types, long imported from here.
 from daemon.subscriptions import Delivery as Delivery
@@ -189,6 +190,7 @@ class Agent:
         self.settings = settings
         self.metrics = Metrics()
         self._error_throttle = Throttle()
+        self._seed_watch = SeedWatch(log, keyed=bool(settings.keys))
         self._frames: FrameCodec = PlainFrames()
         if settings.keys:
             # Imported only when needed: the crypto library costs an agent
@@ -323,6 +325,8 @@ class Agent:
                     metrics=_fmt_addr(self.metrics_address) if self.metrics_address else None,
                     encrypted=bool(s.keys),
                 )
+                if not s.keys:
+                    warn_no_key(log, _fmt_addr(self._transport.bound))
                 task_status.started(self)
                 await self._drive()
         finally:
@@ -474,6 +478,7 @@ class Agent:
                 self._execute(outputs, now)
             item.done.set()
         elif isinstance(item, _NETWORK_INPUTS):
+            self._seed_watch.observe(item)
             try:
                 outputs = node.handle(item, now)
             except Exception as exc:
