@@ -152,6 +152,10 @@ _NETWORK_INPUTS = (Received, ConnectionUp, ConnectionDown, ConnectFailed, PeerRe
 # Inputs the driver takes in a row before it yields to other tasks (guess:
 # enough to absorb a burst, short enough to keep the control API responsive).
 _DRIVER_BATCH = 64
+# The overlay's own topics (SWIM's announcements): the node refuses them
+# from applications too, but as a logged `PublishRejected`; refused here
+# first, the caller gets the error.
+_RESERVED_PREFIX = "$overlay."
 # A leave waits at most this long for `hold_stop` holders before stopping.
 _HOLD_MAX = 2.0
 # Default bound on how long a leaving agent keeps gossiping its "left":
@@ -646,8 +650,13 @@ class Agent:
     async def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast `payload` to every subscriber of `topic` in the cluster
         (this agent's included). Raises `PublishError` if the node refuses it
-        (payload too large, bad topic, left)."""
+        (payload too large, bad topic, one of the overlay's own, left)."""
         self._check_running()
+        if isinstance(topic, str) and topic.startswith(_RESERVED_PREFIX):
+            raise PublishError(
+                f"topic {topic!r} is reserved: topics starting with "
+                f"{_RESERVED_PREFIX!r} are the overlay's own"
+            )
         self.node.plumtree.check_publish(topic, payload)
         self.metrics.published += 1
         await self._inputs.send(Publish(topic, payload))
