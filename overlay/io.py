@@ -240,6 +240,18 @@ class PublishRejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class NameConflict:
+    """A node claims `name`, which a live member (`holder`) already holds at
+    another address: the claim is refused (the member list never lists a
+    name twice while its holder lives). When `claimant` is this node, we
+    are the newcomer: the driver should stop and say so."""
+
+    name: str
+    holder: NodeId
+    claimant: NodeId
+
+
 Output = (
     Send
     | CloseConnection
@@ -250,4 +262,5 @@ Output = (
     | MemberChanged
     | Deliver
     | PublishRejected
+    | NameConflict
 )

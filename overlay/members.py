@@ -113,6 +113,8 @@ class MemberList:
         self._next = 0
         self._counts = dict.fromkeys(MemberStatus, 0)
         self._tombstones: dict[NodeId, Member] = {}
+        # The member each name belongs to (the last one added under it).
+        self._names: dict[str, Member] = {}
         # Members that went from live to failed, in that order; entries
         # before `_deaths_from` have aged out (see gossip_targets).
         self._deaths: list[Member] = []
@@ -131,6 +133,10 @@ class MemberList:
 
     def get(self, node: NodeId) -> Member | None:
         return self._members.get(node)
+
+    def named(self, name: str) -> Member | None:
+        """The member listed under `name` (the latest added), if any."""
+        return self._names.get(name)
 
     def count(self, status: MemberStatus) -> int:
         return self._counts[status]
@@ -153,6 +159,7 @@ class MemberList:
         if member.node in self._members:
             raise ValueError(f"{member.node} is already a member")
         self._members[member.node] = member
+        self._names[member.node.name] = member
         self._counts[member.status] += 1
         if member.status in LIVE:
             self._enter_order(member)
@@ -189,6 +196,8 @@ class MemberList:
                 break
             del tombstones[node]
             del self._members[node]
+            if self._names.get(node.name) is member:
+                del self._names[node.name]
             self._counts[member.status] -= 1
             reaped.append(node)
         return reaped

@@ -42,6 +42,8 @@ Two more facts a suspicion carries (the rules that use them are in
 - ``refused``: the member's host told us that nothing listens at its
   address (`overlay.io.PeerRefused`): with one other accuser, the
   suspicion ends at once.
+- ``leaving``: the suspicion stands for the member's goodbye relayed by
+  someone else: unrefuted, it ends as *left*, not failed.
 """
 
 from __future__ import annotations
@@ -72,7 +74,17 @@ def suspicion_timeout(confirmations: int, k: int, min_s: float, max_s: float) ->
 class Suspicion:
     """The suspicion of one member at one incarnation, as seen here."""
 
-    __slots__ = ("accusers", "held", "k", "max_s", "min_s", "refused", "start", "verdict")
+    __slots__ = (
+        "accusers",
+        "held",
+        "k",
+        "leaving",
+        "max_s",
+        "min_s",
+        "refused",
+        "start",
+        "verdict",
+    )
 
     def __init__(
         self,
@@ -93,6 +105,7 @@ class Suspicion:
         self.verdict = verdict
         self.held = False
         self.refused = False
+        self.leaving = False
 
     @property
     def confirmations(self) -> int:

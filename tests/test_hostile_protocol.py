@@ -27,7 +27,9 @@ from overlay.io import (
     ConnectionUp,
     Deliver,
     Input,
+    JoinCluster,
     MemberStatus,
+    NameConflict,
     PeerRefused,
     Publish,
     PublishRejected,
@@ -35,6 +37,7 @@ from overlay.io import (
     Send,
     Timer,
     TimerFired,
+    seed_id,
 )
 from overlay.messages import (
     Ack,
@@ -254,3 +257,36 @@ def _timer_kinds() -> list[object]:
 
 
 _TIMER_KINDS = _timer_kinds()
+
+
+# --------------------------------------------------------------- names
+
+
+def test_a_name_held_by_a_live_member_is_refused_at_join() -> None:
+    """A second agent started under a live member's name was accepted and
+    listed twice (issue 12, item 9). The seed refuses it and says so; the
+    newcomer learns from the seed's answer that it is the claimant."""
+    node = make()  # knows FRIEND = friend@10.0.0.2
+    impostor = NodeId("friend", "10.0.0.9", 7946)
+    out = node.handle(
+        Received(impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, 0, {}, None),))), 1.0
+    )
+    assert NameConflict("friend", holder=FRIEND, claimant=impostor) in out
+    assert impostor not in node.swim.members
+    reply = [o for o in out if isinstance(o, Send) and isinstance(o.msg, PushPull)]
+    assert reply and any(s.node == FRIEND for s in reply[0].msg.states)  # it learns why
+    # The newcomer's side: it joined through a seed that lists its name.
+    newcomer = Node(impostor, Config(), random.Random(2))
+    newcomer.start(0.0)
+    seed = seed_id("10.0.0.1", 7946)
+    newcomer.handle(JoinCluster((seed,)), 0.0)
+    states = (MemberState(ME, 0, 0, {}, None), MemberState(FRIEND, 0, 0, {}, None))
+    out = newcomer.handle(Received(ME, PushPull(True, 0, 1, states)), 0.5)
+    assert NameConflict("friend", holder=FRIEND, claimant=impostor) in out
+    assert FRIEND not in newcomer.swim.members
+    # A name whose holder failed passes to the new address.
+    node.swim.members.set_state(node.swim.members.by_id[FRIEND], MemberStatus.FAILED, 0, 2.0)
+    node.handle(
+        Received(impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, 0, {}, None),))), 3.0
+    )
+    assert impostor in node.swim.members

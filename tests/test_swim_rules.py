@@ -52,7 +52,7 @@ def node_holding(held: Status | None) -> Swim:
     else:
         recv(state("alive", HELD_AT - 1 if held == "left" else HELD_AT))
         if held == "left":
-            recv(state("left", HELD_AT))
+            recv(state("left", HELD_AT), X)  # its own goodbye
         elif held in ("suspect", "failed"):
             recv(state("suspect", HELD_AT), ACCUSER)  # starts at 1.0, timer MAX
             if held == "failed":
@@ -102,7 +102,7 @@ TABLE: list[tuple[Status | None, Status, int, tuple[str | None, int, float | Non
     ("alive", "failed", 6, ("suspect", 6, MIN, True)),
     ("alive", "left", 4, ("alive", 5, None, False)),
     ("alive", "left", 5, ("suspect", 5, MIN, True)),  # not its own goodbye: a verdict
-    ("alive", "left", 6, ("left", 6, None, False)),  # its own goodbye
+    ("alive", "left", 6, ("suspect", 6, MIN, True)),  # a goodbye relayed: see below
     # Suspect at 5 (since 1.0, one accuser).
     ("suspect", "alive", 4, ("suspect", 5, None, False)),
     ("suspect", "alive", 5, ("suspect", 5, None, False)),
@@ -115,7 +115,7 @@ TABLE: list[tuple[Status | None, Status, int, tuple[str | None, int, float | Non
     ("suspect", "failed", 6, ("suspect", 6, MIN, True)),
     ("suspect", "left", 4, ("suspect", 5, None, False)),
     ("suspect", "left", 5, ("suspect", 5, 3.0, False)),
-    ("suspect", "left", 6, ("left", 6, None, False)),
+    ("suspect", "left", 6, ("suspect", 6, MIN, True)),
     # Failed at 5: only a higher alive brings it back.
     *[("failed", r, i, ("failed", 5, None, False)) for r in CODES for i in (4, 5, 6)],
     # Left at 5: the same.
@@ -181,3 +181,17 @@ def test_an_accusation_we_already_refuted_gets_our_alive_state_back() -> None:
     out = s.handle(Received(ACCUSER, MemberUpdates((MemberState(ME, 0, 2, {}, None),))), 2.1)
     assert out == [Send(ACCUSER, MemberUpdates((MemberState(ME, 1, 0, {}, None),)), reliable=False)]
     assert s.incarnation == 1
+
+
+def test_a_goodbye_from_the_member_itself_is_applied_relayed_it_waits() -> None:
+    """left(j) from the leaver itself is applied at once; relayed by a third
+    party it is a suspicion at the minimum that ends as left unrefuted (a
+    forged goodbye is refuted instead of shown)."""
+    s = node_holding("alive")
+    s.handle(Received(X, MemberUpdates((state("left", 6),))), 2.0)
+    assert (s.members.by_id[X].status.value, s.members.by_id[X].incarnation) == ("left", 6)
+    s = node_holding("alive")
+    s.handle(Received(TRUSTED, MemberUpdates((state("left", 6),))), 2.0)
+    assert s.members.by_id[X].status.value == "suspect"
+    s.handle(TimerFired(Timer(SwimTimer.SUSPICION, (X, 6))), 6.0)
+    assert (s.members.by_id[X].status.value, s.members.by_id[X].incarnation) == ("left", 6)
