@@ -86,7 +86,7 @@ from overlay.io import (
     TimerFired,
     seed_id,
 )
-from overlay.node import Node
+from overlay.node import RESERVED_PREFIX, Node
 from overlay.plumtree import PublishError
 
 log = logging.getLogger("overlay.agent")
@@ -152,10 +152,6 @@ _NETWORK_INPUTS = (Received, ConnectionUp, ConnectionDown, ConnectFailed, PeerRe
 # Inputs the driver takes in a row before it yields to other tasks (guess:
 # enough to absorb a burst, short enough to keep the control API responsive).
 _DRIVER_BATCH = 64
-# The overlay's own topics (SWIM's announcements): the node refuses them
-# from applications too, but as a logged `PublishRejected`; refused here
-# first, the caller gets the error.
-_RESERVED_PREFIX = "$overlay."
 # A leave waits at most this long for `hold_stop` holders before stopping.
 _HOLD_MAX = 2.0
 # Default bound on how long a leaving agent keeps gossiping its "left":
@@ -652,10 +648,13 @@ class Agent:
         (this agent's included). Raises `PublishError` if the node refuses it
         (payload too large, bad topic, one of the overlay's own, left)."""
         self._check_running()
-        if isinstance(topic, str) and topic.startswith(_RESERVED_PREFIX):
+        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+            # The node refuses a `Publish` on them as a logged
+            # `PublishRejected`, after we returned: refused here, the caller
+            # gets the error.
             raise PublishError(
                 f"topic {topic!r} is reserved: topics starting with "
-                f"{_RESERVED_PREFIX!r} are the overlay's own"
+                f"{RESERVED_PREFIX!r} are the overlay's own"
             )
         self.node.plumtree.check_publish(topic, payload)
         self.metrics.published += 1
