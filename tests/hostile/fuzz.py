@@ -70,6 +70,11 @@ CONTROL_OPS = ("members", "stats", "handshake", "publish", "subscribe", "unsubsc
 CONTROL_FORBIDDEN = frozenset({"leave", "join", "tags", "keys", "force-leave", "query", "rtt"})
 
 
+def _pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
 def _fake_ids(rng: random.Random, n: int) -> list[NodeTuple]:
     """Ids in 127.99.0.0/16 with two-digit octets (a flipped bit cannot
     turn one into 127.0.0.1: the length differs)."""
@@ -86,10 +91,9 @@ class Frames:
         self, rng: random.Random, members: Sequence[NodeTuple], *, lethal: bool = True
     ) -> None:
         self.rng = rng
-        self.members = [tuple(m) for m in members]
+        self.members: list[NodeTuple] = [(str(m[0]), str(m[1]), int(m[2])) for m in members]
         self.lethal = lethal
         self.fakes = _fake_ids(rng, 50)
-        self.pool: list[NodeTuple] = [*self.members, *self.fakes]  # type: ignore[list-item]
         self.nul_ids: list[NodeTuple] = [
             ("evil", "127.0.0.1\x00", 7946),
             ("evil2", "\x00", 1),
@@ -105,7 +109,7 @@ class Frames:
         if extreme and self.lethal and self.rng.random() < 0.1:
             return self.rng.choice(self.nul_ids)
         if self.members and self.rng.random() < 0.5:
-            return self.rng.choice(self.members)  # type: ignore[return-value]
+            return self.rng.choice(self.members)
         return self.rng.choice(self.fakes)
 
     def value(self, tp: Any, meta: typing.Mapping[str, Any], extreme: bool, depth: int = 0) -> Any:
@@ -227,7 +231,7 @@ class Frames:
         # The values are wire-ready already: packed as they are.
         values = [self.value(hints[f.name], f.metadata, extreme) for f in _fields(cls)]
         body = [codec.PROTOCOL_VERSION, list(self.node(extreme)), _TAG_OF[cls], *values]
-        data: bytes = msgpack.packb(body, use_bin_type=True)
+        data: bytes = _pack(body)
         if len(data) > MAX_DATAGRAM - 100:
             return frame(self.node(), messages.Nack, seq=self.rng.randint(0, INT_MAX))
         return data
@@ -264,21 +268,20 @@ class Frames:
             return b"\x91" * rng.choice([100, 5000, 60000]) + b"\xc0"
         if how == 2:  # unknown tag or version
             tag = rng.choice([0, 8, 15, 22, 31, 38, 63, 64, 255, 2**40, -1])
-            return msgpack.packb([codec.PROTOCOL_VERSION, list(self.node()), tag])
+            return _pack([codec.PROTOCOL_VERSION, list(self.node()), tag])
         if how == 3:
             version = rng.choice([0, 2, 255, -1, "1", None])
-            return msgpack.packb([version, list(self.node()), 32, 1, list(self.node()), []])
+            return _pack([version, list(self.node()), 32, 1, list(self.node()), []])
         if how == 4:  # a known tag with the wrong arity or types
             tag = rng.choice(list(messages.TAGS))
-            extra = [rng.choice([None, 1.5, "x", b"y", [], {}, -5, 2**64 - 1])] * rng.randint(0, 8)
-            return msgpack.packb([codec.PROTOCOL_VERSION, list(self.node()), tag, *extra])
+            odd: list[Any] = [None, 1.5, "x", b"y", [], {}, -5, 2**64 - 1]
+            extra = [rng.choice(odd)] * rng.randint(0, 8)
+            return _pack([codec.PROTOCOL_VERSION, list(self.node()), tag, *extra])
         if how == 5:  # not an array at all
-            return msgpack.packb(
-                rng.choice([{"a": 1}, 5, "frame", b"\x00" * 10, None, [1] * 70000])
-            )
+            return _pack(rng.choice([{"a": 1}, 5, "frame", b"\x00" * 10, None, [1] * 70000]))
         # A sender that is not a node id.
         sender = rng.choice([[], ["n", "h"], [1, 2, 3], ["n", "h", -1], ["n" * 500, "h", 1]])
-        return msgpack.packb([codec.PROTOCOL_VERSION, sender, 35, 1])
+        return _pack([codec.PROTOCOL_VERSION, sender, 35, 1])
 
     def next(self) -> bytes:
         """One hostile frame (safe for the machine, see the module doc)."""
@@ -391,18 +394,18 @@ def control_junk(rng: random.Random) -> bytes:
         body = rng.randbytes(rng.randint(1, 200))
         return header.pack(len(body)) + body
     if how == 3:
-        body = msgpack.packb(rng.choice([[1, 2], 5, "x", None, b"\x00"]))
+        body = _pack(rng.choice([[1, 2], 5, "x", None, b"\x00"]))
         return header.pack(len(body)) + body
     if how == 4:
         op = rng.choice([*CONTROL_OPS, "", "x" * 300, "LEAVE ", "nope"])
-        request = {
+        request: dict[str, Any] = {
             "seq": rng.choice([1, -1, "1", None, 2**63, 1.5]),
             "op": op if op not in CONTROL_FORBIDDEN else "nope",
             "args": rng.choice([{}, [], "a", None, {"topic": 5}, {"version": 99}]),
         }
     else:
         op = rng.choice(CONTROL_OPS)
-        request = {
+        request = {  # a harmless operation, bad arguments
             "seq": rng.randint(1, 1000),
             "op": op,
             "args": rng.choice(
@@ -417,12 +420,22 @@ def control_junk(rng: random.Random) -> bytes:
                 ]
             ),
         }
-    body = msgpack.packb(request, use_bin_type=True)
+    body = _pack(request)
     return header.pack(len(body)) + body
 
 
 # --------------------------------------------------------------------------
 # The driver
+
+
+class FrameSource(typing.Protocol):
+    """What the senders need: `Frames`, or frames made in advance."""
+
+    rng: random.Random
+
+    def next(self) -> bytes: ...
+
+    def stream_prefix(self) -> bytes: ...
 
 
 @dataclass
@@ -469,7 +482,7 @@ async def sample_rss(
 
 
 async def fuzz_udp(
-    agents: Sequence[AgentProc], frames: Frames, count: int, report: Report, burst: int = 100
+    agents: Sequence[AgentProc], frames: FrameSource, count: int, report: Report, burst: int = 100
 ) -> None:
     """`count` datagrams, from the attacker's address and from the
     members' own, to the agents in turn; a pause between bursts so that the
@@ -500,7 +513,7 @@ async def fuzz_udp(
 
 async def fuzz_tcp(
     agents: Sequence[AgentProc],
-    frames: Frames,
+    frames: FrameSource,
     count: int,
     report: Report,
     concurrency: int = 8,

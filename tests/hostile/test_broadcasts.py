@@ -170,7 +170,7 @@ async def test_w6_a_sealed_gossip_replayed_later_is_not_delivered_again(tmp_path
             await cluster.publish(n1, TOPIC, payload)
             await until(lambda: payload in _payloads(got), 10, "the broadcast at x")
             await until(
-                lambda: tap.streams and max(len(s) for s in tap.streams) > len(payload),
+                lambda: bool(tap.streams) and max(len(s) for s in tap.streams) > len(payload),
                 5,
                 "the sealed broadcast in the tap",
             )

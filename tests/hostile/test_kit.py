@@ -56,7 +56,7 @@ def _sample(tp: object, name: str) -> object:
 
 def test_frames_match_the_codec_for_every_message_type() -> None:
     for cls in TAGS.values():
-        hints = {f.name: f.type for f in dataclasses.fields(cls)}
+        hints = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         values = {name: _sample(tp, name) for name, tp in hints.items()}
         msg = cls(**values)
         assert frame(ME, cls, **values) == codec.encode(ME, msg), cls.__name__
