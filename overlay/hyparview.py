@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections import Counter
 from dataclasses import dataclass
 
 from overlay.config import HyParViewConfig
@@ -70,11 +71,18 @@ from overlay.messages import (
     Shuffle,
     ShuffleReply,
 )
+from overlay.ratelimit import RateLimit
 
 # How many shuffles we remember the samples of, to prefer dropping those
 # entries when the reply arrives (one per period is usual; a few cover
 # replies that arrive late).
 _SHUFFLE_MEMORY = 4
+# Joins taken in (JOIN, or a FORWARD_JOIN walk ending here) per joiner host:
+# a joiner sends one JOIN and retries after a second or more, but a test or
+# a bench may start 200 agents on one loopback address, so the burst is
+# generous; 2,000 forged JOINs now start 32 walks, not 2,000 (issue 12).
+_JOINS_PER_HOST = 4.0
+_JOINS_BURST = 32
 
 
 class HvTimer(enum.Enum):
@@ -122,6 +130,9 @@ class HyParView:
         self._joined = False
         self._shuffles: dict[int, tuple[NodeId, ...]] = {}
         self.left = False
+        self._joins = RateLimit(_JOINS_PER_HOST, _JOINS_BURST)
+        # What the limits refused (issue 12).
+        self.counters: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- API
 
@@ -148,7 +159,7 @@ class HyParView:
             return out
         match inp:
             case Received(sender, msg):
-                self.on_message(sender, msg, out)
+                self.on_message(sender, msg, now, out)
             case TimerFired(timer):
                 self.on_timer(timer, out)
             case ConnectionDown(peer):
@@ -200,13 +211,13 @@ class HyParView:
 
     # ------------------------------------------------------------- messages
 
-    def on_message(self, sender: NodeId, msg: Message, out: list[Output]) -> None:
+    def on_message(self, sender: NodeId, msg: Message, now: float, out: list[Output]) -> None:
         match msg:
             case Join():
-                self.on_join(sender, out)
+                self.on_join(sender, now, out)
             case ForwardJoin(joiner, ttl):
                 self.check_link(sender, out)
-                self.on_forward_join(sender, joiner, ttl, out)
+                self.on_forward_join(sender, joiner, ttl, now, out)
             case Neighbor(high_priority, join, nonce):
                 self.on_neighbor(sender, high_priority, join, nonce, out)
             case NeighborReply(accepted, nonce):
@@ -221,9 +232,12 @@ class HyParView:
             case _:
                 pass
 
-    def on_join(self, joiner: NodeId, out: list[Output]) -> None:
+    def on_join(self, joiner: NodeId, now: float, out: list[Output]) -> None:
         """JOIN (Alg. 1): take the joiner into the active view, and start an
-        ARWL-long FORWARD_JOIN walk through every other active peer."""
+        ARWL-long FORWARD_JOIN walk through every other active peer. At
+        most `_JOINS_PER_HOST` a second from one host (issue 12: 2,000
+        forged JOINs made the cluster dial 3,641 times): each one starts
+        walks that end in dials to the joiner's address."""
         if joiner == self.me or is_seed(joiner):
             return
         if joiner in self.active:
@@ -231,19 +245,29 @@ class HyParView:
             # repeat the notice, do not walk again.
             out.append(Send(joiner, Neighbor(high_priority=True, join=True)))
             return
+        if not self._joins.allow(joiner.host, now):
+            self.counters["joins_refused"] += 1
+            return
         self._add_active(joiner, UpReason.JOINED, out, notify=True)
         for peer in self.active:
             if peer != joiner:
                 out.append(Send(peer, ForwardJoin(joiner, self.cfg.arwl)))
 
-    def on_forward_join(self, sender: NodeId, joiner: NodeId, ttl: int, out: list[Output]) -> None:
+    def on_forward_join(
+        self, sender: NodeId, joiner: NodeId, ttl: int, now: float, out: list[Output]
+    ) -> None:
         """FORWARD_JOIN (Alg. 1): at TTL 0, or with a single active peer, take
         the joiner into the active view; at TTL == PRWL, into the passive
         view; otherwise pass the walk to a random active peer other than the
-        one it came from."""
+        one it came from. Taking the joiner in dials it: at most
+        `_JOINS_PER_HOST` a second per joiner host (a neighbour could send
+        walks naming any address)."""
         if joiner == self.me or is_seed(joiner):
             return
         if ttl == 0 or len(self.active) <= 1:
+            if joiner not in self.active and not self._joins.allow(joiner.host, now):
+                self.counters["walks_refused"] += 1
+                return
             self._add_active(joiner, UpReason.JOINED, out, notify=True)
             return
         if ttl == self.cfg.prwl:

@@ -153,6 +153,7 @@ from overlay.messages import (
     PingReq,
     PushPull,
 )
+from overlay.ratelimit import RateLimit
 from overlay.suspicion import Suspicion, expected_confirmations, suspicion_min
 
 ALIVE, SUSPECT, FAILED, LEFT = (
@@ -191,6 +192,11 @@ _TOLD_MAX = 4096
 # two exchanges to catch up with its old incarnation; nothing else changes.
 INCARNATION_MAX = 2**62
 INCARNATION_STEP = 2**32
+# New members learned second-hand, per sender host (see `_merge_all`): a
+# join burst of 100 nodes a second brings each node ~100 new members a
+# second, from many senders; exchanges we start ourselves are not limited.
+_ADMIT_PER_HOST = 128.0
+_ADMIT_BURST = 512
 
 
 def _covers(theirs: MemberState, mine: MemberState) -> bool:
@@ -364,6 +370,7 @@ class Swim:
         self._rejoined: list[NodeId] = []
         self._told: dict[NodeId, float] = {}  # see _may_tell
         self._verify_budget = config.verify_max  # see _verify
+        self._admit = RateLimit(_ADMIT_PER_HOST, _ADMIT_BURST)  # see _merge_all
         # When a message from another member last arrived, and when we last
         # suspected a member after a probe during which we heard nobody
         # (see `_reconnected`).
@@ -757,7 +764,7 @@ class Swim:
         kind = exchange[0] if exchange is not None else None
         joining = kind is _Exchange.JOIN
         known = len(self.members.by_id)
-        self._merge_all(states, sender, now, out, joining=joining)
+        self._merge_all(states, sender, now, out, joining=joining, ours=kind is not None)
         if kind is _Exchange.FOLLOWUP:
             self._followup_news += len(self.members.by_id) - known
         if joining and not self._joined:
@@ -1078,7 +1085,14 @@ class Swim:
         out: list[Output],
         *,
         joining: bool = False,
+        ours: bool = False,
     ) -> None:
+        """Merge `states` from `sender` (`joining`: the reply to our join;
+        `ours`: the reply to an exchange we started, with a member we
+        chose). Members new to us that arrive otherwise are admitted at most
+        `_ADMIT_PER_HOST` a second per sender host: one member could
+        otherwise fill every list with fabricated members (5,000 of them
+        kept a paused member unprobed for 45 s, issue 12)."""
         known = self.members.by_id
         # Accusations are believed only from a member we hold live, judged
         # before this message changes anything (see `_pass_on`).
@@ -1097,6 +1111,9 @@ class Swim:
                 continue
             if status is ALIVE:
                 if node.name == SEED_NAME:
+                    continue
+                if member is None and not ours and not self._admit.allow(sender.host, now):
+                    self.counters["admissions_refused"] += 1
                     continue
                 if state.tags and tags_bytes(state.tags) > self.cfg.max_tags_bytes:
                     self.counters["oversized_tags_dropped"] += 1

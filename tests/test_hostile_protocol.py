@@ -54,6 +54,7 @@ from overlay.messages import (
 )
 from overlay.node import MEMBERS_TOPIC, Node
 from overlay.plumtree import PublishError
+from overlay.ratelimit import RateLimit
 from overlay.swim import INCARNATION_MAX, INCARNATION_STEP
 from tests.test_codec import messages, node_ids
 
@@ -290,3 +291,46 @@ def test_a_name_held_by_a_live_member_is_refused_at_join() -> None:
         Received(impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, 0, {}, None),))), 3.0
     )
     assert impostor in node.swim.members
+
+
+# ----------------------------------------------------- rate limits per host
+
+
+def test_rate_limit_buckets_refill_and_forget_the_oldest_key() -> None:
+    limit = RateLimit(rate=2.0, burst=3, keys=2)
+    assert [limit.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limit.allow("a", 0.5)  # one token back after half a second at 2/s
+    assert not limit.allow("a", 0.5)
+    assert limit.allow("b", 0.5) and limit.allow("c", 0.5)  # "a" forgotten: 2 keys
+    assert len(limit) == 2 and limit.allow("a", 0.5)  # a fresh bucket
+    with pytest.raises(ValueError):
+        RateLimit(rate=0, burst=1)
+
+
+def test_forged_joins_start_a_bounded_number_of_walks() -> None:
+    """2,000 forged JOINs made the cluster dial 3,641 times (issue 12, item
+    8): from one host, a burst of 32, then 4 a second."""
+    node = make()
+    hv = node.hyparview
+    sent = 0
+    for i in range(200):
+        joiner = NodeId(f"j{i}", "10.0.0.66", 10_000 + i)
+        out = node.handle(Received(joiner, Join()), 1.0)
+        sent += sum(isinstance(o, Send) for o in out)
+    assert hv.counters["joins_refused"] == 200 - 32
+    assert sent <= 32 * (node.config.hyparview.active_size + 1)
+    # Another host is not held back by the first one's flood.
+    node.handle(Received(NodeId("other", "10.0.0.77", 1), Join()), 1.0)
+    assert NodeId("other", "10.0.0.77", 1) in hv.active
+
+
+def test_one_member_cannot_fill_every_list_with_fabricated_members() -> None:
+    node = make()
+    fakes = [
+        MemberState(NodeId(f"f{i}", f"10.9.{i // 250}.{i % 250 + 1}", 1), 0, 0, {}, None)
+        for i in range(5000)
+    ]
+    for k in range(0, 5000, 20):
+        node.handle(Received(FRIEND, MemberUpdates(tuple(fakes[k : k + 20]))), 1.0)
+    assert len(node.swim.members) == 2 + 512
+    assert node.swim.counters["admissions_refused"] == 5000 - 512

@@ -309,16 +309,19 @@ inputs: st.SearchStrategy[Input | tuple[str, object]] = st.one_of(
     st.tuples(st.just("offer_passive"), st.lists(st.sampled_from([*POOL, ME, *SEEDS]))),
 )
 
-configs = st.builds(
-    HyParViewConfig,
-    active_size=st.integers(1, 5),
-    passive_size=st.integers(1, 8),
-    arwl=st.integers(0, 7),
-    prwl=st.integers(0, 7),
-    shuffle_ttl=st.integers(0, 7),
-    shuffle_active=st.integers(0, 4),
-    shuffle_passive=st.integers(0, 5),
-    jitter=st.sampled_from([0.0, 0.1, 0.5]),
+# prwl <= arwl: the config refuses a passive walk longer than the active one.
+configs = st.integers(0, 7).flatmap(
+    lambda arwl: st.builds(
+        HyParViewConfig,
+        active_size=st.integers(1, 5),
+        passive_size=st.integers(1, 8),
+        arwl=st.just(arwl),
+        prwl=st.integers(0, arwl),
+        shuffle_ttl=st.integers(0, 7),
+        shuffle_active=st.integers(0, 4),
+        shuffle_passive=st.integers(0, 5),
+        jitter=st.sampled_from([0.0, 0.1, 0.5]),
+    )
 )
 
 
