@@ -62,7 +62,7 @@ from daemon.transport import Addr, Transport, TransportSettings
 from overlay import codec
 from overlay.codec import EncodeError
 from overlay.config import Config
-from overlay.ids import NodeId
+from overlay.ids import NodeId, wire_id_ok
 from overlay.io import (
     CancelTimer,
     CloseConnection,
@@ -74,6 +74,7 @@ from overlay.io import (
     JoinCluster,
     Leave,
     MemberChanged,
+    NameConflict,
     NeighborDown,
     NeighborUp,
     Output,
@@ -166,6 +167,17 @@ def _unspecified(host: str) -> bool:
         return False
 
 
+async def _ip_literal(host: str) -> str:
+    """`host` (a name from local configuration) as an IP literal."""
+    try:
+        infos = await trio.socket.getaddrinfo(host, None, type=stdsocket.SOCK_STREAM)
+    except OSError as exc:
+        raise AgentError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+    if not infos:
+        raise AgentError(f"cannot resolve {host!r}")
+    return str(infos[0][4][0])
+
+
 def _outbound_ip(family: int) -> str:
     """The local address of the default route (no packet is sent)."""
     probe = ("192.0.2.1", 9) if family == stdsocket.AF_INET else ("2001:db8::1", 9)
@@ -221,6 +233,8 @@ class Agent:
         self._started_at = 0.0
         self._running = False
         self._stopped = trio.Event()
+        # Why the agent stopped by itself, if it had to (a name conflict).
+        self.failure: str | None = None
         self._left = trio.Event()
         self._left_done = trio.Event()
         self._holds = 0
@@ -264,7 +278,7 @@ class Agent:
         s = self.settings
         with _naming("peer port", _fmt_addr(s.bind)):
             bound = await self._transport.bind()
-        self._me = self._identity(bound)
+        self._me = await self._identity(bound)
         self._transport.me = self._me
         try:
             seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
@@ -544,8 +558,31 @@ class Agent:
                     event(log, logging.INFO, "neighbour down", peer=str(peer), reason=reason.value)
                 case PublishRejected(topic, reason):
                     event(log, logging.WARNING, "publish rejected", topic=topic, reason=reason)
+                case NameConflict(name, holder, claimant):
+                    self._name_conflict(name, holder, claimant)
             for observer in self.observers:
                 observer(now, out)
+
+    def _name_conflict(self, name: str, holder: NodeId, claimant: NodeId) -> None:
+        """A live member holds a name someone claims (`overlay.io.NameConflict`).
+        When the claimant is us, we are the newcomer: stop, saying why
+        (`failure`, which `overlay agent` prints and exits with)."""
+        if claimant != self.me:
+            event(
+                log,
+                logging.WARNING,
+                "refused a node that claims a live member's name",
+                name=name,
+                claimant=claimant.addr,
+                holder=holder.addr,
+            )
+            return
+        self.failure = (
+            f"the name {name!r} is held by a live member at {holder.addr}: "
+            "choose another --name, or stop that agent first"
+        )
+        event(log, logging.ERROR, "name taken", name=name, holder=holder.addr)
+        self.stop()
 
     def _deliver(self, d: Deliver) -> None:
         self.metrics.delivered += 1
@@ -580,7 +617,10 @@ class Agent:
 
     # ------------------------------------------------------------ discovery
 
-    def _identity(self, bound: Addr) -> NodeId:
+    async def _identity(self, bound: Addr) -> NodeId:
+        """This agent's node id. Node ids carry IP literals on the wire (peers
+        refuse names, which they would have to resolve), so an advertised
+        or bound name from local configuration is resolved here, once."""
         s = self.settings
         host, port = bound
         if s.advertise is not None:
@@ -591,7 +631,15 @@ class Agent:
             if _unspecified(host):
                 family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
                 adv_host = _outbound_ip(family)
-        return NodeId(s.name or _default_name(adv_port), adv_host, adv_port)
+        name = s.name or _default_name(adv_port)
+        if not wire_id_ok(name, adv_host, adv_port):
+            adv_host = await _ip_literal(adv_host)
+            if not wire_id_ok(name, adv_host, adv_port):
+                raise AgentError(
+                    f"cannot advertise {name!r} at {adv_host}:{adv_port}: a node name must be "
+                    "printable and a port 1-65535"
+                )
+        return NodeId(name, adv_host, adv_port)
 
     def _start_discovery(self, seeds: list[str]) -> None:
         me = self.me

@@ -200,14 +200,14 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 
 async def _run_agent(settings: AgentSettings) -> int:
-    from daemon.agent import Agent
+    from daemon.agent import Agent, AgentError
 
     agent = Agent(settings)
     try:
         await agent.bind()
     except OSError as exc:
         raise CliError(f"cannot bind: {exc.strerror or exc}", RUNTIME_ERROR) from None
-    except ValueError as exc:  # e.g. tags over swim.max_tags_bytes
+    except (ValueError, AgentError) as exc:  # tags over swim.max_tags_bytes, a bad name
         raise CliError(str(exc), USAGE_ERROR) from None
     forced = False
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -232,6 +232,8 @@ async def _run_agent(settings: AgentSettings) -> int:
             await nursery.start(agent.run)
             await agent.wait_stopped()
             nursery.cancel_scope.cancel()
+    if agent.failure is not None:
+        raise CliError(agent.failure, RUNTIME_ERROR)
     return RUNTIME_ERROR if forced else 0
 
 
