@@ -156,24 +156,24 @@ class Forwarder:
                 nursery.start_soon(_pump, server, client)
 
 
-def test_identity_takes_the_advertised_address() -> None:
-    def me(**kw: object) -> NodeId:
+async def test_identity_takes_the_advertised_address() -> None:
+    async def me(**kw: object) -> NodeId:
         agent = Agent(AgentSettings(name="a", control=None, **kw))  # type: ignore[arg-type]
-        return agent._identity(("127.0.0.1", 7946))
+        return await agent._identity(("127.0.0.1", 7946))
 
-    assert me() == NodeId("a", "127.0.0.1", 7946)
-    assert me(advertise=("203.0.113.7", 9000)) == NodeId("a", "203.0.113.7", 9000)
+    assert await me() == NodeId("a", "127.0.0.1", 7946)
+    assert await me(advertise=("203.0.113.7", 9000)) == NodeId("a", "203.0.113.7", 9000)
     # Port 0: the bound port, at the advertised host.
-    assert me(advertise=("203.0.113.7", 0)) == NodeId("a", "203.0.113.7", 7946)
+    assert await me(advertise=("203.0.113.7", 0)) == NodeId("a", "203.0.113.7", 7946)
 
 
-def test_a_wildcard_bind_advertises_a_real_address() -> None:
+async def test_a_wildcard_bind_advertises_a_real_address() -> None:
     """Bound to 0.0.0.0 (or ::) with no --advertise, the agent must not tell
     peers to dial 0.0.0.0: it advertises its default route's address (found
     with an unsent UDP connect), or loopback on a machine without a route."""
     agent = Agent(AgentSettings(name="a", control=None))
     for wildcard, family in (("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6)):
-        me = agent._identity((wildcard, 7946))
+        me = await agent._identity((wildcard, 7946))
         assert me.port == 7946
         host = ipaddress.ip_address(me.host)
         assert not host.is_unspecified
