@@ -166,7 +166,8 @@ async def bench(args: argparse.Namespace) -> None:
 
             print("\nthroughput (handled: frames the agents decoded or refused, their own")
             print(f"traffic at rest, {rest:.0f} messages/s, taken out; over the sending time")
-            print("plus the time they took to finish with what was queued)")
+            print("plus the time they took to finish with what was queued; an estimate: under")
+            print("attack their own traffic is not what it is at rest)")
             for transport in ("udp", "tcp"):
                 delta, seconds = phases[transport]
                 sent = report.sent[transport]
