@@ -153,6 +153,17 @@ _NETWORK_INPUTS = (Received, ConnectionUp, ConnectionDown, ConnectFailed, PeerRe
 # Inputs the driver takes in a row before it yields to other tasks (guess:
 # enough to absorb a burst, short enough to keep the control API responsive).
 _DRIVER_BATCH = 64
+# The layers' counters that count refused input (for the metrics).
+_REFUSAL_COUNTERS = {
+    "swim": (
+        "states_refused",
+        "refused_from_strangers",
+        "admissions_refused",
+        "name_conflicts",
+        "accusations_passed_on",
+    ),
+    "plumtree": ("conflicts", "invalid", "expired"),
+}
 # A leave waits at most this long for `hold_stop` holders before stopping.
 _HOLD_MAX = 2.0
 # Default bound on how long a leaving agent keeps gossiping its "left":
@@ -782,8 +793,11 @@ class Agent:
                 "pending": len(views.pending),
             },
             "members": counts,
+            "hyparview": dict(node.hyparview.counters),
             "plumtree": node.plumtree.stats(),
             "swim": node.swim.stats(),
+            # Inputs the protocol refused by where they came from (issue 12).
+            "refused": dict(node.refused),
             "transport": self._transport.connections(),
             "queues": {
                 "inputs": inputs.current_buffer_used,
@@ -804,7 +818,18 @@ class Agent:
             "input_queue_used": stats["queues"]["inputs"],
             "uptime_seconds": stats["uptime"],
         }
-        return prometheus_text(self.metrics, gauges)
+        return prometheus_text(self.metrics, gauges, self._refusals(stats))
+
+    @staticmethod
+    def _refusals(stats: Mapping[str, Any]) -> dict[str, int]:
+        """Every protocol counter of what was refused, under one name each."""
+        out = {f"node_{k}": v for k, v in stats["refused"].items()}
+        out.update((f"hyparview_{k}", v) for k, v in stats["hyparview"].items())
+        for layer in ("swim", "plumtree"):
+            for key in _REFUSAL_COUNTERS[layer]:
+                if stats[layer].get(key):
+                    out[f"{layer}_{key}"] = stats[layer][key]
+        return out
 
 
 @contextlib.contextmanager

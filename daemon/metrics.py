@@ -148,10 +148,19 @@ class _Exposition:
             self.lines.append(f"{name}{_labels(labels)} {number}")
 
 
-def prometheus_text(metrics: Metrics, gauges: Mapping[str, Any]) -> str:
+def prometheus_text(
+    metrics: Metrics, gauges: Mapping[str, Any], refused: Mapping[str, int] | None = None
+) -> str:
     """The exposition text: the counters of `metrics` plus `gauges`, a map of
-    gauge name to a number or to {label value: number} (label `status`)."""
+    gauge name to a number or to {label value: number} (label `status`), and
+    `refused`: what the protocol refused, by reason (issue 12)."""
     out = _Exposition()
+    out.family(
+        "overlay_protocol_refused_total",
+        "counter",
+        "Inputs the protocol refused (out of place, rate-limited, out of range), by reason.",
+        [({"reason": k}, v) for k, v in sorted((refused or {}).items())],
+    )
 
     def by(label: str, counter: Counter[str]) -> list[tuple[Mapping[str, str], float]]:
         return [({label: k}, v) for k, v in sorted(counter.items())]

@@ -115,6 +115,9 @@ from overlay.seen import Cached, PayloadCache, Seen, SeenIds
 _JITTER = 0.1
 # Timers that fire "at" a deadline computed from floats may land a hair early.
 _EPSILON = 1e-9
+# Conflicting copies (one id, two payloads) remembered, so each spreads once
+# (guess: far more than honest traffic ever makes, which is none).
+_CONFLICTS_MAX = 1024
 
 
 def _covered(mine: tuple[int, ...], theirs: tuple[int, ...] | None) -> bool:
@@ -218,6 +221,8 @@ class Plumtree:
         # Announced but not received: the announcers, first first, with the
         # hop count each announced. A GRAFT timer is pending for each key.
         self.missing: dict[MsgId, list[tuple[NodeId, int]]] = {}
+        # (id, hash of topic and payload) of conflicting copies handled.
+        self.conflicts: dict[tuple[MsgId, int], None] = {}
         self.lazy_queue: dict[NodeId, list[Announcement]] = {}
         # Topics that go over the tree (eager push, IHAVE, GRAFT) but never
         # through anti-entropy: set by the owner for a topic whose messages
@@ -386,6 +391,10 @@ class Plumtree:
         neighbor = sender in self.eager or sender in self.lazy
         mid = msg.id
         if mid in self.seen:
+            cached = self.cache.get(mid, now)
+            if cached is not None and (cached.payload != msg.payload or cached.topic != msg.topic):
+                self._on_conflict(sender, msg, now, out)
+                return
             self.counters["duplicates"] += 1
             if neighbor and not msg.repair:
                 self._make_lazy(sender)
@@ -419,6 +428,30 @@ class Plumtree:
             best_peer, best_hops = min(announcers, key=lambda a: a[1])
             if best_peer != sender and msg.hops - best_hops >= self.cfg.optimization_threshold:
                 self._optimize(mid, sender, best_peer, best_hops, out)
+
+    def _on_conflict(self, sender: NodeId, msg: Gossip, now: float, out: list[Output]) -> None:
+        """A GOSSIP with an id we delivered, but another topic or payload:
+        two messages claim one id, and one of them is forged (a neighbour
+        that took a publisher's epoch and next sequence numbers silently
+        suppressed its next real messages, issue 12). Which one is true
+        cannot be told without a key, so neither is suppressed: the second
+        is delivered too and pushed on along the tree, once (a bounded memo
+        of the conflicting copies already handled), and counted."""
+        key = (msg.id, hash((msg.topic, msg.payload)))
+        if key in self.conflicts:
+            self.counters["duplicates"] += 1
+            return
+        if len(self.conflicts) >= _CONFLICTS_MAX:
+            del self.conflicts[next(iter(self.conflicts))]
+        self.conflicts[key] = None
+        self.counters["conflicts"] += 1
+        if not math.isfinite(msg.age) or not 0 <= msg.age < self.cfg.retention:
+            return
+        self._deliver(msg.id, msg.topic, msg.hops, msg.payload, msg.age, now, out)
+        hops = min(msg.hops + 1, MAX_HOPS)
+        for peer in self.eager:
+            if peer != sender:
+                out.append(Send(peer, Gossip(msg.id, msg.topic, hops, msg.age, msg.payload)))
 
     def on_ihave(self, sender: NodeId, items: tuple[Announcement, ...], out: list[Output]) -> None:
         """IHAVE (Alg. 1): for each id never received, remember the

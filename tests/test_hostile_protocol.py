@@ -334,3 +334,24 @@ def test_one_member_cannot_fill_every_list_with_fabricated_members() -> None:
         node.handle(Received(FRIEND, MemberUpdates(tuple(fakes[k : k + 20]))), 1.0)
     assert len(node.swim.members) == 2 + 512
     assert node.swim.counters["admissions_refused"] == 5000 - 512
+
+
+def test_a_forged_id_cannot_suppress_the_real_message() -> None:
+    """A neighbour that took a publisher's epoch and its next sequence
+    numbers silently suppressed its next real messages (issue 12, item 5):
+    the real copy, arriving second with the same id, was a "duplicate".
+    Now a copy with a known id and another payload is delivered too, and
+    pushed on once."""
+    node = make()
+    other = NodeId("other", "10.0.0.3", 7946)
+    node.handle(ConnectionUp(other), 0.2)
+    node.handle(Received(other, Join()), 0.2)
+    forged = Gossip(MsgId("pub", 7, 2), "t", 1, 0.0, b"forged")
+    real = Gossip(MsgId("pub", 7, 2), "t", 1, 0.0, b"real")
+    assert [d.payload for d in delivered(node.handle(Received(FRIEND, forged), 1.0))] == [b"forged"]
+    out = node.handle(Received(other, real), 1.1)
+    assert [d.payload for d in delivered(out)] == [b"real"]
+    assert node.plumtree.counters["conflicts"] == 1
+    # Once: a second copy of the same conflicting message is a duplicate.
+    assert delivered(node.handle(Received(FRIEND, real), 1.2)) == []
+    assert delivered(node.handle(Received(FRIEND, forged), 1.2)) == []
