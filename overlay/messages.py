@@ -204,10 +204,13 @@ class Digest(Message):
     """Anti-entropy: the ids the sender can still serve. The receiver asks
     with IWANT for those it never saw; with `reply`, it answers with the
     part of its own digest that this one does not cover, so the exchange is
-    push-pull."""
+    push-pull. `eager` says whether the sender holds the receiver eager, so
+    a link left eager at one end only (a PRUNE and a push crossed) is seen
+    and repaired."""
 
     entries: tuple[DigestEntry, ...] = field(metadata=limit(DIGEST_MAX_ENTRIES))
     reply: bool
+    eager: bool
 
 
 @dataclass(frozen=True, slots=True)

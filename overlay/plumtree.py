@@ -45,14 +45,23 @@ Theory of operation
   by count is counted in `stats()["seen_evicted"]`).
 - Anti-entropy: every `anti_entropy_period`, a DIGEST of the ids we can
   still serve (compact: per origin and epoch, ranges of seqs; messages
-  younger than `anti_entropy_delay` are left to the tree) goes to one random
-  neighbour, which asks with IWANT for the ids it never saw, and answers
+  younger than `anti_entropy_delay` are left to the tree) goes to the next
+  neighbour of a shuffled round (so each hears one within a view's worth of
+  periods), which asks with IWANT for the ids it never saw, and answers
   with the part of its own digest that the first does not cover
   (push-pull; nothing when they hold the same). New neighbours exchange digests at the
   next flush. The payloads come back as GOSSIP marked `repair`, which change
   no eager/lazy set; the receiver forwards them along its tree as new
   broadcasts. So what a partition or a burst of failures hid from a node
   reaches it after the heal, within the retention window.
+- Link repair: PRUNE and GRAFT each change one end and tell the other, so
+  two that cross (or a PRUNE crossing a push, which makes the receiver
+  eager again) can leave a link eager at one end only; the paper has no
+  rule that undoes it while no broadcast crosses the link. Every DIGEST says
+  whether its sender holds the receiver eager; on a disagreement the link
+  becomes eager at both ends (the receiver grafts, or takes the sender
+  eager), the safe side: a redundant eager link costs one duplicate and a
+  PRUNE at the next broadcast, a missing one an IHAVE and a GRAFT timeout.
 - Ordered delivery (`ordered`): per (origin, epoch), a message after a gap
   is held back until the gap fills, or until the missing one could no longer
   arrive (the held message's age reaches `retention`, and the missing one,
@@ -171,6 +180,7 @@ COUNTERS = (
     "graft_miss",  # GRAFTs for a payload no longer cached
     "graft_gave_up",  # missing ids whose announcers all failed us
     "optimized",  # tree optimisations (a lazy link replaced an eager one)
+    "link_repaired",  # links found eager at one end only, made eager at both
     "anti_entropy_rounds",  # digests sent
     "digest_truncated",  # digests cut to their size bounds
     "iwant_sent",  # ids asked for by anti-entropy
@@ -230,6 +240,7 @@ class Plumtree:
         # `overlay.node`).
         self.tree_only: frozenset[str] = frozenset()
         self.new_peers: dict[NodeId, None] = {}  # digest due at the next flush
+        self._ae_round: list[NodeId] = []  # anti-entropy targets left this round
         # Our last digest: (cache version, valid until, digest); see _digest.
         self._digest_memo: tuple[int, float, tuple[DigestEntry, ...]] | None = None
         self._flush_armed = False
@@ -375,7 +386,8 @@ class Plumtree:
                 self.on_prune(sender)
             case Graft(mid):
                 self.on_graft(sender, mid, now, out)
-            case Digest(entries, reply):
+            case Digest(entries, reply, eager):
+                self._check_link(sender, eager, out)
                 self.on_digest(sender, entries, reply, now, out)
             case IWant(ids):
                 self.on_iwant(sender, ids, now, out)
@@ -499,6 +511,19 @@ class Plumtree:
         self.counters["graft_answered"] += 1
         out.append(Send(sender, self._gossip(mid, entry, now, repair=False)))
 
+    def _check_link(self, sender: NodeId, theirs: bool, out: list[Output]) -> None:
+        """Link repair: the sender holds us eager (`theirs`) or lazy; where
+        that disagrees with how we hold it, make the link eager at both ends."""
+        mine = sender in self.eager
+        if theirs == mine:
+            return
+        self.counters["link_repaired"] += 1
+        if theirs:
+            self._make_eager(sender)  # it pushes to us already: push back
+        else:
+            out.append(Send(sender, Graft(None)))  # we push; ask it to push
+            self.counters["graft_sent"] += 1
+
     def on_digest(
         self,
         sender: NodeId,
@@ -555,7 +580,7 @@ class Plumtree:
                     e for e in ours if not _covered(e.ranges, theirs.get((e.origin, e.epoch)))
                 )
                 if news:
-                    out.append(Send(sender, Digest(news, reply=False)))
+                    out.append(Send(sender, Digest(news, False, sender in self.eager)))
 
     def on_iwant(
         self, sender: NodeId, ids: tuple[MsgId, ...], now: float, out: list[Output]
@@ -601,7 +626,7 @@ class Plumtree:
             digest = self._digest(now)
             if digest:
                 for peer in self.new_peers:
-                    out.append(Send(peer, Digest(digest, reply=False)))
+                    out.append(Send(peer, Digest(digest, False, peer in self.eager)))
             self.new_peers.clear()
 
     def _graft_timeout(self, mid: MsgId, out: list[Output]) -> None:
@@ -623,12 +648,18 @@ class Plumtree:
         self.counters["graft_gave_up"] += 1
 
     def _anti_entropy(self, now: float, out: list[Output]) -> None:
-        peers = [*self.eager, *self.lazy]
-        if not peers:
-            return
-        target = self.rng.choice(peers)
+        round_ = self._ae_round
+        while round_ and round_[-1] not in self.eager and round_[-1] not in self.lazy:
+            round_.pop()  # no longer a neighbour
+        if not round_:
+            round_.extend(self.eager)
+            round_.extend(self.lazy)
+            if not round_:
+                return
+            self.rng.shuffle(round_)
+        target = round_.pop()
         self.counters["anti_entropy_rounds"] += 1
-        out.append(Send(target, Digest(self._digest(now), reply=True)))
+        out.append(Send(target, Digest(self._digest(now), True, target in self.eager)))
 
     # ------------------------------------------------------------ helpers
 

@@ -17,24 +17,15 @@ import pytest
 import trio
 
 from daemon.agent import Agent, AgentSettings
-from daemon.cli import main
 from daemon.client import open_client
 from daemon.control import MAX_REQUEST, ControlError, FrameReader, pack
 from daemon.testing import bounded, fast_config
+from tests.test_cli import run_cli
 
 WAIT = 10.0
 TEST_MAX = 60.0
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 async def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cli import main
+from tests.test_cli import run_cli
 from tests.test_sim_runner import TINY
 
 ACTIVE_SIZE = "hyparview.active_size must be >= 1, got 0"
@@ -48,15 +48,6 @@ def test_agent_file_out_of_range(tmp_path: Path) -> None:
     cfg.write_text('[agent]\ncontrol = "none"\n[hyparview]\nactive_size = 0\n')
     done = agent("--config", str(cfg))
     assert (done.returncode, done.stdout, done.stderr) == (2, "", f"overlay agent: {ACTIVE_SIZE}\n")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 SIM = ["sim", "--no-progress", "--no-codec", *(f"--set={s}" for s in TINY["steady"])]

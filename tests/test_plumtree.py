@@ -361,7 +361,7 @@ def test_anti_entropy_fetches_what_a_neighbor_missed() -> None:
         x.publish("t", payload, 0.0)  # y never got them (say, partitioned)
     x.publish("t", b"young", 9.5)  # too young for a digest at 10.0: left to the tree
     out = fire(x, AE, 10.0)
-    digest = Digest((DigestEntry("a", x.epoch, (1, 3)),), reply=True)
+    digest = Digest((DigestEntry("a", x.epoch, (1, 3)),), reply=True, eager=True)
     assert out[0] == Send(B, digest)
     assert isinstance(out[1], SetTimer)
     assert out[1].timer == AE
@@ -392,13 +392,17 @@ def test_digest_answer_lists_only_what_the_asker_lacks() -> None:
     rx(y, A, Gossip(MsgId("c", 4, 1), "t", 1, 0.0, b""), 0.0)
     y.publish("t", b"own", 0.0)
     asked = Digest(
-        (DigestEntry("a", 9, (1, 5)), DigestEntry("c", 4, (2, 2))), reply=True
+        (DigestEntry("a", 9, (1, 5)), DigestEntry("c", 4, (2, 2))), reply=True, eager=True
     )  # covers a's 1-3 (within 1-5), not c's 1, not y's own
     out = rx(y, A, asked, 10.0)
     assert out[0] == Send(A, IWant((MsgId("a", 9, 4), MsgId("a", 9, 5), MsgId("c", 4, 2))))
     assert out[1] == Send(
         A,
-        Digest((DigestEntry("c", 4, (1, 1)), DigestEntry("b", y.epoch, (1, 1))), reply=False),
+        Digest(
+            (DigestEntry("c", 4, (1, 1)), DigestEntry("b", y.epoch, (1, 1))),
+            reply=False,
+            eager=True,
+        ),
     )
 
 
@@ -421,7 +425,9 @@ def test_tree_only_topics_stay_out_of_anti_entropy() -> None:
     x.publish("$members", b"m", 0.0)
     x.publish("t", b"3", 0.0)
     out = fire(x, AE, 10.0)
-    assert out[0] == Send(B, Digest((DigestEntry("a", x.epoch, (1, 1, 3, 3)),), reply=True))
+    assert out[0] == Send(
+        B, Digest((DigestEntry("a", x.epoch, (1, 1, 3, 3)),), reply=True, eager=True)
+    )
     m = MsgId("a", x.epoch, 2)
     assert rx(x, B, IWant((m,)), 10.1) == []
     assert rx(x, B, Graft(m), 10.2) == [Send(B, Gossip(m, "$members", 1, 10.2, b"m"))]
@@ -432,12 +438,13 @@ def test_digest_compacts_sequences_to_ranges() -> None:
     for seq in (1, 2, 3, 5, 7, 8):
         rx(pt, A, Gossip(oid(seq), "t", 1, 0.0, b""), 0.0)
     rx(pt, A, Gossip(MsgId("p", 1, 4), "t", 1, 0.0, b""), 0.0)
-    assert pt.handle(Received(A, Digest((), reply=True)), 10.0) == [
+    assert pt.handle(Received(A, Digest((), reply=True, eager=True)), 10.0) == [
         Send(
             A,
             Digest(
                 (DigestEntry("o", 7, (1, 3, 5, 5, 7, 8)), DigestEntry("p", 1, (4, 4))),
                 reply=False,
+                eager=True,
             ),
         )
     ]
@@ -447,12 +454,14 @@ def test_new_neighbor_gets_our_digest_at_the_next_flush() -> None:
     pt = make()
     pt.publish("t", b"x", 0.0)
     assert pt.neighbor_up(A, 5.0) == [SetTimer(FLUSH, 0.2)]
-    assert fire(pt, FLUSH, 5.2) == [Send(A, Digest((DigestEntry("me", pt.epoch, (1, 1)),), False))]
+    assert fire(pt, FLUSH, 5.2) == [
+        Send(A, Digest((DigestEntry("me", pt.epoch, (1, 1)),), False, True))
+    ]
 
 
 def test_digest_with_a_huge_range_is_bounded() -> None:
     pt = with_peers(make(cache_max_messages=100), A)
-    out = rx(pt, A, Digest((DigestEntry("o", 1, (1, 2**62)),), reply=False), 1.0)
+    out = rx(pt, A, Digest((DigestEntry("o", 1, (1, 2**62)),), reply=False, eager=True), 1.0)
     assert len(out) == 1
     assert isinstance(out[0], Send) and isinstance(out[0].msg, IWant)
     assert len(out[0].msg.ids) == 100  # the newest 100 seqs examined, and asked
@@ -595,3 +604,33 @@ def test_node_feeds_neighbor_changes_and_checks_links() -> None:
     assert out == [Send(B, Disconnect(alive=True))]
     # A Plumtree timer reaches Plumtree.
     assert node.handle(TimerFired(FLUSH), 2.0) == []
+
+
+def test_a_digest_repairs_a_link_eager_at_one_end_only() -> None:
+    """PRUNE and a push can cross and leave a link eager at one end; the
+    digest says how its sender holds us, and a disagreement ends eager at
+    both ends."""
+    x = with_peers(make(A, seed=1), B, C, lazy=(C,))
+    # B holds us lazy while we push to it: ask it to push too.
+    assert rx(x, B, Digest((), reply=False, eager=False), 1.0) == [Send(B, Graft(None))]
+    assert B in x.eager
+    # C holds us eager while we hold it lazy: take it eager, nothing to say.
+    assert rx(x, C, Digest((), reply=False, eager=True), 1.0) == []
+    assert C in x.eager and C not in x.lazy
+    assert x.stats()["link_repaired"] == 2
+    # Agreement changes nothing.
+    assert rx(x, C, Digest((), reply=False, eager=True), 2.0) == []
+    assert x.stats()["link_repaired"] == 2
+
+
+def test_anti_entropy_visits_every_neighbour_once_a_round() -> None:
+    x = with_peers(make(A, seed=3), B, C, ME, lazy=(ME,))
+    targets = []
+    for i in range(6):
+        out = fire(x, AE, 10.0 * (i + 1))
+        targets += [o.to for o in out if isinstance(o, Send)]
+    assert sorted(targets[:3]) == sorted([B, C, ME]) == sorted(targets[3:])
+    # A neighbour that left is skipped, not sent to.
+    x.neighbor_down(C, 70.0)
+    rest = [o.to for o in fire(x, AE, 80.0) + fire(x, AE, 90.0) if isinstance(o, Send)]
+    assert C not in rest and set(rest) <= {B, ME}

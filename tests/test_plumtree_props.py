@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from overlay.ids import NodeId
@@ -136,6 +136,9 @@ def test_every_live_connected_node_delivers_every_broadcast(
 
 @SETTINGS
 @given(n=st.integers(4, 12), seed=st.integers(0, 2**16), scenario=steps)
+# Found by CI: after the heal, n4's PRUNE and n9's push crossed; n4 made n9
+# eager again on the new copy, n9 kept n4 lazy, and no traffic followed.
+@example(n=12, seed=1, scenario=[Step(0.0, "publish", 0), Step(6.25, "partition", 36)])
 def test_eager_sets_are_symmetric_after_quiescence(n: int, seed: int, scenario: list[Step]) -> None:
     out = run(n, seed, scenario)
     sim = out.sim
