@@ -60,6 +60,7 @@ from overlay.messages import (
     SWIM_MESSAGES,
     MemberUpdates,
     PushPull,
+    ShuffleReply,
 )
 from overlay.plumtree import Plumtree, PtTimer, PublishError
 from overlay.swim import Swim, SwimTimer
@@ -216,7 +217,10 @@ class Node:
                     return []
                 return self._swim(inp, now)
             if isinstance(msg, HYPARVIEW_MESSAGES):
-                if inp.datagram:
+                # SHUFFLE_REPLY is the one HyParView datagram: it goes to a
+                # walk's origin, rarely a neighbour, and is taken only with
+                # the walk's random nonce.
+                if inp.datagram and not isinstance(msg, ShuffleReply):
                     self.refused["hyparview_datagram"] += 1
                     return []
                 return self._neighbors(self.hyparview.handle(inp, now), now)

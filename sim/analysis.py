@@ -170,8 +170,14 @@ def _passive_figures(sim: Simulation, live: list[NodeId], alive: set[NodeId]) ->
 
 def message_figures(sim: Simulation) -> dict[str, Any]:
     """Messages and bytes sent, per node per second of running time, in
-    total and by message type (bytes are None when the codec is off)."""
+    total and by message type (bytes are None when the codec is off); and
+    what the nodes' own rules refused (`Node.refused`, summed): in a
+    simulation every sender is honest, so anything there but a race is a
+    protocol bug."""
     t = sim.traffic
+    refused: Counter[str] = Counter()
+    for sn in sim.nodes.values():
+        refused.update(sn.node.refused)
     node_s = sim.node_seconds()
     rate = 1.0 / node_s if node_s > 0 else 0.0
     total = sum(t.messages.values())
@@ -195,6 +201,7 @@ def message_figures(sim: Simulation) -> dict[str, Any]:
         "per_node_per_s": total * rate,
         "bytes_per_node_per_s": total_bytes * rate if codec else None,
         "by_type": by_type,
+        "refused": dict(sorted((+refused).items())),
     }
 
 

@@ -164,6 +164,7 @@ def summary(report: dict[str, Any]) -> str:
         f"messages    {_fmt(msg['per_node_per_s'], _f1)} per node per s"
         + (f", {_fmt(size, _bytes)} per node per s" if size is not None else "")
         + (f" ({shares})" if shares else "")
+        + _refused(msg.get("refused"))
     )
     f = report.get("failure")
     if f is not None:
@@ -191,6 +192,14 @@ def summary(report: dict[str, Any]) -> str:
             f" {_fmt(part['reliability_during'], _pct)} delivered by the end"
         )
     return "\n".join(lines)
+
+
+def _refused(refused: Any) -> str:
+    """Messages the nodes' rules refused, by reason (shown only if any)."""
+    if not refused:
+        return ""
+    kinds = ", ".join(f"{k} {_fmt(v, _int)}" for k, v in refused.items())
+    return f"; refused: {kinds}"
 
 
 def _membership_line(m: dict[str, Any]) -> str:

@@ -51,6 +51,7 @@ from overlay.messages import (
     Ping,
     PingReq,
     PushPull,
+    ShuffleReply,
 )
 from overlay.node import MEMBERS_TOPIC, Node
 from overlay.plumtree import PublishError
@@ -105,6 +106,13 @@ def test_hyparview_and_push_pull_never_as_datagrams() -> None:
     assert node.handle(Received(STRANGER, Join(), datagram=True), 1.0) == []
     assert list(node.hyparview.active) == before
     assert node.handle(Received(FRIEND, PushPull(False, 0, 1, ()), datagram=True), 1.0) == []
+    assert node.refused == {"hyparview_datagram": 2, "push_pull_datagram": 1}
+    # SHUFFLE_REPLY is a datagram by design (to a walk's origin), taken only
+    # with the nonce of a shuffle we started: a guessed one changes nothing.
+    passive = set(node.hyparview.passive)
+    reply = ShuffleReply(12345, (NodeId("x", "10.9.9.9", 7946),))
+    assert node.handle(Received(STRANGER, reply, datagram=True), 1.0) == []
+    assert set(node.hyparview.passive) == passive
     assert node.refused == {"hyparview_datagram": 2, "push_pull_datagram": 1}
 
 
