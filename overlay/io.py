@@ -34,7 +34,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
 from overlay.ids import NodeId
-from overlay.messages import Message, MsgId
+from overlay.messages import MemberUpdates, Message, MsgId
 
 # --------------------------------------------------------------------------
 # Timers
@@ -122,18 +122,6 @@ class Publish:
 class Leave:
     """Application request: leave the cluster gracefully."""
 
-
-Input = (
-    Received
-    | TimerFired
-    | ConnectionUp
-    | ConnectionDown
-    | ConnectFailed
-    | PeerRefused
-    | JoinCluster
-    | Publish
-    | Leave
-)
 
 SEED_NAME = "<seed>"
 
@@ -252,6 +240,44 @@ class NameConflict:
     claimant: NodeId
 
 
+# Outputs one layer gives the node, which acts on them (never reach a driver).
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """From SWIM: broadcast these member changes over the tree (the node
+    publishes them on the overlay's own members topic)."""
+
+    updates: MemberUpdates
+
+
+@dataclass(frozen=True, slots=True)
+class Reappeared:
+    """From SWIM: `peer`, held failed, answered our reconnect push-pull
+    alive: the network between us is back (the node may bridge the two
+    overlays with a JOIN)."""
+
+    peer: NodeId
+
+
+# Outputs that tell the driver what to do.
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveComplete:
+    """After `Leave`: our goodbye has reached the cluster (or there is no
+    live member left to tell). The driver closes its connections and stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class Isolated:
+    """The active view became empty (`isolated`) or has a neighbour again.
+    While isolated, a driver that found its seeds by name resolves them again
+    and gives them to the node (`JoinCluster`)."""
+
+    isolated: bool
+
+
 Output = (
     Send
     | CloseConnection
@@ -263,4 +289,80 @@ Output = (
     | Deliver
     | PublishRejected
     | NameConflict
+    | Announce
+    | Reappeared
+    | LeaveComplete
+    | Isolated
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SetTags:
+    """Application request: this member's metadata is now `tags`."""
+
+    tags: Mapping[str, str]
+
+
+# Inputs the node gives one layer about another's facts (never from a driver).
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFailed:
+    """To HyParView: the failure detector declared `peer` failed, or it
+    left: drop it from both views."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeNow:
+    """To SWIM: a link to `peer` broke or could not be opened: probe it out
+    of turn."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class OfferPassive:
+    """To HyParView: members known alive, for the free slots of its
+    passive view."""
+
+    peers: tuple[NodeId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StrayMessage:
+    """To HyParView: a message meant for a neighbour came from `peer`, which
+    is not one: tell it the link is gone."""
+
+    peer: NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """To SWIM: member changes that `origin` announced, delivered over the
+    broadcast tree (the node checked the inner sender is the origin)."""
+
+    origin: NodeId
+    updates: MemberUpdates
+
+
+Input = (
+    Received
+    | TimerFired
+    | ConnectionUp
+    | ConnectionDown
+    | ConnectFailed
+    | PeerRefused
+    | JoinCluster
+    | Publish
+    | Leave
+    | SetTags
+    | PeerFailed
+    | ProbeNow
+    | OfferPassive
+    | StrayMessage
+    | Announced
+    | NeighborUp
+    | NeighborDown
 )

@@ -265,3 +265,5 @@ class Node:
             case PeerRefused():
                 # SWIM's evidence; a refused dial also comes as ConnectFailed.
                 return self._swim(inp, now)
+            case _:
+                return []  # inputs between layers never come from a driver
