@@ -1,7 +1,8 @@
 """HyParView: the overlay's connectivity (Leitão, Pereira, Rodrigues, DSN 2007).
 
-Rules of this module: it owns the active and passive views and nothing else.
-It never does I/O; every decision comes back as outputs (`overlay.io`).
+Rules of this module: it owns the active and passive views and nothing else
+(the passive view's own rules of entry and eviction: `overlay.passive`). It
+never does I/O; every decision comes back as outputs (`overlay.io`).
 
 Theory of operation
 -------------------
@@ -28,30 +29,23 @@ is the reserve from which a lost active peer is replaced at once.
   to the origin with as many of its passive entries, and both merge what they
   got into their passive views, dropping first what they just sent (sec. 4.4).
 
-Beyond the paper: joining retries the seeds with a capped, jittered backoff
-until our own JOIN is answered (`overlay.backoff`), and a node left with no
-active and no passive peer goes back to its seeds at the repair tick.
+Lifecycle (`HvState`), beyond the paper: IDLE until `JoinCluster` gives
+seeds; JOINING while a JOIN to one seed is out (each retry goes to the next
+seed, each round of them waits longer: `overlay.backoff`, capped and
+jittered); JOINED once a walk of our own JOIN ends at a node that takes us
+in; back to JOINING at the repair tick when alone with nothing to promote;
+LEFT after `Leave`, for good.
 
-Inputs and outputs
-------------------
-`handle(input, now) -> list[Output]` is the one entry point. From a driver:
-`Received` (HyParView's messages, `on_<message>`), `TimerFired`,
-`ConnectionDown`, `ConnectFailed`, `JoinCluster`, `Leave`. From the node,
-other layers' facts (`handle_<input>`): `PeerFailed` (the failure detector's
-verdict), `OfferPassive` (alive members for a thin passive view),
-`StrayMessage` (a neighbour's message from a non-neighbour). Outputs: `Send`,
-`CloseConnection`, `SetTimer`/`CancelTimer`, `NeighborUp`/`NeighborDown`
-(Plumtree's eager and lazy sets follow them), and `Isolated`: `True` when
-the active view becomes empty, `False` when it has a neighbour again, once
-per transition, at the end of the `handle` call that made it (the view
-starts empty: the first neighbour gives `Isolated(False)`; nothing after a
-`Leave`). Outsiders read the views through `views()` and `is_neighbor()`,
-never the dicts.
-
-Lifecycle (`HvState`): IDLE -> JOINING (a JOIN to a seed is out, its retry
-timer set) -> JOINED (a walk of our own JOIN ended at a node that took us
-in); back to IDLE when alone with nothing to promote, or when every seed
-failed; LEFT after `Leave`, for good.
+Inputs (`handle(input, now) -> list[Output]`): `Received` (`on_<message>`),
+`TimerFired`, `ConnectionDown`, `ConnectFailed`, `JoinCluster`, `Leave`; and
+other layers' facts from the node (`handle_<input>`): `PeerFailed`,
+`OfferPassive`, `StrayMessage`. Outputs: `Send`, `CloseConnection`,
+`SetTimer`/`CancelTimer`, `NeighborUp`/`NeighborDown` (Plumtree follows
+them), and `Isolated`: `True` when the active view becomes empty, `False`
+when it has a neighbour again, once per transition, at the end of the
+`handle` call that made it (the view starts empty: the first neighbour gives
+`Isolated(False)`; nothing after `Leave`). Others read the views only
+through `views()` and `is_neighbor()`.
 
 Every handler below documents the paper rule it implements.
 """
@@ -71,7 +65,6 @@ from overlay.io import (
     CloseConnection,
     ConnectFailed,
     ConnectionDown,
-    ConnectionUp,
     DownReason,
     Input,
     Isolated,
@@ -101,12 +94,9 @@ from overlay.messages import (
     Shuffle,
     ShuffleReply,
 )
+from overlay.passive import PassiveView, sample
 from overlay.ratelimit import RateLimit
 
-# How many shuffles we remember the samples of, to prefer dropping those
-# entries when the reply arrives (one per period is usual; a few cover
-# replies that arrive late).
-_SHUFFLE_MEMORY = 4
 # Joins taken in (JOIN, or a FORWARD_JOIN walk ending here) per joiner host:
 # a joiner sends one JOIN and retries after a second or more, but a test or
 # a bench may start 200 agents on one loopback address, so the burst is
@@ -158,7 +148,7 @@ class HyParView:
         self._rng = rng
         # dicts, not sets: insertion order keeps every pick reproducible.
         self._active: dict[NodeId, None] = {}
-        self._passive: dict[NodeId, None] = {}
+        self._passive = PassiveView(me, config.passive_size, rng)
         self._pending: dict[NodeId, int] = {}  # NEIGHBOR asked, no reply yet: its nonce
         self._seeds: list[NodeId] = []
         self._seed_index = 0
@@ -169,7 +159,6 @@ class HyParView:
         # not enough: a node whose JOIN is still out may already have been
         # contacted by others, and would otherwise stay an island with them.
         self._state = HvState.IDLE
-        self._shuffles: dict[int, tuple[NodeId, ...]] = {}
         self._joins = RateLimit(_JOINS_PER_HOST, _JOINS_BURST)
         # What the limits refused (issue 12).
         self._counters: Counter[str] = Counter()
@@ -218,10 +207,8 @@ class HyParView:
                 self.handle_offer_passive(peers)
             case StrayMessage(peer):
                 self.handle_stray_message(peer, out)
-            case ConnectionUp():
-                pass
             case _:
-                pass
+                pass  # ConnectionUp, and inputs for other layers
         if bool(self._active) != had_peers:
             out.append(Isolated(not self._active))
         return out
@@ -303,7 +290,7 @@ class HyParView:
             self._add_active(joiner, UpReason.JOINED, out, notify=True)
             return
         if ttl == self._cfg.prwl:
-            self._add_passive(joiner)
+            self._passive.add(joiner, self._active)
         nexts = [p for p in self._active if p != sender and p != joiner]
         if not nexts:
             self._add_active(joiner, UpReason.JOINED, out, notify=True)
@@ -336,7 +323,7 @@ class HyParView:
             self._add_active(sender, UpReason.REPLACED, out, notify=False)
             out.append(Send(sender, NeighborReply(True, nonce)))
         else:
-            self._add_passive(sender)
+            self._passive.add(sender, self._active)
             out.append(Send(sender, NeighborReply(False, nonce)))
 
     def on_neighbor_reply(
@@ -366,7 +353,7 @@ class HyParView:
                 # counts us as active: undo that, so the views stay symmetric.
                 out.append(Send(sender, Disconnect(alive=True)))
                 out.append(CloseConnection(sender))
-                self._add_passive(sender)
+                self._passive.add(sender, self._active)
             return
         # Rejects only ever answer low-priority asks; one we are not waiting
         # for is stale (the peer since became active through another path).
@@ -395,10 +382,10 @@ class HyParView:
         if sender in self._active:
             reason = DownReason.SHUFFLED_OUT if alive else DownReason.PEER_LEFT
             self._drop_active(sender, reason, out)
-        self._passive.pop(sender, None)
+        self._passive.discard(sender)
         self._repair(out)
         if alive:
-            self._add_passive(sender)
+            self._passive.add(sender, self._active)
 
     def on_shuffle(
         self,
@@ -421,16 +408,16 @@ class HyParView:
                 out.append(Send(self._rng.choice(nexts), Shuffle(origin, ttl, nonce, nodes)))
                 return
         candidates = [p for p in self._passive if p != origin]
-        reply = tuple(self._sample(candidates, len(nodes)))
+        reply = tuple(sample(self._rng, candidates, len(nodes)))
         out.append(Send(origin, ShuffleReply(nonce, reply), reliable=False))
-        self._merge(nodes, reply)
+        self._passive.merge(nodes, reply, self._active)
 
     def on_shuffle_reply(self, nonce: int, nodes: tuple[NodeId, ...], out: list[Output]) -> None:
         """SHUFFLE_REPLY (sec. 4.4): merge, dropping first what we sent."""
-        sent = self._shuffles.pop(nonce, None)
+        sent = self._passive.recall(nonce)
         if sent is None:
             return  # not ours, or too old: ignore rather than trust it
-        self._merge(nodes, sent)
+        self._passive.merge(nodes, sent, self._active)
 
     # ------------------------------------------------------- local inputs
 
@@ -457,7 +444,7 @@ class HyParView:
                 if isinstance(peer, NodeId) and peer in self._pending:
                     # No answer in time: as good as dead for our purposes.
                     del self._pending[peer]
-                    self._passive.pop(peer, None)
+                    self._passive.discard(peer)
                     out.append(CloseConnection(peer))
                     self._repair(out)
             case _:
@@ -469,16 +456,16 @@ class HyParView:
         A connection we did not rely on breaking tells us nothing."""
         if peer in self._active:
             self._drop_active(peer, DownReason.PEER_FAILED, out)
-            self._passive.pop(peer, None)
+            self._passive.discard(peer)
             self._repair(out)
         elif peer in self._pending:
             self._drop_pending(peer, out)
-            self._passive.pop(peer, None)
+            self._passive.discard(peer)
             self._repair(out)
 
     def handle_connect_failed(self, peer: NodeId, out: list[Output]) -> None:
         """A dial failed: the peer is unreachable, so it leaves every view."""
-        self._passive.pop(peer, None)
+        self._passive.discard(peer)
         if peer in self._active or peer in self._pending:
             self.handle_connection_down(peer, out)
         elif self._is_seed_addr(peer):
@@ -527,7 +514,7 @@ class HyParView:
     def handle_peer_failed(self, peer: NodeId, out: list[Output]) -> None:
         """The failure detector declared `peer` failed, or it left: forget
         it everywhere and repair, as for a broken connection (sec. 4.3)."""
-        self._passive.pop(peer, None)
+        self._passive.discard(peer)
         if peer in self._pending:
             self._drop_pending(peer, out)
         if peer in self._active:
@@ -537,10 +524,7 @@ class HyParView:
     def handle_offer_passive(self, peers: tuple[NodeId, ...]) -> None:
         """Candidates from elsewhere (the member list) for a thin passive
         view: only fills free slots, never evicts."""
-        for peer in peers:
-            if len(self._passive) >= self._cfg.passive_size:
-                return
-            self._add_passive(peer)
+        self._passive.offer(peers, self._active)
 
     def handle_stray_message(self, sender: NodeId, out: list[Output]) -> None:
         """`sender` used a link only active neighbours use. If it is not our
@@ -567,12 +551,12 @@ class HyParView:
             return
         if peer in self._pending:
             self._drop_pending(peer, out)
-        self._passive.pop(peer, None)
+        self._passive.discard(peer)
         if len(self._active) >= self._cfg.active_size:
             victim = self._rng.choice(list(self._active))
             out.append(Send(victim, Disconnect(alive=True)))
             self._drop_active(victim, DownReason.SHUFFLED_OUT, out)
-            self._add_passive(victim)
+            self._passive.add(victim, self._active)
         self._active[peer] = None
         out.append(NeighborUp(peer, reason))
         if notify:
@@ -587,13 +571,6 @@ class HyParView:
         del self._pending[peer]
         out.append(CancelTimer(Timer(HvTimer.NEIGHBOR_TIMEOUT, peer)))
 
-    def _add_passive(self, peer: NodeId) -> None:
-        if peer == self.me or peer in self._active or peer in self._passive or is_seed(peer):
-            return
-        if len(self._passive) >= self._cfg.passive_size:
-            del self._passive[self._rng.choice(list(self._passive))]
-        self._passive[peer] = None
-
     def _repair(self, out: list[Output]) -> None:
         """Fill the active view from the passive view: NEIGHBOR to random
         passive peers, high priority when we have no active peer at all."""
@@ -602,7 +579,7 @@ class HyParView:
             return
         candidates = [p for p in self._passive if p not in self._pending]
         high = not self._active
-        for peer in self._sample(candidates, free):
+        for peer in sample(self._rng, candidates, free):
             nonce = self._rng.getrandbits(32)
             self._pending[peer] = nonce
             out.append(Send(peer, Neighbor(high_priority=high, nonce=nonce)))
@@ -611,29 +588,15 @@ class HyParView:
     def _shuffle(self, out: list[Output]) -> None:
         if not self._active:
             return
-        sample = (
+        sent = (
             self.me,
-            *self._sample(list(self._active), self._cfg.shuffle_active),
-            *self._sample(list(self._passive), self._cfg.shuffle_passive),
+            *sample(self._rng, list(self._active), self._cfg.shuffle_active),
+            *sample(self._rng, list(self._passive), self._cfg.shuffle_passive),
         )
         nonce = self._rng.getrandbits(32)
-        self._shuffles[nonce] = sample
-        while len(self._shuffles) > _SHUFFLE_MEMORY:
-            del self._shuffles[next(iter(self._shuffles))]
+        self._passive.remember(nonce, sent)
         target = self._rng.choice(list(self._active))
-        out.append(Send(target, Shuffle(self.me, self._cfg.shuffle_ttl, nonce, sample)))
-
-    def _merge(self, nodes: tuple[NodeId, ...], sent: tuple[NodeId, ...]) -> None:
-        """Merge shuffled entries into the passive view; when full, drop an
-        entry we just sent away first, else a random one (sec. 4.4)."""
-        droppable = [p for p in sent if p in self._passive]
-        for peer in nodes:
-            if peer == self.me or peer in self._active or peer in self._passive or is_seed(peer):
-                continue
-            if len(self._passive) >= self._cfg.passive_size:
-                victim = droppable.pop() if droppable else self._rng.choice(list(self._passive))
-                self._passive.pop(victim, None)
-            self._passive[peer] = None
+        out.append(Send(target, Shuffle(self.me, self._cfg.shuffle_ttl, nonce, sent)))
 
     def _try_seed(self, out: list[Output]) -> None:
         if not self._seeds:
@@ -647,10 +610,3 @@ class HyParView:
     def _jittered(self, period: float) -> float:
         j = self._cfg.jitter
         return period * (1.0 + j * (2.0 * self._rng.random() - 1.0))
-
-    def _sample(self, items: list[NodeId], k: int) -> list[NodeId]:
-        if k >= len(items):
-            out = list(items)
-            self._rng.shuffle(out)
-            return out
-        return self._rng.sample(items, k)

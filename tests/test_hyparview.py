@@ -82,7 +82,7 @@ def make(
 ) -> HyParView:
     hv = HyParView(ME, cfg, random.Random(seed))
     hv._active.update(dict.fromkeys(active))
-    hv._passive.update(dict.fromkeys(passive))
+    hv._passive.offer(passive, ())
     hv._pending.update(pending or {})
     return hv
 
@@ -953,6 +953,50 @@ def test_after_leaving_everything_else_is_ignored(inp: Input) -> None:
     assert hv.handle(inp, 10.0) == []
     assert hv.handle(PeerFailed(P), 3.0) == []
     assert hv._active == {} and hv._pending == {}
+
+
+# --------------------------------------------------------------------------
+# Isolated: once per change between an empty and a non-empty active view
+
+
+def isolated(out: list[Output]) -> list[bool]:
+    return [o.isolated for o in out if isinstance(o, Isolated)]
+
+
+def test_isolated_follows_the_active_view_from_the_first_neighbour_on() -> None:
+    hv = make(passive=(P,))
+    assert hv.state is HvState.IDLE
+    assert hv.start(0.0) == [SetTimer(SHUFFLE_T, 10.0), SetTimer(REPAIR_T, 2.0)]
+    assert isolated(hv.handle(JoinCluster((S1,)), 0.0)) == []  # empty from the start: no news
+    assert isolated(recv(hv, S1, Neighbor(high_priority=True, join=True))) == [False]
+    assert isolated(recv(hv, J, Join())) == []  # a second neighbour: no change
+    assert isolated(hv.handle(ConnectionDown(S1), 2.0)) == []  # and P is asked
+    nonce = hv._pending[P]
+    assert hv.handle(PeerFailed(J), 3.0) == [  # the last one
+        CloseConnection(J),
+        NeighborDown(J, DownReason.PEER_FAILED),
+        Isolated(True),
+    ]
+    assert isolated(hv.handle(TimerFired(REPAIR_T), 4.0)) == []  # still alone: no news
+    assert recv(hv, P, NeighborReply(True, nonce)) == [
+        CancelTimer(NT(P)),
+        NeighborUp(P, UpReason.REPLACED),
+        Isolated(False),
+    ]
+
+
+def test_a_swap_within_one_input_is_no_change() -> None:
+    # A full view of one: the joiner evicts the only neighbour, in one step.
+    hv = make(active=(A,), cfg=dataclasses.replace(CFG, active_size=1))
+    assert isolated(recv(hv, J, Join())) == []
+    assert views(hv) == ([J], [A], {})
+
+
+def test_leaving_is_not_isolation() -> None:
+    hv = make(active=(A, B))
+    assert isolated(hv.handle(Leave(), 1.0)) == []
+    assert hv.state is HvState.LEFT
+    assert isolated(hv.handle(ConnectionDown(A), 2.0)) == []
 
 
 # --------------------------------------------------------------------------

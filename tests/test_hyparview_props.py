@@ -381,7 +381,7 @@ def test_totality_checks_can_fail() -> None:
     hv = HyParView(ME, hv_cfg, random.Random(1))
     hv._active[POOL[0]] = None
     check_node(hv, hv_cfg)
-    hv._passive[POOL[0]] = None
+    hv._passive.add(POOL[0], ())  # what HyParView would never do
     try:
         check_node(hv, hv_cfg)
     except AssertionError:
