@@ -175,7 +175,7 @@ def overlay_graph(sim: Simulation, ids: list[NodeId]) -> nx.Graph:
     g = nx.Graph()
     g.add_nodes_from(ids)
     for nid in ids:
-        for peer in sim.node(nid).hyparview.active:
+        for peer in sim.node(nid).hyparview.views().active:
             if peer in live:
                 g.add_edge(nid, peer)
     return g

@@ -9,14 +9,14 @@ HyParView knows a few peers well (the active view, a partial passive view);
 SWIM knows every member a little (alive or not). Each fills the other's gaps:
 
 - Verdicts: a member SWIM declares failed, or that left, leaves HyParView's
-  active and passive views at once (`HyParView.peer_failed`), which repairs
-  the active view from the passive one.
+  active and passive views at once (HyParView's input `PeerFailed`), which
+  repairs the active view from the passive one.
 - Hints: a connection to an active (or requested) HyParView peer that
   breaks or cannot be opened makes SWIM probe that member out of turn, so a
   crash is suspected within one protocol period.
 - Thin passive view: at every SWIM protocol period, a passive view under
-  half full is topped up with random alive members (`offer_passive` only
-  fills free slots).
+  half full is topped up with random alive members (HyParView's input
+  `OfferPassive` only fills free slots).
 - A way back in for a node cut off from its neighbours: with an empty active
   view, HyParView's repair asks its passive peers with high-priority
   NEIGHBOR, which must be accepted; the refill above keeps that passive view
@@ -36,9 +36,17 @@ SWIM knows every member a little (alive or not). Each fills the other's gaps:
 
 from __future__ import annotations
 
-from overlay.hyparview import HyParView
+from overlay.hyparview import HvState, HyParView
 from overlay.ids import NodeId
-from overlay.io import CloseConnection, MemberChanged, MemberStatus, Output, Send
+from overlay.io import (
+    CloseConnection,
+    MemberChanged,
+    MemberStatus,
+    OfferPassive,
+    Output,
+    PeerFailed,
+    Send,
+)
 from overlay.messages import Join
 from overlay.swim import Swim
 
@@ -46,15 +54,16 @@ _VERDICTS = (MemberStatus.FAILED, MemberStatus.LEFT)
 
 
 class SwimHyParView:
-    def __init__(self, swim: Swim, hyparview: HyParView) -> None:
+    def __init__(self, swim: Swim, hyparview: HyParView, passive_size: int) -> None:
         self.swim = swim
         self.hyparview = hyparview
+        self._passive_size = passive_size
         self._last_bridge: float | None = None
         self.bridges = 0
 
     def watched(self, peer: NodeId) -> bool:
         """Is `peer` a HyParView neighbour (or being asked to become one)?"""
-        return peer in self.hyparview.active or peer in self.hyparview.pending
+        return self.hyparview.is_neighbor(peer)
 
     def after_swim(self, outs: list[Output], now: float) -> list[Output]:
         """Apply SWIM's verdicts to HyParView, keep connections HyParView
@@ -65,27 +74,29 @@ class SwimHyParView:
         for o in outs:
             if isinstance(o, MemberChanged):
                 if o.status in _VERDICTS and o.member != self.swim.me:
-                    extra += hv.peer_failed(o.member)
+                    extra += hv.handle(PeerFailed(o.member), now)
             elif isinstance(o, CloseConnection) and self.watched(o.peer):
                 continue
             result.append(o)
         rejoined = self.swim.take_rejoined()
-        if rejoined and not hv.left:
+        if rejoined and hv.state is not HvState.LEFT:
             period = self.swim.cfg.reconnect_period
             if self._last_bridge is None or now - self._last_bridge >= period:
                 for peer in rejoined:
-                    if peer not in hv.active and peer not in hv.pending:
+                    if not hv.is_neighbor(peer):
                         self._last_bridge = now
                         self.bridges += 1
                         extra.append(Send(peer, Join()))
                         break
         return result + extra if extra else result
 
-    def on_probe_period(self) -> None:
+    def on_probe_period(self, now: float) -> list[Output]:
         """Top up a passive view under half full with random alive members."""
         hv = self.hyparview
-        size = hv.cfg.passive_size
-        if hv.left or len(hv.passive) * 2 >= size:
-            return
-        exclude = (*hv.active, *hv.pending, *hv.passive)
-        hv.offer_passive(self.swim.random_alive(size - len(hv.passive), exclude))
+        size = self._passive_size
+        views = hv.views()
+        if hv.state is HvState.LEFT or len(views.passive) * 2 >= size:
+            return []
+        exclude = (*views.active, *views.pending, *views.passive)
+        offered = self.swim.random_alive(size - len(views.passive), exclude)
+        return hv.handle(OfferPassive(tuple(offered)), now)

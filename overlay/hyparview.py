@@ -1,7 +1,8 @@
 """HyParView: the overlay's connectivity (Leitão, Pereira, Rodrigues, DSN 2007).
 
-Rules of this module: it owns the active and passive views and nothing else.
-It never does I/O; every decision comes back as outputs (`overlay.io`).
+Rules of this module: it owns the active and passive views and nothing else
+(the passive view's own rules of entry and eviction: `overlay.passive`). It
+never does I/O; every decision comes back as outputs (`overlay.io`).
 
 Theory of operation
 -------------------
@@ -28,6 +29,24 @@ is the reserve from which a lost active peer is replaced at once.
   to the origin with as many of its passive entries, and both merge what they
   got into their passive views, dropping first what they just sent (sec. 4.4).
 
+Lifecycle (`HvState`), beyond the paper: IDLE until `JoinCluster` gives
+seeds; JOINING while a JOIN to one seed is out (each retry goes to the next
+seed, each round of them waits longer: `overlay.backoff`, capped and
+jittered); JOINED once a walk of our own JOIN ends at a node that takes us
+in; back to JOINING at the repair tick when alone with nothing to promote;
+LEFT after `Leave`, for good.
+
+Inputs (`handle(input, now) -> list[Output]`): `Received` (`on_<message>`),
+`TimerFired`, `ConnectionDown`, `ConnectFailed`, `JoinCluster`, `Leave`; and
+other layers' facts from the node (`handle_<input>`): `PeerFailed`,
+`OfferPassive`, `StrayMessage`. Outputs: `Send`, `CloseConnection`,
+`SetTimer`/`CancelTimer`, `NeighborUp`/`NeighborDown` (Plumtree follows
+them), and `Isolated`: `True` when the active view becomes empty, `False`
+when it has a neighbour again, once per transition, at the end of the
+`handle` call that made it (the view starts empty: the first neighbour gives
+`Isolated(False)`; nothing after `Leave`). Others read the views only
+through `views()` and `is_neighbor()`.
+
 Every handler below documents the paper rule it implements.
 """
 
@@ -38,6 +57,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+from overlay.backoff import Backoff
 from overlay.config import HyParViewConfig
 from overlay.ids import NodeId
 from overlay.io import (
@@ -45,17 +65,20 @@ from overlay.io import (
     CloseConnection,
     ConnectFailed,
     ConnectionDown,
-    ConnectionUp,
     DownReason,
     Input,
+    Isolated,
     JoinCluster,
     Leave,
     NeighborDown,
     NeighborUp,
+    OfferPassive,
     Output,
+    PeerFailed,
     Received,
     Send,
     SetTimer,
+    StrayMessage,
     Timer,
     TimerFired,
     UpReason,
@@ -71,12 +94,9 @@ from overlay.messages import (
     Shuffle,
     ShuffleReply,
 )
+from overlay.passive import PassiveView, sample
 from overlay.ratelimit import RateLimit
 
-# How many shuffles we remember the samples of, to prefer dropping those
-# entries when the reply arrives (one per period is usual; a few cover
-# replies that arrive late).
-_SHUFFLE_MEMORY = 4
 # Joins taken in (JOIN, or a FORWARD_JOIN walk ending here) per joiner host:
 # a joiner sends one JOIN and retries after a second or more, but a test or
 # a bench may start 200 agents on one loopback address, so the burst is
@@ -92,6 +112,13 @@ class HvTimer(enum.Enum):
     NEIGHBOR_TIMEOUT = "neighbor_timeout"  # key: the peer asked
 
 
+class HvState(enum.Enum):
+    IDLE = "idle"  # not joined, no JOIN out (no seeds, or between rounds)
+    JOINING = "joining"  # a JOIN is out and its retry timer is set
+    JOINED = "joined"  # our own JOIN was answered
+    LEFT = "left"  # after Leave: only goodbyes from now on
+
+
 _SHUFFLE_TIMER = Timer(HvTimer.SHUFFLE)
 _REPAIR_TIMER = Timer(HvTimer.REPAIR)
 _JOIN_TIMER = Timer(HvTimer.JOIN_RETRY)
@@ -105,7 +132,10 @@ def _holds_us_active(msg: Message) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class ViewSnapshot:
+class Views:
+    """The views, read-only, in insertion order; `pending`: the peers asked
+    with NEIGHBOR that have not answered yet."""
+
     active: tuple[NodeId, ...]
     passive: tuple[NodeId, ...]
     pending: tuple[NodeId, ...]
@@ -114,32 +144,31 @@ class ViewSnapshot:
 class HyParView:
     def __init__(self, me: NodeId, config: HyParViewConfig, rng: random.Random) -> None:
         self.me = me
-        self.cfg = config
-        self.rng = rng
+        self._cfg = config
+        self._rng = rng
         # dicts, not sets: insertion order keeps every pick reproducible.
-        self.active: dict[NodeId, None] = {}
-        self.passive: dict[NodeId, None] = {}
-        self.pending: dict[NodeId, int] = {}  # NEIGHBOR asked, no reply yet: its nonce
-        self.seeds: list[NodeId] = []
+        self._active: dict[NodeId, None] = {}
+        self._passive = PassiveView(me, config.passive_size, rng)
+        self._pending: dict[NodeId, int] = {}  # NEIGHBOR asked, no reply yet: its nonce
+        self._seeds: list[NodeId] = []
         self._seed_index = 0
-        self._join_backoff = config.join_retry_initial
-        self._joining = False  # a JOIN is out and its retry timer is set
-        # Our own JOIN was answered. Having active peers is not enough: a node
-        # whose JOIN is still out may already have been contacted by others,
-        # and would otherwise stay an island with them.
-        self._joined = False
-        self._shuffles: dict[int, tuple[NodeId, ...]] = {}
-        self.left = False
+        self._join_backoff = Backoff(
+            config.join_retry_initial, config.join_retry_max, jitter=config.jitter, rng=rng
+        )
+        # JOINED only once our own JOIN was answered. Having active peers is
+        # not enough: a node whose JOIN is still out may already have been
+        # contacted by others, and would otherwise stay an island with them.
+        self._state = HvState.IDLE
         self._joins = RateLimit(_JOINS_PER_HOST, _JOINS_BURST)
         # What the limits refused (issue 12).
-        self.counters: Counter[str] = Counter()
+        self._counters: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- API
 
     def start(self, now: float) -> list[Output]:
         return [
-            SetTimer(_SHUFFLE_TIMER, self._jittered(self.cfg.shuffle_period)),
-            SetTimer(_REPAIR_TIMER, self._jittered(self.cfg.repair_period)),
+            SetTimer(_SHUFFLE_TIMER, self._jittered(self._cfg.shuffle_period)),
+            SetTimer(_REPAIR_TIMER, self._jittered(self._cfg.repair_period)),
         ]
 
     def handle(self, inp: Input, now: float) -> list[Output]:
@@ -148,7 +177,7 @@ class HyParView:
             # The envelope names the sender; neither we nor an address-only
             # placeholder can be one. Answering would only talk to ourselves.
             return out
-        if self.left:
+        if self._state is HvState.LEFT:
             # A node that left does nothing but say goodbye to whoever still
             # holds it active or wants to: requests, an accept that crossed
             # our DISCONNECT, and walks (FORWARD_JOIN and SHUFFLE only travel
@@ -157,11 +186,12 @@ class HyParView:
             if isinstance(inp, Received) and _holds_us_active(inp.msg):
                 out.append(Send(inp.sender, Disconnect(alive=False)))
             return out
+        had_peers = bool(self._active)
         match inp:
             case Received(sender, msg):
                 self.on_message(sender, msg, now, out)
             case TimerFired(timer):
-                self.on_timer(timer, out)
+                self.handle_timer(timer, out)
             case ConnectionDown(peer):
                 self.handle_connection_down(peer, out)
             case ConnectFailed(peer):
@@ -170,44 +200,33 @@ class HyParView:
                 self.handle_join_cluster(seeds, out)
             case Leave():
                 self.handle_leave(out)
-            case ConnectionUp():
-                pass
+                return out  # a node that left is not isolated: it is gone
+            case PeerFailed(peer):
+                self.handle_peer_failed(peer, out)
+            case OfferPassive(peers):
+                self.handle_offer_passive(peers)
+            case StrayMessage(peer):
+                self.handle_stray_message(peer, out)
             case _:
-                pass
+                pass  # ConnectionUp, and inputs for other layers
+        if bool(self._active) != had_peers:
+            out.append(Isolated(not self._active))
         return out
 
-    def peer_failed(self, peer: NodeId) -> list[Output]:
-        """The failure detector declared `peer` failed: forget it everywhere
-        and repair, as for a broken connection (paper sec. 4.3)."""
-        out: list[Output] = []
-        if self.left:
-            return out
-        self.passive.pop(peer, None)
-        if peer in self.pending:
-            self._drop_pending(peer, out)
-        if peer in self.active:
-            self._drop_active(peer, DownReason.PEER_FAILED, out)
-        self._repair(out)
-        return out
+    def views(self) -> Views:
+        return Views(tuple(self._active), tuple(self._passive), tuple(self._pending))
 
-    def offer_passive(self, peers: list[NodeId]) -> None:
-        """Candidates from elsewhere (the member list) for a thin passive
-        view: only fills free slots, never evicts."""
-        for peer in peers:
-            if len(self.passive) >= self.cfg.passive_size:
-                return
-            self._add_passive(peer)
+    def is_neighbor(self, peer: NodeId) -> bool:
+        """Is `peer` in the active view, or asked to join it?"""
+        return peer in self._active or peer in self._pending
 
-    def check_link(self, sender: NodeId, out: list[Output]) -> None:
-        """`sender` used a link only active neighbours use. If it is not our
-        neighbour its view and ours disagree (two messages crossed on the
-        wire): tell it, so it drops us too. Asymmetry is thereby repaired the
-        next time the link carries anything."""
-        if sender not in self.active and sender not in self.pending and not self.left:
-            out.append(Send(sender, Disconnect(alive=True)))
+    @property
+    def state(self) -> HvState:
+        return self._state
 
-    def snapshot(self) -> ViewSnapshot:
-        return ViewSnapshot(tuple(self.active), tuple(self.passive), tuple(self.pending))
+    def stats(self) -> dict[str, int]:
+        """What the limits refused (issue 12)."""
+        return dict(self._counters)
 
     # ------------------------------------------------------------- messages
 
@@ -216,7 +235,7 @@ class HyParView:
             case Join():
                 self.on_join(sender, now, out)
             case ForwardJoin(joiner, ttl):
-                self.check_link(sender, out)
+                self.handle_stray_message(sender, out)
                 self.on_forward_join(sender, joiner, ttl, now, out)
             case Neighbor(high_priority, join, nonce):
                 self.on_neighbor(sender, high_priority, join, nonce, out)
@@ -225,7 +244,7 @@ class HyParView:
             case Disconnect(alive):
                 self.on_disconnect(sender, alive, out)
             case Shuffle(origin, ttl, nonce, nodes):
-                self.check_link(sender, out)
+                self.handle_stray_message(sender, out)
                 self.on_shuffle(sender, origin, ttl, nonce, nodes, out)
             case ShuffleReply(nonce, nodes):
                 self.on_shuffle_reply(nonce, nodes, out)
@@ -240,18 +259,18 @@ class HyParView:
         walks that end in dials to the joiner's address."""
         if joiner == self.me or is_seed(joiner):
             return
-        if joiner in self.active:
+        if joiner in self._active:
             # A retry from a joiner whose first attempt we already took in:
             # repeat the notice, do not walk again.
             out.append(Send(joiner, Neighbor(high_priority=True, join=True)))
             return
         if not self._joins.allow(joiner.host, now):
-            self.counters["joins_refused"] += 1
+            self._counters["joins_refused"] += 1
             return
         self._add_active(joiner, UpReason.JOINED, out, notify=True)
-        for peer in self.active:
+        for peer in self._active:
             if peer != joiner:
-                out.append(Send(peer, ForwardJoin(joiner, self.cfg.arwl)))
+                out.append(Send(peer, ForwardJoin(joiner, self._cfg.arwl)))
 
     def on_forward_join(
         self, sender: NodeId, joiner: NodeId, ttl: int, now: float, out: list[Output]
@@ -264,19 +283,19 @@ class HyParView:
         walks naming any address)."""
         if joiner == self.me or is_seed(joiner):
             return
-        if ttl == 0 or len(self.active) <= 1:
-            if joiner not in self.active and not self._joins.allow(joiner.host, now):
-                self.counters["walks_refused"] += 1
+        if ttl == 0 or len(self._active) <= 1:
+            if joiner not in self._active and not self._joins.allow(joiner.host, now):
+                self._counters["walks_refused"] += 1
                 return
             self._add_active(joiner, UpReason.JOINED, out, notify=True)
             return
-        if ttl == self.cfg.prwl:
-            self._add_passive(joiner)
-        nexts = [p for p in self.active if p != sender and p != joiner]
+        if ttl == self._cfg.prwl:
+            self._passive.add(joiner, self._active)
+        nexts = [p for p in self._active if p != sender and p != joiner]
         if not nexts:
             self._add_active(joiner, UpReason.JOINED, out, notify=True)
             return
-        out.append(Send(self.rng.choice(nexts), ForwardJoin(joiner, ttl - 1)))
+        out.append(Send(self._rng.choice(nexts), ForwardJoin(joiner, ttl - 1)))
 
     def on_neighbor(
         self, sender: NodeId, high: bool, join: bool, nonce: int, out: list[Output]
@@ -291,21 +310,20 @@ class HyParView:
             # our own JOIN starts walks that end at us, so this is also the
             # proof that the join reached the overlay: stop retrying seeds.
             self._add_active(sender, UpReason.JOINED, out, notify=False)
-            self._joined = True
-            if self._joining:
-                self._joining = False
+            if self._state is HvState.JOINING:
                 out.append(CancelTimer(_JOIN_TIMER))
+            self._state = HvState.JOINED
             return
-        if sender in self.active:
+        if sender in self._active:
             out.append(Send(sender, NeighborReply(True, nonce)))
             return
         # A peer we are asking ourselves (crossing requests) has a slot
         # reserved for it: accept, or the two answers would disagree.
-        if high or sender in self.pending or len(self.active) < self.cfg.active_size:
+        if high or sender in self._pending or len(self._active) < self._cfg.active_size:
             self._add_active(sender, UpReason.REPLACED, out, notify=False)
             out.append(Send(sender, NeighborReply(True, nonce)))
         else:
-            self._add_passive(sender)
+            self._passive.add(sender, self._active)
             out.append(Send(sender, NeighborReply(False, nonce)))
 
     def on_neighbor_reply(
@@ -315,15 +333,15 @@ class HyParView:
         reject it stays passive and the next candidate is asked. A reply is
         matched to its request by nonce, so a late answer to an older
         request is not mistaken for the answer to the current one."""
-        was_pending = self.pending.get(sender) == nonce
+        was_pending = self._pending.get(sender) == nonce
         if was_pending:
             self._drop_pending(sender, out)
         if accepted:
-            if sender in self.active:
+            if sender in self._active:
                 return
             if was_pending:
                 self._add_active(sender, UpReason.REPLACED, out, notify=False)
-            elif sender in self.pending:
+            elif sender in self._pending:
                 # The answer to an older request, while a newer one is out:
                 # the peer holds us active now, so the newer one will be
                 # accepted too and settle it. A DISCONNECT here would cross
@@ -335,7 +353,7 @@ class HyParView:
                 # counts us as active: undo that, so the views stay symmetric.
                 out.append(Send(sender, Disconnect(alive=True)))
                 out.append(CloseConnection(sender))
-                self._add_passive(sender)
+                self._passive.add(sender, self._active)
             return
         # Rejects only ever answer low-priority asks; one we are not waiting
         # for is stale (the peer since became active through another path).
@@ -344,7 +362,7 @@ class HyParView:
             # Every passive peer may be full: asking the next one at once
             # would spin through the whole view. Wait for the repair tick,
             # unless we are alone (then we ask with high priority).
-            if not self.active:
+            if not self._active:
                 self._repair(out)
 
     def on_disconnect(self, sender: NodeId, alive: bool, out: list[Output]) -> None:
@@ -359,15 +377,15 @@ class HyParView:
         that can cascade through the overlay."""
         if not alive and self._is_seed_addr(sender):
             self._seed_unavailable(out)
-        if sender in self.pending:
+        if sender in self._pending:
             self._drop_pending(sender, out)
-        if sender in self.active:
+        if sender in self._active:
             reason = DownReason.SHUFFLED_OUT if alive else DownReason.PEER_LEFT
             self._drop_active(sender, reason, out)
-        self.passive.pop(sender, None)
+        self._passive.discard(sender)
         self._repair(out)
         if alive:
-            self._add_passive(sender)
+            self._passive.add(sender, self._active)
 
     def on_shuffle(
         self,
@@ -384,48 +402,49 @@ class HyParView:
         if origin == self.me:
             return
         ttl -= 1
-        if ttl > 0 and len(self.active) > 1:
-            nexts = [p for p in self.active if p != sender and p != origin]
+        if ttl > 0 and len(self._active) > 1:
+            nexts = [p for p in self._active if p != sender and p != origin]
             if nexts:
-                out.append(Send(self.rng.choice(nexts), Shuffle(origin, ttl, nonce, nodes)))
+                out.append(Send(self._rng.choice(nexts), Shuffle(origin, ttl, nonce, nodes)))
                 return
-        candidates = [p for p in self.passive if p != origin]
-        reply = tuple(self._sample(candidates, len(nodes)))
+        candidates = [p for p in self._passive if p != origin]
+        reply = tuple(sample(self._rng, candidates, len(nodes)))
         out.append(Send(origin, ShuffleReply(nonce, reply), reliable=False))
-        self._merge(nodes, reply)
+        self._passive.merge(nodes, reply, self._active)
 
     def on_shuffle_reply(self, nonce: int, nodes: tuple[NodeId, ...], out: list[Output]) -> None:
         """SHUFFLE_REPLY (sec. 4.4): merge, dropping first what we sent."""
-        sent = self._shuffles.pop(nonce, None)
+        sent = self._passive.recall(nonce)
         if sent is None:
             return  # not ours, or too old: ignore rather than trust it
-        self._merge(nodes, sent)
+        self._passive.merge(nodes, sent, self._active)
 
     # ------------------------------------------------------- local inputs
 
-    def on_timer(self, timer: Timer, out: list[Output]) -> None:
+    def handle_timer(self, timer: Timer, out: list[Output]) -> None:
         match timer.kind:
             case HvTimer.SHUFFLE:
                 self._shuffle(out)
-                out.append(SetTimer(_SHUFFLE_TIMER, self._jittered(self.cfg.shuffle_period)))
+                out.append(SetTimer(_SHUFFLE_TIMER, self._jittered(self._cfg.shuffle_period)))
             case HvTimer.REPAIR:
                 self._repair(out)
-                if not self.active and not self.pending and not self._joining and self.seeds:
+                alone = not self._active and not self._pending
+                if alone and self._state is not HvState.JOINING and self._seeds:
                     # Alone with nothing to promote: back to the seeds.
-                    self._joined = False
-                    self._join_backoff = self.cfg.join_retry_initial
+                    self._state = HvState.IDLE
+                    self._join_backoff.reset()
                     self._try_seed(out)
-                out.append(SetTimer(_REPAIR_TIMER, self._jittered(self.cfg.repair_period)))
+                out.append(SetTimer(_REPAIR_TIMER, self._jittered(self._cfg.repair_period)))
             case HvTimer.JOIN_RETRY:
-                self._joining = False
-                if not self._joined:
+                if self._state is not HvState.JOINED:
+                    self._state = HvState.IDLE
                     self._try_seed(out)
             case HvTimer.NEIGHBOR_TIMEOUT:
                 peer = timer.key
-                if isinstance(peer, NodeId) and peer in self.pending:
+                if isinstance(peer, NodeId) and peer in self._pending:
                     # No answer in time: as good as dead for our purposes.
-                    del self.pending[peer]
-                    self.passive.pop(peer, None)
+                    del self._pending[peer]
+                    self._passive.discard(peer)
                     out.append(CloseConnection(peer))
                     self._repair(out)
             case _:
@@ -435,63 +454,88 @@ class HyParView:
         """A broken connection to an active peer is a failure (sec. 4.3):
         remove it from both views and promote from the passive view at once.
         A connection we did not rely on breaking tells us nothing."""
-        if peer in self.active:
+        if peer in self._active:
             self._drop_active(peer, DownReason.PEER_FAILED, out)
-            self.passive.pop(peer, None)
+            self._passive.discard(peer)
             self._repair(out)
-        elif peer in self.pending:
+        elif peer in self._pending:
             self._drop_pending(peer, out)
-            self.passive.pop(peer, None)
+            self._passive.discard(peer)
             self._repair(out)
 
     def handle_connect_failed(self, peer: NodeId, out: list[Output]) -> None:
         """A dial failed: the peer is unreachable, so it leaves every view."""
-        self.passive.pop(peer, None)
-        if peer in self.active or peer in self.pending:
+        self._passive.discard(peer)
+        if peer in self._active or peer in self._pending:
             self.handle_connection_down(peer, out)
         elif self._is_seed_addr(peer):
             self._seed_unavailable(out)
 
     def _is_seed_addr(self, peer: NodeId) -> bool:
         # Seeds may be known by address only (`seed_id`): compare addresses.
-        return any((s.host, s.port) == (peer.host, peer.port) for s in self.seeds)
+        return any((s.host, s.port) == (peer.host, peer.port) for s in self._seeds)
 
     def _seed_unavailable(self, out: list[Output]) -> None:
         """The seed our JOIN went to cannot take it (unreachable, or it has
         left): do not wait for the retry timer, the next seed may be up."""
-        if self._joined or not self._joining:
+        if self._state is not HvState.JOINING:
             return
         out.append(CancelTimer(_JOIN_TIMER))
-        self._joining = False
-        if self._seed_index % max(len(self.seeds), 1) != 0:
+        if self._seed_index % max(len(self._seeds), 1) != 0:
             self._try_seed(out)
         else:
-            # Every seed tried once: back off before the next round.
-            self._joining = True
-            out.append(SetTimer(_JOIN_TIMER, self._next_backoff()))
+            # Every seed tried once: back off before the next round (still
+            # JOINING: the retry timer is set).
+            out.append(SetTimer(_JOIN_TIMER, self._join_backoff.next()))
 
     def handle_join_cluster(self, seeds: tuple[NodeId, ...], out: list[Output]) -> None:
         """Contact the seeds, one at a time, until one answers our JOIN;
         retry with exponential backoff (capped) meanwhile. Peers that joined
         through us before that do not count: they may be an island."""
         mine = (self.me.host, self.me.port)
-        self.seeds = [s for s in seeds if (s.host, s.port) != mine and s != self.me]
+        self._seeds = [s for s in seeds if (s.host, s.port) != mine and s != self.me]
         self._seed_index = 0
-        self._join_backoff = self.cfg.join_retry_initial
-        if self.seeds and not self._joined:
+        self._join_backoff.reset()
+        if self._seeds and self._state is not HvState.JOINED:
             self._try_seed(out)
 
     def handle_leave(self, out: list[Output]) -> None:
         """Graceful leave: DISCONNECT(alive=False) to every active peer, so
         they forget us instead of waiting for a failure detector."""
-        self.left = True
-        for peer in list(self.active):
+        self._state = HvState.LEFT
+        for peer in list(self._active):
             out.append(Send(peer, Disconnect(alive=False)))
             self._drop_active(peer, DownReason.LEAVING, out)
-        for peer in list(self.pending):
+        for peer in list(self._pending):
             self._drop_pending(peer, out)
             out.append(CloseConnection(peer))
         out.extend(CancelTimer(t) for t in (_SHUFFLE_TIMER, _REPAIR_TIMER, _JOIN_TIMER))
+
+    def handle_peer_failed(self, peer: NodeId, out: list[Output]) -> None:
+        """The failure detector declared `peer` failed, or it left: forget
+        it everywhere and repair, as for a broken connection (sec. 4.3)."""
+        self._passive.discard(peer)
+        if peer in self._pending:
+            self._drop_pending(peer, out)
+        if peer in self._active:
+            self._drop_active(peer, DownReason.PEER_FAILED, out)
+        self._repair(out)
+
+    def handle_offer_passive(self, peers: tuple[NodeId, ...]) -> None:
+        """Candidates from elsewhere (the member list) for a thin passive
+        view: only fills free slots, never evicts."""
+        self._passive.offer(peers, self._active)
+
+    def handle_stray_message(self, sender: NodeId, out: list[Output]) -> None:
+        """`sender` used a link only active neighbours use. If it is not our
+        neighbour its view and ours disagree (two messages crossed on the
+        wire): tell it, so it drops us too. Asymmetry is thereby repaired the
+        next time the link carries anything. (Never to ourselves or an
+        address-only placeholder: see `handle`.)"""
+        if sender == self.me or is_seed(sender):
+            return
+        if sender not in self._active and sender not in self._pending:
+            out.append(Send(sender, Disconnect(alive=True)))
 
     # ------------------------------------------------------------ helpers
 
@@ -503,101 +547,66 @@ class HyParView:
         *,
         notify: bool,
     ) -> None:
-        if peer == self.me or peer in self.active or is_seed(peer):
+        if peer == self.me or peer in self._active or is_seed(peer):
             return
-        if peer in self.pending:
+        if peer in self._pending:
             self._drop_pending(peer, out)
-        self.passive.pop(peer, None)
-        if len(self.active) >= self.cfg.active_size:
-            victim = self.rng.choice(list(self.active))
+        self._passive.discard(peer)
+        if len(self._active) >= self._cfg.active_size:
+            victim = self._rng.choice(list(self._active))
             out.append(Send(victim, Disconnect(alive=True)))
             self._drop_active(victim, DownReason.SHUFFLED_OUT, out)
-            self._add_passive(victim)
-        self.active[peer] = None
+            self._passive.add(victim, self._active)
+        self._active[peer] = None
         out.append(NeighborUp(peer, reason))
         if notify:
             out.append(Send(peer, Neighbor(high_priority=True, join=True)))
 
     def _drop_active(self, peer: NodeId, reason: DownReason, out: list[Output]) -> None:
-        del self.active[peer]
+        del self._active[peer]
         out.append(CloseConnection(peer))
         out.append(NeighborDown(peer, reason))
 
     def _drop_pending(self, peer: NodeId, out: list[Output]) -> None:
-        del self.pending[peer]
+        del self._pending[peer]
         out.append(CancelTimer(Timer(HvTimer.NEIGHBOR_TIMEOUT, peer)))
-
-    def _add_passive(self, peer: NodeId) -> None:
-        if peer == self.me or peer in self.active or peer in self.passive or is_seed(peer):
-            return
-        if len(self.passive) >= self.cfg.passive_size:
-            del self.passive[self.rng.choice(list(self.passive))]
-        self.passive[peer] = None
 
     def _repair(self, out: list[Output]) -> None:
         """Fill the active view from the passive view: NEIGHBOR to random
         passive peers, high priority when we have no active peer at all."""
-        if self.left:
-            return
-        free = self.cfg.active_size - len(self.active) - len(self.pending)
+        free = self._cfg.active_size - len(self._active) - len(self._pending)
         if free <= 0:
             return
-        candidates = [p for p in self.passive if p not in self.pending]
-        high = not self.active
-        for peer in self._sample(candidates, free):
-            nonce = self.rng.getrandbits(32)
-            self.pending[peer] = nonce
+        candidates = [p for p in self._passive if p not in self._pending]
+        high = not self._active
+        for peer in sample(self._rng, candidates, free):
+            nonce = self._rng.getrandbits(32)
+            self._pending[peer] = nonce
             out.append(Send(peer, Neighbor(high_priority=high, nonce=nonce)))
-            out.append(SetTimer(Timer(HvTimer.NEIGHBOR_TIMEOUT, peer), self.cfg.neighbor_timeout))
+            out.append(SetTimer(Timer(HvTimer.NEIGHBOR_TIMEOUT, peer), self._cfg.neighbor_timeout))
 
     def _shuffle(self, out: list[Output]) -> None:
-        if not self.active:
+        if not self._active:
             return
-        sample = (
+        sent = (
             self.me,
-            *self._sample(list(self.active), self.cfg.shuffle_active),
-            *self._sample(list(self.passive), self.cfg.shuffle_passive),
+            *sample(self._rng, list(self._active), self._cfg.shuffle_active),
+            *sample(self._rng, list(self._passive), self._cfg.shuffle_passive),
         )
-        nonce = self.rng.getrandbits(32)
-        self._shuffles[nonce] = sample
-        while len(self._shuffles) > _SHUFFLE_MEMORY:
-            del self._shuffles[next(iter(self._shuffles))]
-        target = self.rng.choice(list(self.active))
-        out.append(Send(target, Shuffle(self.me, self.cfg.shuffle_ttl, nonce, sample)))
-
-    def _merge(self, nodes: tuple[NodeId, ...], sent: tuple[NodeId, ...]) -> None:
-        """Merge shuffled entries into the passive view; when full, drop an
-        entry we just sent away first, else a random one (sec. 4.4)."""
-        droppable = [p for p in sent if p in self.passive]
-        for peer in nodes:
-            if peer == self.me or peer in self.active or peer in self.passive or is_seed(peer):
-                continue
-            if len(self.passive) >= self.cfg.passive_size:
-                victim = droppable.pop() if droppable else self.rng.choice(list(self.passive))
-                self.passive.pop(victim, None)
-            self.passive[peer] = None
+        nonce = self._rng.getrandbits(32)
+        self._passive.remember(nonce, sent)
+        target = self._rng.choice(list(self._active))
+        out.append(Send(target, Shuffle(self.me, self._cfg.shuffle_ttl, nonce, sent)))
 
     def _try_seed(self, out: list[Output]) -> None:
-        if not self.seeds:
+        if not self._seeds:
             return
-        seed = self.seeds[self._seed_index % len(self.seeds)]
+        seed = self._seeds[self._seed_index % len(self._seeds)]
         self._seed_index += 1
-        self._joining = True
+        self._state = HvState.JOINING
         out.append(Send(seed, Join()))
-        out.append(SetTimer(_JOIN_TIMER, self._next_backoff()))
-
-    def _next_backoff(self) -> float:
-        delay = self._jittered(self._join_backoff)
-        self._join_backoff = min(self._join_backoff * 2, self.cfg.join_retry_max)
-        return delay
+        out.append(SetTimer(_JOIN_TIMER, self._join_backoff.next()))
 
     def _jittered(self, period: float) -> float:
-        j = self.cfg.jitter
-        return period * (1.0 + j * (2.0 * self.rng.random() - 1.0))
-
-    def _sample(self, items: list[NodeId], k: int) -> list[NodeId]:
-        if k >= len(items):
-            out = list(items)
-            self.rng.shuffle(out)
-            return out
-        return self.rng.sample(items, k)
+        j = self._cfg.jitter
+        return period * (1.0 + j * (2.0 * self._rng.random() - 1.0))

@@ -51,6 +51,7 @@ from overlay.io import (
     Publish,
     PublishRejected,
     Received,
+    StrayMessage,
     TimerFired,
 )
 from overlay.members import MemberInfo
@@ -98,7 +99,7 @@ class Node:
         # make it suspect its own members again (364 such stale verdicts in
         # a 60-node partition-heal run, and a broadcast storm).
         self.plumtree.tree_only = frozenset({MEMBERS_TOPIC})
-        self.coupling = SwimHyParView(self.swim, self.hyparview)
+        self.coupling = SwimHyParView(self.swim, self.hyparview, config.hyparview.passive_size)
         # Without SWIM (`swim.enabled = false`) the node is HyParView and
         # Plumtree alone, as in the papers: connection loss is the only
         # failure detector and the member list holds this node only.
@@ -205,11 +206,9 @@ class Node:
                 if inp.datagram:
                     self.refused["plumtree_datagram"] += 1
                     return []
-                if inp.sender not in hv.active and inp.sender not in hv.pending:
+                if not hv.is_neighbor(inp.sender):
                     self.refused["plumtree_not_neighbour"] += 1
-                    out: list[Output] = []
-                    hv.check_link(inp.sender, out)
-                    return out
+                    return hv.handle(StrayMessage(inp.sender), now)
                 return self.plumtree.handle(inp, now)
             if isinstance(msg, SWIM_MESSAGES):
                 if inp.datagram and isinstance(msg, PushPull):
@@ -234,7 +233,7 @@ class Node:
             if isinstance(kind, SwimTimer):
                 outs = self._swim(inp, now)
                 if kind is SwimTimer.PROBE:
-                    self.coupling.on_probe_period()
+                    outs += self.coupling.on_probe_period(now)
                 return outs
             return []
         match inp:

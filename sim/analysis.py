@@ -39,7 +39,8 @@ def active_graph(sim: Simulation) -> Any:
     g = nx.DiGraph()
     g.add_nodes_from(n.name for n in live)
     for n in live:
-        g.add_edges_from((n.name, p.name) for p in sim.node(n).hyparview.active if p in alive)
+        active = sim.node(n).hyparview.views().active
+        g.add_edges_from((n.name, p.name) for p in active if p in alive)
     return g
 
 
@@ -52,7 +53,7 @@ def overlay_whole(sim: Simulation) -> bool:
     alive = set(live)
     adj: dict[NodeId, list[NodeId]] = {n: [] for n in live}
     for n in live:
-        for p in sim.node(n).hyparview.active:
+        for p in sim.node(n).hyparview.views().active:
             if p in alive:
                 adj[n].append(p)
                 adj[p].append(n)
@@ -89,9 +90,9 @@ def overlay_figures(sim: Simulation) -> dict[str, Any]:
     g = active_graph(sim)
     u = g.to_undirected(as_view=False)
     n = len(live)
-    views = [sim.node(x).hyparview for x in live]
-    degrees = [len(hv.active) for hv in views]
-    stale = sum(1 for hv in views for p in hv.active if p not in alive)
+    views = [sim.node(x).hyparview.views() for x in live]
+    degrees = [len(v.active) for v in views]
+    stale = sum(1 for v in views for p in v.active if p not in alive)
     edges = g.number_of_edges()
     symmetric = sum(1 for a, b in g.edges() if g.has_edge(b, a))
     components = list(nx.connected_components(u)) if n else []
@@ -151,7 +152,7 @@ def _passive_figures(sim: Simulation, live: list[NodeId], alive: set[NodeId]) ->
     sizes: list[int] = []
     stale = 0
     for n in live:
-        passive = sim.node(n).hyparview.passive
+        passive = sim.node(n).hyparview.views().passive
         sizes.append(len(passive))
         for p in passive:
             if p in alive:
@@ -210,9 +211,9 @@ def write_graph(sim: Simulation, path: str) -> None:
     in .gexf; node attributes: address, active and passive view sizes."""
     g = active_graph(sim)
     for n in sim.live():
-        hv = sim.node(n).hyparview
+        views = sim.node(n).hyparview.views()
         g.nodes[n.name].update(
-            addr=f"{n.host}:{n.port}", active=len(hv.active), passive=len(hv.passive)
+            addr=f"{n.host}:{n.port}", active=len(views.active), passive=len(views.passive)
         )
     for a, b in g.edges():
         g.edges[a, b]["symmetric"] = g.has_edge(b, a)

@@ -266,7 +266,7 @@ async def test_a_dead_seed_is_retried_and_each_failure_logged() -> None:
                 assert _fields(unresolved()[0])["error"] == (
                     "_overlay._tcp.nowhere.test: no such name"
                 )
-                assert joiner.node.hyparview.active == {}
+                assert joiner.node.hyparview.views().active == ()
                 # The seed comes up at that address: the next attempt joins.
                 seed = Agent(
                     AgentSettings(

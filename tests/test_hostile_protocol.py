@@ -71,7 +71,7 @@ def make() -> Node:
     node.handle(ConnectionUp(FRIEND), 0.1)
     node.handle(Received(FRIEND, Join()), 0.1)
     node.handle(Received(FRIEND, MemberUpdates((MemberState(FRIEND, 0, 0, {}, None),))), 0.1)
-    assert FRIEND in node.hyparview.active and FRIEND in node.swim.members
+    assert FRIEND in node.hyparview.views().active and FRIEND in node.swim.members
     return node
 
 
@@ -100,19 +100,19 @@ def test_plumtree_only_over_a_stream_from_a_neighbour() -> None:
 
 def test_hyparview_and_push_pull_never_as_datagrams() -> None:
     node = make()
-    before = list(node.hyparview.active)
+    before = list(node.hyparview.views().active)
     # Spoofed DISCONNECTs by datagram emptied an agent's active view.
     assert node.handle(Received(FRIEND, Disconnect(alive=False), datagram=True), 1.0) == []
     assert node.handle(Received(STRANGER, Join(), datagram=True), 1.0) == []
-    assert list(node.hyparview.active) == before
+    assert list(node.hyparview.views().active) == before
     assert node.handle(Received(FRIEND, PushPull(False, 0, 1, ()), datagram=True), 1.0) == []
     assert node.refused == {"hyparview_datagram": 2, "push_pull_datagram": 1}
     # SHUFFLE_REPLY is a datagram by design (to a walk's origin), taken only
     # with the nonce of a shuffle we started: a guessed one changes nothing.
-    passive = set(node.hyparview.passive)
+    passive = set(node.hyparview.views().passive)
     reply = ShuffleReply(12345, (NodeId("x", "10.9.9.9", 7946),))
     assert node.handle(Received(STRANGER, reply, datagram=True), 1.0) == []
-    assert set(node.hyparview.passive) == passive
+    assert set(node.hyparview.views().passive) == passive
     assert node.refused == {"hyparview_datagram": 2, "push_pull_datagram": 1}
 
 
@@ -247,14 +247,14 @@ def test_any_input_from_anyone_never_raises_and_the_invariants_hold(
         for kind in data.draw(st.lists(st.sampled_from(_TIMER_KINDS), max_size=2)):
             node.handle(TimerFired(Timer(kind)), now)
     hv = node.hyparview
-    assert len(hv.active) <= node.config.hyparview.active_size
-    assert ME not in hv.active and ME not in hv.passive
+    assert len(hv.views().active) <= node.config.hyparview.active_size
+    assert ME not in hv.views().active and ME not in hv.views().passive
     assert node.swim.members.by_id[ME].status is MemberStatus.ALIVE
     assert 0 <= node.swim.incarnation <= INCARNATION_MAX + 1
     assert all(m.incarnation <= INCARNATION_MAX for m in node.swim.members)
     peers = node.plumtree.peers()
     eager, lazy = peers.eager, peers.lazy
-    assert set(eager) | set(lazy) <= set(hv.active) and not set(eager) & set(lazy)
+    assert set(eager) | set(lazy) <= set(hv.views().active) and not set(eager) & set(lazy)
 
 
 def _timer_kinds() -> list[object]:
@@ -325,11 +325,11 @@ def test_forged_joins_start_a_bounded_number_of_walks() -> None:
         joiner = NodeId(f"j{i}", "10.0.0.66", 10_000 + i)
         out = node.handle(Received(joiner, Join()), 1.0)
         sent += sum(isinstance(o, Send) for o in out)
-    assert hv.counters["joins_refused"] == 200 - 32
+    assert hv.stats()["joins_refused"] == 200 - 32
     assert sent <= 32 * (node.config.hyparview.active_size + 1)
     # Another host is not held back by the first one's flood.
     node.handle(Received(NodeId("other", "10.0.0.77", 1), Join()), 1.0)
-    assert NodeId("other", "10.0.0.77", 1) in hv.active
+    assert NodeId("other", "10.0.0.77", 1) in hv.views().active
 
 
 def test_one_member_cannot_fill_every_list_with_fabricated_members() -> None:

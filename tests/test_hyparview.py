@@ -14,7 +14,7 @@ import random
 import pytest
 
 from overlay.config import HyParViewConfig
-from overlay.hyparview import HvTimer, HyParView, ViewSnapshot
+from overlay.hyparview import HvState, HvTimer, HyParView, Views
 from overlay.ids import NodeId
 from overlay.io import (
     CancelTimer,
@@ -24,15 +24,19 @@ from overlay.io import (
     ConnectionUp,
     DownReason,
     Input,
+    Isolated,
     JoinCluster,
     Leave,
     NeighborDown,
     NeighborUp,
+    OfferPassive,
     Output,
+    PeerFailed,
     Publish,
     Received,
     Send,
     SetTimer,
+    StrayMessage,
     Timer,
     TimerFired,
     UpReason,
@@ -77,9 +81,9 @@ def make(
     seed: int = SEED,
 ) -> HyParView:
     hv = HyParView(ME, cfg, random.Random(seed))
-    hv.active.update(dict.fromkeys(active))
-    hv.passive.update(dict.fromkeys(passive))
-    hv.pending.update(pending or {})
+    hv._active.update(dict.fromkeys(active))
+    hv._passive.offer(passive, ())
+    hv._pending.update(pending or {})
     return hv
 
 
@@ -93,7 +97,7 @@ def recv(hv: HyParView, sender: NodeId, msg: Message, now: float = 1.0) -> list[
 
 
 def views(hv: HyParView) -> tuple[list[NodeId], list[NodeId], dict[NodeId, int]]:
-    return list(hv.active), list(hv.passive), dict(hv.pending)
+    return list(hv._active), list(hv._passive), dict(hv._pending)
 
 
 # --------------------------------------------------------------------------
@@ -239,11 +243,11 @@ def test_forward_join_at_a_full_node_evicts() -> None:
         NeighborUp(J, UpReason.JOINED),
         Send(J, Neighbor(high_priority=True, join=True)),
     ]
-    assert J in hv.active and victim in hv.passive and len(hv.active) == 5
+    assert J in hv._active and victim in hv._passive and len(hv._active) == 5
 
 
 # --------------------------------------------------------------------------
-# check_link: walks travel active links only
+# Stray messages: walks travel active links only
 
 
 def test_forward_join_from_a_non_neighbour_is_told_to_disconnect() -> None:
@@ -263,14 +267,12 @@ def test_shuffle_from_a_non_neighbour_is_told_to_disconnect() -> None:
     ]
 
 
-def test_check_link() -> None:
+def test_stray_message() -> None:
     hv = make(active=(A,), pending={P: 1})
-    out: list[Output] = []
-    hv.check_link(A, out)  # a neighbour
-    hv.check_link(P, out)  # asked to become one
-    assert out == []
-    hv.check_link(C, out)
-    assert out == [Send(C, Disconnect(alive=True))]
+    assert hv.handle(StrayMessage(A), 1.0) == []  # a neighbour
+    assert hv.handle(StrayMessage(P), 1.0) == []  # asked to become one
+    assert hv.handle(StrayMessage(C), 1.0) == [Send(C, Disconnect(alive=True))]
+    assert hv.is_neighbor(A) and hv.is_neighbor(P) and not hv.is_neighbor(C)
 
 
 # --------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def test_neighbor_high_priority_is_accepted_when_full() -> None:
         NeighborUp(P, UpReason.REPLACED),
         Send(P, NeighborReply(True, 77)),
     ]
-    assert P in hv.active and victim in hv.passive and P not in hv.passive
+    assert P in hv._active and victim in hv._passive and P not in hv._passive
 
 
 def test_neighbor_low_priority_is_accepted_with_a_free_slot() -> None:
@@ -328,7 +330,7 @@ def test_crossing_neighbor_requests_both_accept() -> None:
     ]
     # ... and P's accept of our own request then changes nothing.
     assert recv(hv, P, NeighborReply(True, 99)) == []
-    assert P in hv.active and hv.pending == {}
+    assert P in hv._active and hv._pending == {}
 
 
 def test_neighbor_join_notice_adds_the_sender() -> None:
@@ -375,7 +377,7 @@ def test_neighbor_reply_reject_when_alone_asks_again_with_high_priority() -> Non
         Send(P, Neighbor(high_priority=True, nonce=nonce)),
         SetTimer(NT(P), 5.0),
     ]
-    assert hv.pending == {P: nonce}
+    assert hv._pending == {P: nonce}
 
 
 def test_stale_accept_is_undone() -> None:
@@ -464,6 +466,7 @@ def test_disconnect_alive_does_not_ask_the_sender_straight_back() -> None:
     assert recv(hv, A, Disconnect(alive=True)) == [
         CloseConnection(A),
         NeighborDown(A, DownReason.SHUFFLED_OUT),
+        Isolated(True),
     ]
     assert views(hv) == ([], [A], {})
 
@@ -516,6 +519,7 @@ def test_connection_down_of_the_last_active_peer_asks_with_high_priority() -> No
         NeighborDown(A, DownReason.PEER_FAILED),
         Send(P, Neighbor(high_priority=True, nonce=nonce)),
         SetTimer(NT(P), 5.0),
+        Isolated(True),
     ]
 
 
@@ -581,13 +585,13 @@ def test_connect_failed_to_an_active_peer() -> None:
 
 
 # --------------------------------------------------------------------------
-# peer_failed and offer_passive (the hooks for the failure detector)
+# PeerFailed and OfferPassive (the failure detector's facts)
 
 
 def test_peer_failed_of_an_active_peer() -> None:
     hv = make(active=(A, B), passive=(P,))
     nonce = mirror().getrandbits(32)
-    assert hv.peer_failed(A) == [
+    assert hv.handle(PeerFailed(A), 3.0) == [
         CloseConnection(A),
         NeighborDown(A, DownReason.PEER_FAILED),
         Send(P, Neighbor(high_priority=False, nonce=nonce)),
@@ -599,22 +603,23 @@ def test_peer_failed_of_an_active_peer() -> None:
 def test_peer_failed_of_a_pending_or_passive_peer() -> None:
     hv = make(active=(A, B, C, D), passive=(P, Q), pending={P: 1})
     nonce = mirror().getrandbits(32)
-    assert hv.peer_failed(P) == [
+    assert hv.handle(PeerFailed(P), 3.0) == [
         CancelTimer(NT(P)),
         Send(Q, Neighbor(high_priority=False, nonce=nonce)),
         SetTimer(NT(Q), 5.0),
     ]
     hv = make(active=(A, B, C, D, E), passive=(P, Q))
-    assert hv.peer_failed(Q) == []
+    assert hv.handle(PeerFailed(Q), 3.0) == []
     assert views(hv) == ([A, B, C, D, E], [P], {})
 
 
 def test_offer_passive_fills_free_slots_only() -> None:
     cfg = dataclasses.replace(CFG, passive_size=3)
     hv = make(active=(A,), passive=(P,), cfg=cfg)
-    hv.offer_passive([ME, A, P, seed_id("h", 1), Q, B, C, D])
+    offered = (ME, A, P, seed_id("h", 1), Q, B, C, D)
+    assert hv.handle(OfferPassive(offered), 1.0) == []
     assert views(hv) == ([A], [P, Q, B], {})
-    hv.offer_passive([E])  # full: nothing is evicted
+    assert hv.handle(OfferPassive((E,)), 1.0) == []  # full: nothing is evicted
     assert views(hv) == ([A], [P, Q, B], {})
 
 
@@ -700,7 +705,7 @@ def test_shuffle_merge_drops_the_entries_it_sent_first() -> None:
         Send(ORIG, ShuffleReply(9, reply), reliable=False),
     ]
     # Full: each new entry replaced one we sent, the last sent first.
-    assert set(hv.passive) == {kept, ORIG, x, y}
+    assert set(hv._passive) == {kept, ORIG, x, y}
 
 
 def test_shuffle_merge_skips_ourselves_active_known_and_placeholders() -> None:
@@ -727,7 +732,7 @@ def test_shuffle_timer_sends_a_sample_and_merges_the_reply() -> None:
     assert views(hv) == ([A, B, C, D], [P, Q, x, y], {})
     # The nonce is used up: a replay merges nothing.
     assert recv(hv, F, ShuffleReply(nonce, (nid(82),)), now=11.0) == []
-    assert nid(82) not in hv.passive
+    assert nid(82) not in hv._passive
 
 
 def test_shuffle_reply_drops_what_we_sent_first() -> None:
@@ -740,7 +745,7 @@ def test_shuffle_reply_drops_what_we_sent_first() -> None:
     assert set(sent) == {ME, A, P, Q, E}
     x, y = nid(80), nid(81)
     recv(hv, A, ShuffleReply(shuffle.msg.nonce, (x, y)))
-    assert len(hv.passive) == 3 and {x, y} <= set(hv.passive)
+    assert len(hv._passive) == 3 and {x, y} <= set(hv._passive)
 
 
 def test_unknown_shuffle_reply_is_ignored() -> None:
@@ -757,9 +762,9 @@ def test_only_the_last_few_shuffles_are_remembered() -> None:
         assert isinstance(out[0], Send) and isinstance(out[0].msg, Shuffle)
         nonces.append(out[0].msg.nonce)
     recv(hv, A, ShuffleReply(nonces[0], (nid(80),)))
-    assert nid(80) not in hv.passive  # forgotten
+    assert nid(80) not in hv._passive  # forgotten
     recv(hv, A, ShuffleReply(nonces[4], (nid(81),)))
-    assert nid(81) in hv.passive
+    assert nid(81) in hv._passive
 
 
 def test_shuffle_timer_when_alone_only_rearms() -> None:
@@ -842,7 +847,9 @@ def test_join_completes_on_the_contacts_notice() -> None:
     assert recv(hv, S1, Neighbor(high_priority=True, join=True), now=0.1) == [
         NeighborUp(S1, UpReason.JOINED),
         CancelTimer(JOIN_T),
+        Isolated(False),
     ]
+    assert hv.state is HvState.JOINED
     # Joined: no more seeds, and a later join request changes nothing.
     assert hv.handle(ConnectFailed(S2), 0.5) == []
     assert hv.handle(JoinCluster((S2,)), 1.0) == []
@@ -857,7 +864,9 @@ def test_being_contacted_before_our_own_join_is_answered_does_not_end_it() -> No
     assert recv(hv, J, Join(), now=0.2) == [
         NeighborUp(J, UpReason.JOINED),
         Send(J, Neighbor(high_priority=True, join=True)),
+        Isolated(False),
     ]
+    assert hv.state is HvState.JOINING
     assert hv.handle(TimerFired(JOIN_T), 1.0) == [Send(S2, Join()), SetTimer(JOIN_T, 2.0)]
     assert hv.handle(ConnectFailed(S2), 1.5) == [CancelTimer(JOIN_T), SetTimer(JOIN_T, 4.0)]
 
@@ -901,7 +910,7 @@ def test_leave_says_goodbye_to_every_active_peer_and_stops() -> None:
         CancelTimer(REPAIR_T),
         CancelTimer(JOIN_T),
     ]
-    assert hv.left and hv.active == {} and hv.pending == {}
+    assert hv.state is HvState.LEFT and hv._active == {} and hv._pending == {}
 
 
 @pytest.mark.parametrize(
@@ -920,7 +929,7 @@ def test_after_leaving_requests_get_a_goodbye(msg: Message) -> None:
     hv = make(active=(A,))
     hv.handle(Leave(), 9.0)
     assert recv(hv, C, msg, now=10.0) == [Send(C, Disconnect(alive=False))]
-    assert hv.active == {}
+    assert hv._active == {}
 
 
 @pytest.mark.parametrize(
@@ -942,8 +951,52 @@ def test_after_leaving_everything_else_is_ignored(inp: Input) -> None:
     hv = make(active=(A,), passive=(P,))
     hv.handle(Leave(), 9.0)
     assert hv.handle(inp, 10.0) == []
-    assert hv.peer_failed(P) == []
-    assert hv.active == {} and hv.pending == {}
+    assert hv.handle(PeerFailed(P), 3.0) == []
+    assert hv._active == {} and hv._pending == {}
+
+
+# --------------------------------------------------------------------------
+# Isolated: once per change between an empty and a non-empty active view
+
+
+def isolated(out: list[Output]) -> list[bool]:
+    return [o.isolated for o in out if isinstance(o, Isolated)]
+
+
+def test_isolated_follows_the_active_view_from_the_first_neighbour_on() -> None:
+    hv = make(passive=(P,))
+    assert hv.state is HvState.IDLE
+    assert hv.start(0.0) == [SetTimer(SHUFFLE_T, 10.0), SetTimer(REPAIR_T, 2.0)]
+    assert isolated(hv.handle(JoinCluster((S1,)), 0.0)) == []  # empty from the start: no news
+    assert isolated(recv(hv, S1, Neighbor(high_priority=True, join=True))) == [False]
+    assert isolated(recv(hv, J, Join())) == []  # a second neighbour: no change
+    assert isolated(hv.handle(ConnectionDown(S1), 2.0)) == []  # and P is asked
+    nonce = hv._pending[P]
+    assert hv.handle(PeerFailed(J), 3.0) == [  # the last one
+        CloseConnection(J),
+        NeighborDown(J, DownReason.PEER_FAILED),
+        Isolated(True),
+    ]
+    assert isolated(hv.handle(TimerFired(REPAIR_T), 4.0)) == []  # still alone: no news
+    assert recv(hv, P, NeighborReply(True, nonce)) == [
+        CancelTimer(NT(P)),
+        NeighborUp(P, UpReason.REPLACED),
+        Isolated(False),
+    ]
+
+
+def test_a_swap_within_one_input_is_no_change() -> None:
+    # A full view of one: the joiner evicts the only neighbour, in one step.
+    hv = make(active=(A,), cfg=dataclasses.replace(CFG, active_size=1))
+    assert isolated(recv(hv, J, Join())) == []
+    assert views(hv) == ([J], [A], {})
+
+
+def test_leaving_is_not_isolation() -> None:
+    hv = make(active=(A, B))
+    assert isolated(hv.handle(Leave(), 1.0)) == []
+    assert hv.state is HvState.LEFT
+    assert isolated(hv.handle(ConnectionDown(A), 2.0)) == []
 
 
 # --------------------------------------------------------------------------
@@ -961,9 +1014,9 @@ def test_inputs_for_other_layers_are_ignored() -> None:
     assert views(hv) == ([A], [], {})
 
 
-def test_snapshot() -> None:
+def test_views() -> None:
     hv = make(active=(A, B), passive=(P,), pending={P: 1})
-    assert hv.snapshot() == ViewSnapshot((A, B), (P,), (P,))
+    assert hv.views() == Views((A, B), (P,), (P,))
 
 
 def test_passive_view_is_capped_with_random_replacement() -> None:
@@ -971,7 +1024,7 @@ def test_passive_view_is_capped_with_random_replacement() -> None:
     hv = make(active=(A,), passive=(P, Q), cfg=cfg)
     victim = mirror().choice([P, Q])
     recv(hv, B, Neighbor(high_priority=False, nonce=1))  # rejected: B goes passive
-    assert set(hv.passive) == ({P, Q} - {victim}) | {B}
+    assert set(hv._passive) == ({P, Q} - {victim}) | {B}
 
 
 def test_same_seed_same_outputs() -> None:

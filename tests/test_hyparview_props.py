@@ -16,7 +16,7 @@ knows nobody else; if that contact dies within the first seconds, the newcomer
 (and whoever joined through it meanwhile) is an island that HyParView alone
 cannot find its way back from: its passive view holds only fellow islanders.
 The way back is outside HyParView (the SWIM member list offering candidates
-through `offer_passive`), so disruptions start `SETTLE` seconds after the last
+through `OfferPassive`), so disruptions start `SETTLE` seconds after the last
 join, once shuffles have spread knowledge of the overlay.
 """
 
@@ -32,20 +32,24 @@ from hypothesis import strategies as st
 
 from overlay import codec
 from overlay.config import Config, HyParViewConfig
-from overlay.hyparview import HvTimer, HyParView
+from overlay.hyparview import HvState, HvTimer, HyParView
 from overlay.ids import NodeId
 from overlay.io import (
     ConnectFailed,
     ConnectionDown,
     ConnectionUp,
     Input,
+    Isolated,
     JoinCluster,
     Leave,
     NeighborDown,
     NeighborUp,
+    OfferPassive,
     Output,
+    PeerFailed,
     Received,
     Send,
+    StrayMessage,
     Timer,
     TimerFired,
     is_seed,
@@ -76,17 +80,19 @@ QUIET_STEP = 5.0  # how often the run stops to check whether it already is
 AFTERMATH = 45.0
 
 
-def check_node(hv: HyParView) -> None:
+def check_node(hv: HyParView, cfg: HyParViewConfig) -> None:
     """What holds for one node at every moment."""
-    cfg = hv.cfg
-    assert hv.me not in hv.active and hv.me not in hv.passive, "a node in its own view"
-    assert len(hv.active) <= cfg.active_size, "active view over its size"
-    assert len(hv.passive) <= cfg.passive_size, "passive view over its size"
-    assert not hv.active.keys() & hv.passive.keys(), "active and passive views overlap"
-    assert not hv.active.keys() & hv.pending.keys(), "an active peer still pending"
-    assert not any(is_seed(p) for p in (*hv.active, *hv.passive, *hv.pending))
-    if hv.left:
-        assert not hv.active and not hv.pending
+    views = hv.views()
+    active, passive, pending = set(views.active), set(views.passive), set(views.pending)
+    assert hv.me not in active and hv.me not in passive, "a node in its own view"
+    assert len(active) <= cfg.active_size, "active view over its size"
+    assert len(passive) <= cfg.passive_size, "passive view over its size"
+    assert not active & passive, "active and passive views overlap"
+    assert not active & pending, "an active peer still pending"
+    assert not any(is_seed(p) for p in (*active, *passive, *pending))
+    assert all(hv.is_neighbor(p) for p in (*active, *pending))
+    if hv.state is HvState.LEFT:
+        assert not active and not pending
 
 
 # --------------------------------------------------------------------------
@@ -153,7 +159,7 @@ def run_cluster(
         # one check per step is as strict as one per output.
         if last[0] != (t, who):
             last[0] = (t, who)
-            check_node(sim.node(who).hyparview)
+            check_node(sim.node(who).hyparview, config.hyparview)
 
     sim.observers.append(observe)
     gone: set[NodeId] = set()
@@ -201,11 +207,11 @@ def check_cluster(sim: Simulation, ids: list[NodeId], gone: set[NodeId]) -> None
     graph.add_nodes_from(up)
     for me in up:
         hv = sim.node(me).hyparview
-        check_node(hv)
-        assert not hv.left
-        for peer in hv.active:
+        check_node(hv, sim.node(me).config.hyparview)
+        assert hv.state is not HvState.LEFT
+        for peer in hv.views().active:
             assert peer not in gone, f"{me} keeps {peer}, crashed or left, as active"
-            assert me in sim.node(peer).hyparview.active, f"{me} -> {peer} is one-way"
+            assert me in sim.node(peer).hyparview.views().active, f"{me} -> {peer} is one-way"
             graph.add_edge(me, peer)
     assert nx.is_connected(graph), [sorted(map(str, c)) for c in nx.connected_components(graph)]
 
@@ -264,8 +270,8 @@ def test_cluster_checks_can_fail() -> None:
     sim.run_until(5.0)
     check_cluster(sim, [a, b, c], set())
     hv_b = sim.node(b).hyparview
-    peer = next(iter(hv_b.active))
-    del hv_b.active[peer]
+    peer = hv_b.views().active[0]
+    del hv_b._active[peer]
     try:
         check_cluster(sim, [a, b, c], set())
     except AssertionError:
@@ -296,7 +302,7 @@ hv_messages: st.SearchStrategy[Message] = st.one_of(
 )
 
 timer_keys = st.one_of(st.none(), peers, st.just("junk"))
-inputs: st.SearchStrategy[Input | tuple[str, object]] = st.one_of(
+inputs: st.SearchStrategy[Input] = st.one_of(
     st.builds(Received, peers | st.sampled_from(SEEDS), hv_messages),
     st.builds(Received, peers, hv_messages),
     st.builds(TimerFired, st.builds(Timer, st.sampled_from(list(HvTimer)), timer_keys)),
@@ -305,8 +311,9 @@ inputs: st.SearchStrategy[Input | tuple[str, object]] = st.one_of(
     st.builds(ConnectFailed, peers | st.sampled_from(SEEDS)),
     st.builds(JoinCluster, st.lists(st.sampled_from([*POOL, ME, *SEEDS]), max_size=4).map(tuple)),
     st.just(Leave()),
-    st.tuples(st.just("peer_failed"), peers),
-    st.tuples(st.just("offer_passive"), st.lists(st.sampled_from([*POOL, ME, *SEEDS]))),
+    st.builds(PeerFailed, peers),
+    st.builds(OfferPassive, node_lists),
+    st.builds(StrayMessage, peers),
 )
 
 # prwl <= arwl: the config refuses a passive walk longer than the active one.
@@ -331,27 +338,20 @@ configs = st.integers(0, 7).flatmap(
     seed=st.integers(0, 2**32 - 1),
     steps=st.lists(inputs, max_size=60),
 )
-def test_any_input_in_any_state(
-    cfg: HyParViewConfig, seed: int, steps: list[Input | tuple[str, object]]
-) -> None:
+def test_any_input_in_any_state(cfg: HyParViewConfig, seed: int, steps: list[Input]) -> None:
     """Totality: never raises, the views stay valid after every step, every
-    message it sends can go on the wire, and its NeighborUp/NeighborDown
-    stream always describes its active view exactly."""
+    message it sends can go on the wire, its NeighborUp/NeighborDown stream
+    always describes its active view exactly, and its `Isolated` outputs
+    tell every change between an empty and a non-empty view, once, until
+    it leaves (and nothing after)."""
     hv = HyParView(ME, cfg, random.Random(seed))
     up: set[NodeId] = set()
+    isolated = True  # the view starts empty, and that is not announced
     now = 0.0
     outputs = hv.start(now)
     for step in steps:
         now += 0.25
-        match step:
-            case ("peer_failed", NodeId() as peer):
-                outputs = hv.peer_failed(peer)
-            case ("offer_passive", list() as offered):
-                hv.offer_passive(offered)
-                outputs = []
-            case _:
-                assert not isinstance(step, tuple)
-                outputs = hv.handle(step, now)
+        outputs = hv.handle(step, now)
         for out in outputs:
             match out:
                 case Send(to, msg):
@@ -365,18 +365,25 @@ def test_any_input_in_any_state(
                     up.remove(peer)
                 case _:
                     pass
-        check_node(hv)
-        assert up == set(hv.active)
+        check_node(hv, cfg)
+        assert up == set(hv.views().active)
+        told = [o.isolated for o in outputs if isinstance(o, Isolated)]
+        if hv.state is HvState.LEFT:
+            assert told == [], "Isolated after Leave"
+        else:
+            assert told == ([] if isolated == (not up) else [not up]), told
+            isolated = not up
 
 
 def test_totality_checks_can_fail() -> None:
     """check_node is not vacuous."""
-    hv = HyParView(ME, dataclasses.replace(HyParViewConfig(), active_size=1), random.Random(1))
-    hv.active[POOL[0]] = None
-    check_node(hv)
-    hv.passive[POOL[0]] = None
+    hv_cfg = dataclasses.replace(HyParViewConfig(), active_size=1)
+    hv = HyParView(ME, hv_cfg, random.Random(1))
+    hv._active[POOL[0]] = None
+    check_node(hv, hv_cfg)
+    hv._passive.add(POOL[0], ())  # what HyParView would never do
     try:
-        check_node(hv)
+        check_node(hv, hv_cfg)
     except AssertionError:
         return
     raise AssertionError("overlapping views went unnoticed")

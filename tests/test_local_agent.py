@@ -149,7 +149,7 @@ async def test_a_joiner_without_the_key_says_why_it_cannot_join() -> None:
                 await changes.until(
                     lambda: (
                         all(a.metrics.connections["dial"] >= 3 for a in (nokey, wrong))
-                        and good.me in seed.node.hyparview.active
+                        and good.me in seed.node.hyparview.views().active
                     ),
                     WAIT,
                 )

@@ -138,8 +138,8 @@ def test_without_swim_the_node_is_hyparview_and_plumtree_alone() -> None:
     assert delivered == dict.fromkeys(ids, 1)
     assert [m.node for m in sim.node(ids[0]).members()] == [ids[0]]
     # Connection loss still repairs the overlay: crash a node's neighbour.
-    victim = next(iter(sim.node(ids[5]).hyparview.active))
+    victim = next(iter(sim.node(ids[5]).hyparview.views().active))
     sim.crash(victim)
     sim.run_until(25.0)
     for nid in sim.live():
-        assert victim not in sim.node(nid).hyparview.active
+        assert victim not in sim.node(nid).hyparview.views().active

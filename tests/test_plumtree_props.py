@@ -68,7 +68,7 @@ def run(n: int, seed: int, scenario: list[Step]) -> Outcome:
             deliveries[node].append(out.id)
         nd = sim.node(node)
         eager, lazy = set(nd.plumtree.eager), set(nd.plumtree.lazy)
-        if eager & lazy or eager | lazy != set(nd.hyparview.active):
+        if eager & lazy or eager | lazy != set(nd.hyparview.views().active):
             violations.append(f"{node.name} at {t:.3f}: eager/lazy != active view")
 
     sim.observers.append(observe)
@@ -98,7 +98,7 @@ def components(sim: Simulation) -> list[set[NodeId]]:
     live = sim.live()
     g.add_nodes_from(live)
     for nid in live:
-        g.add_edges_from((nid, p) for p in sim.node(nid).hyparview.active if p in live)
+        g.add_edges_from((nid, p) for p in sim.node(nid).hyparview.views().active if p in live)
     return [set(c) for c in nx.connected_components(g)]
 
 
@@ -145,9 +145,9 @@ def test_eager_sets_are_symmetric_after_quiescence(n: int, seed: int, scenario: 
     live = set(sim.live())
     for a in sorted(live):
         na = sim.node(a)
-        for b in na.hyparview.active:
+        for b in na.hyparview.views().active:
             nb = sim.node(b)
-            if b not in live or a not in nb.hyparview.active:
+            if b not in live or a not in nb.hyparview.views().active:
                 continue  # not a link at both ends: HyParView's business
             assert (b in na.plumtree.eager) == (a in nb.plumtree.eager), (
                 f"{a.name}-{b.name}: eager at one end only"

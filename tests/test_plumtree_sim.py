@@ -46,7 +46,7 @@ def connected(sim: Simulation) -> bool:
     live = sim.live()
     g.add_nodes_from(live)
     for nid in live:
-        g.add_edges_from((nid, p) for p in sim.node(nid).hyparview.active)
+        g.add_edges_from((nid, p) for p in sim.node(nid).hyparview.views().active)
     return bool(nx.is_connected(g))
 
 

@@ -122,7 +122,7 @@ def test_stop_after_leave_and_running_time() -> None:
     assert ids[4] not in sim.live() and late in sim.live()
     assert sim.node_seconds() == pytest.approx(4 * 30 + 22 + 20)
     for nid in ids[:4]:
-        assert ids[4] not in sim.node(nid).hyparview.active
+        assert ids[4] not in sim.node(nid).hyparview.views().active
 
 
 def test_a_late_joiner_catching_up_is_no_latency() -> None:

@@ -32,7 +32,7 @@ def overlay_connected(sim: Simulation) -> bool:
     g = nx.Graph()
     g.add_nodes_from(live)
     for nid in live:
-        for peer in sim.node(nid).hyparview.active:
+        for peer in sim.node(nid).hyparview.views().active:
             if peer in live:
                 g.add_edge(nid, peer)
     return bool(nx.is_connected(g))
@@ -146,7 +146,7 @@ def test_graceful_leave_is_known_everywhere_at_once() -> None:
         if nid != leaver:
             m = sim.node(nid).swim.members.get(leaver)
             assert m is not None and m.status is MemberStatus.LEFT
-            assert leaver not in sim.node(nid).hyparview.active
+            assert leaver not in sim.node(nid).hyparview.views().active
     assert sim.node(leaver).swim.leave_done()
     assert s["false_positives"] == 0 and s["converged"]
 
@@ -210,13 +210,13 @@ def test_node_cut_off_from_its_neighbours_finds_its_way_back() -> None:
     sim.run_until(30.0)
     lonely = ids[5]
     hv = sim.node(lonely).hyparview
-    doomed = sorted({*hv.active, *hv.passive} - {ids[0]})
+    doomed = sorted({*hv.views().active, *hv.views().passive} - {ids[0]})
     for v in doomed:
         sim.crash(v, at=31.0)
         tracker.note_failure(v, 31.0, "crash")
     sim.run_until(90.0)
     assert overlay_connected(sim)
-    assert sim.node(lonely).hyparview.active
+    assert sim.node(lonely).hyparview.views().active
     assert tracker.summary()["converged"]
 
 
