@@ -90,15 +90,19 @@ class Node:
         self.me = me
         self.config = config
         self.hyparview = HyParView(me, config.hyparview, random.Random(rng.getrandbits(64)))
-        self.plumtree = Plumtree(me, config.plumtree, random.Random(rng.getrandbits(64)))
-        self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags)
-        self.swim.announce = True
         # SWIM's announcements ride the tree, but anti-entropy must not
         # replay them: SWIM has its own (push-pull), and after a partition
         # heals, each side's old verdicts about the other would reach it and
         # make it suspect its own members again (364 such stale verdicts in
         # a 60-node partition-heal run, and a broadcast storm).
-        self.plumtree.tree_only = frozenset({MEMBERS_TOPIC})
+        self.plumtree = Plumtree(
+            me,
+            config.plumtree,
+            random.Random(rng.getrandbits(64)),
+            tree_only=frozenset({MEMBERS_TOPIC}),
+        )
+        self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags)
+        self.swim.announce = True
         self.coupling = SwimHyParView(self.swim, self.hyparview, config.hyparview.passive_size)
         # Without SWIM (`swim.enabled = false`) the node is HyParView and
         # Plumtree alone, as in the papers: connection loss is the only
@@ -138,10 +142,8 @@ class Node:
         Plumtree sends over it."""
         extra: list[Output] = []
         for o in outs:
-            if isinstance(o, NeighborUp):
-                extra += self.plumtree.neighbor_up(o.peer, now)
-            elif isinstance(o, NeighborDown):
-                extra += self.plumtree.neighbor_down(o.peer, now)
+            if isinstance(o, NeighborUp | NeighborDown):
+                extra += self.plumtree.handle(o, now)
         return outs + extra if extra else outs
 
     def _after_swim(self, outs: list[Output], now: float) -> list[Output]:
@@ -239,11 +241,11 @@ class Node:
         match inp:
             case Leave():
                 # SWIM first: its goodbye goes out while the links are up,
-                # to every neighbour (we will not be there to answer GRAFTs).
+                # to every neighbour (Plumtree pushes what it meant to
+                # announce: we will not be there to answer GRAFTs).
                 outs = self._swim(inp, now)
-                outs += self.plumtree.push_announced(now)
-                outs += self._neighbors(self.hyparview.handle(inp, now), now)
-                return outs + self.plumtree.leave()
+                outs += self.plumtree.handle(inp, now)
+                return outs + self._neighbors(self.hyparview.handle(inp, now), now)
             case ConnectionDown(peer) | ConnectFailed(peer):
                 # A lost HyParView link is a hint for SWIM: probe at once.
                 watched = self.swim_enabled and self.coupling.watched(peer)

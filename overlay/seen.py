@@ -1,5 +1,5 @@
 """Bounded memory for Plumtree: the ids a node has seen, and the payloads it
-keeps to answer GRAFTs and anti-entropy.
+keeps to answer GRAFTs and anti-entropy (and sends on from there).
 
 Rules: both stores are bounded by time *and* by count (the cache by bytes
 too), so memory stays flat whatever the load; whatever leaves a store before
@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass
 
 from overlay.ids import NodeId
-from overlay.messages import MsgId
+from overlay.messages import MAX_HOPS, Gossip, MsgId
 
 
 @dataclass(slots=True)
@@ -91,6 +91,12 @@ class Cached:
 
     def age_at(self, now: float) -> float:
         return self.age + (now - self.at)
+
+    def resend(self, mid: MsgId, now: float, *, repair: bool) -> Gossip:
+        """This payload as sent on from here (to a GRAFT, an IWANT, or by a
+        leaving node): one hop further, aged by the time it was held."""
+        hops = min(self.hops + 1, MAX_HOPS)
+        return Gossip(mid, self.topic, hops, self.age_at(now), self.payload, repair)
 
 
 class PayloadCache:
