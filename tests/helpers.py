@@ -10,7 +10,8 @@ check over a simulation.
   crashed or stopped peer is not yet detected and is no link: counting it
   would let a dead node join two live halves. It is the graph
   `sim.analysis.overlay_whole` walks, with the components kept for
-  assertion messages.
+  assertion messages. (`daemon.testing.overlay_connected` is the same
+  check over running agents.)
 """
 
 from __future__ import annotations
