@@ -173,7 +173,7 @@ def measure_start(sc: Scenario, from_all: bool) -> float:
     for step in scenario.steps(sc):
         if step.at is not None:
             t = max(t, step.at)
-        if step.do == "publish" and (not from_all or step["from"] == "all"):
+        if isinstance(step, scenario.Publish) and (not from_all or step.sender == "all"):
             return t
         t += scenario.step_length(step)
     return 0.0

@@ -29,17 +29,34 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, assert_never
 
 from overlay.ids import NodeId
 from sim import analysis, scenario, underlay
 from sim.broadcast_metrics import BroadcastTracker
 from sim.engine import NetworkModel, Simulation
 from sim.membership_metrics import MembershipTracker
-from sim.scenario import Scenario, ScenarioError, Step
+from sim.scenario import (
+    Churn,
+    Crash,
+    Heal,
+    Join,
+    Leave,
+    Loss,
+    Partition,
+    Pause,
+    Publish,
+    Resume,
+    Scenario,
+    ScenarioError,
+    Selecting,
+    Step,
+    StepBase,
+    Wait,
+)
 
 WATCH_INTERVAL = 0.25  # simulated seconds between recovery checks
 CHUNK = 1.0  # simulated seconds between progress callbacks otherwise
@@ -126,7 +143,7 @@ class Runner:
                 if step.at is not None:
                     self.cursor = max(self.cursor, step.at)
                 self.advance(self.cursor)
-                getattr(self, f"_do_{step.do}")(step)
+                self.do(step)
             self.advance(self.cursor)
         wall = time.perf_counter() - started
         return self._outcome(wall)
@@ -192,7 +209,7 @@ class Runner:
         self.by_name[name] = nid
         return nid
 
-    def _named(self, step: Step, names: list[str]) -> list[NodeId]:
+    def _named(self, step: StepBase, names: Sequence[str]) -> list[NodeId]:
         out = []
         for name in names:
             nid = self.by_name.get(name)
@@ -201,54 +218,88 @@ class Runner:
             out.append(nid)
         return out
 
-    def _select(self, step: Step) -> list[NodeId]:
+    def _select(self, step: Selecting) -> list[NodeId]:
         """The step's victims: named ones still running, or a count or a
         fraction of the healthy nodes drawn at random."""
-        if step["nodes"] is not None:
+        if step.nodes is not None:
             nodes = self.sim.nodes
-            return [n for n in self._named(step, step["nodes"]) if nodes[(n.host, n.port)].alive]
+            return [n for n in self._named(step, step.nodes) if nodes[(n.host, n.port)].alive]
         pool = self.healthy()
-        k = step["count"] if step["count"] is not None else round(step["fraction"] * len(pool))
+        if step.count is not None:
+            k = step.count
+        else:
+            assert step.fraction is not None  # exactly one is given: checked when read
+            k = round(step.fraction * len(pool))
         return self.rng.sample(pool, min(k, len(pool)))
 
     # -------------------------------------------------------------- steps
 
-    def _do_join(self, step: Step) -> None:
+    def do(self, step: Step) -> None:
+        """Act out one step, now."""
+        match step:
+            case Join():
+                self._join(step)
+            case Wait():
+                self.cursor = self.sim.now + step.seconds
+            case Publish():
+                self._publish(step)
+            case Crash():
+                self._crash(step)
+            case Pause():
+                self._pause(step)
+            case Resume():
+                names = step.nodes
+                for v in self._named(step, names) if names is not None else list(self.paused):
+                    self._resume(v)
+            case Leave():
+                self._disrupt()
+                now = self.sim.now
+                for v in self._select(step):
+                    self._leave(v, now, step.linger)
+            case Partition():
+                self._partition(step)
+            case Heal():
+                self._heal()
+            case Loss():
+                self.sim.set_loss(step.value)
+            case Churn():
+                self._churn(step)
+            case _:
+                assert_never(step)
+
+    def _join(self, step: Join) -> None:
         now = self.sim.now
-        rate = step["rate"]
-        first = step["contact"] == "first"
+        rate = step.rate
+        first = step.contact == "first"
         pool = self.healthy()
-        for i in range(step["count"]):
+        for i in range(step.count):
             contact = (pool[0] if first else self.rng.choice(pool)) if pool else None
             pool.append(self._new_node(now + (i / rate if rate > 0 else 0.0), contact))
         self.cursor = now + scenario.step_length(step)
-        last = now + (step["count"] - 1) / rate if rate > 0 else now
+        last = now + (step.count - 1) / rate if rate > 0 else now
         if self.sim.config.swim.enabled:
             self._watch("members_complete", lambda: analysis.members_merged(self.sim), start=last)
 
-    def _do_wait(self, step: Step) -> None:
-        self.cursor = self.sim.now + step["seconds"]
-
-    def _do_publish(self, step: Step) -> None:
+    def _publish(self, step: Publish) -> None:
         now = self.sim.now
-        size = step["size"]
+        size = step.size
         payload = self._payloads.setdefault(size, b"x" * size)
         state: dict[str, Any] = {"one": None}
-        for k in range(step["count"]):
+        for k in range(step.count):
             self.sim.call_at(
-                now + k * step["interval"], partial(self._publish_round, step, k, payload, state)
+                now + k * step.interval, partial(self._publish_round, step, k, payload, state)
             )
-        if not step["background"]:
+        if not step.background:
             self.cursor = now + scenario.step_length(step)
 
-    def _publish_round(self, step: Step, k: int, payload: bytes, state: dict[str, Any]) -> None:
-        sender = step["from"]
-        topic = step["topic"]
+    def _publish_round(self, step: Publish, k: int, payload: bytes, state: dict[str, Any]) -> None:
+        sender = step.sender
+        topic = step.topic
         pool = self.healthy()
         if not pool:
             return
         chosen: list[NodeId]
-        if isinstance(sender, list):
+        if isinstance(sender, tuple):
             chosen = self._named(step, [sender[k % len(sender)]])
         elif sender == "all":
             chosen = pool
@@ -266,25 +317,23 @@ class Runner:
         for nid in chosen:
             self.sim.publish(nid, topic, payload)
 
-    def _do_crash(self, step: Step) -> None:
+    def _crash(self, step: Crash) -> None:
         self._disrupt()
         pool = len(self.healthy())
         victims = self._select(step)
         now = self.sim.now
         for v in victims:
-            self.sim.crash(v, host_down=step["kind"] == "host")
+            self.sim.crash(v, host_down=step.kind == "host")
             self.membership.note_failure(v, now, "crash")
         self.failure = {
             "at_s": now,
-            "fraction": step["fraction"]
-            if step["fraction"] is not None
-            else len(victims) / max(1, pool),
+            "fraction": step.fraction if step.fraction is not None else len(victims) / max(1, pool),
             "crashed": len(victims),
         }
         self.advance(now)  # the crashes happen before the first check
         self._watch("failure", lambda: analysis.overlay_whole(self.sim))
 
-    def _do_pause(self, step: Step) -> None:
+    def _pause(self, step: Pause) -> None:
         self._disrupt()
         now = self.sim.now
         for v in self._select(step):
@@ -293,13 +342,8 @@ class Runner:
             self.sim.pause(v)
             self.paused[v] = None
             self.membership.note_failure(v, now, "pause")
-            if step["duration"] is not None:
-                self.sim.call_at(now + step["duration"], partial(self._resume, v))
-
-    def _do_resume(self, step: Step) -> None:
-        names = step["nodes"]
-        for v in self._named(step, names) if names is not None else list(self.paused):
-            self._resume(v)
+            if step.duration is not None:
+                self.sim.call_at(now + step.duration, partial(self._resume, v))
 
     def _resume(self, v: NodeId) -> None:
         """Resume `v` now if it is still paused (a resume step may have come
@@ -309,34 +353,28 @@ class Runner:
             self.sim.resume(v)
             self.membership.note_recovery(v, self.sim.now)
 
-    def _do_leave(self, step: Step) -> None:
-        self._disrupt()
-        now = self.sim.now
-        for v in self._select(step):
-            self._leave(v, now, step["linger"])
-
     def _leave(self, v: NodeId, now: float, linger: float) -> None:
         self.sim.leave(v)
         self.sim.stop(v, at=now + linger)
         self.leaving.add(v)
         self.membership.note_failure(v, now, "leave")
 
-    def _do_partition(self, step: Step) -> None:
+    def _partition(self, step: Partition) -> None:
         self._disrupt()
-        groups = step["groups"]
-        if all(isinstance(g, float) for g in groups):
+        cut: list[list[NodeId]] = []
+        fractions = [g for g in step.groups if isinstance(g, float)]
+        if fractions:  # consecutive slices of the shuffled healthy nodes
             pool = self.healthy()
             self.rng.shuffle(pool)
-            sizes = [round(f * len(pool)) for f in groups]
-            cut: list[list[NodeId]] = []
             start = 0
-            for size in sizes:
+            for fraction in fractions:
+                size = round(fraction * len(pool))
                 cut.append(pool[start : start + size])
                 start += size
         else:
-            cut = [self._named(step, g) for g in groups]
+            cut = [self._named(step, g) for g in step.groups if not isinstance(g, float)]
         self.groups = cut
-        if step["one_way"]:
+        if step.one_way:
             self.sim.partition_one_way(cut[0], cut[1])
         else:
             self.sim.partition(cut)
@@ -345,11 +383,11 @@ class Runner:
         self.partition = {
             "at_s": self.sim.now,
             "groups": [len(g) for g in cut],
-            "one_way": step["one_way"],
+            "one_way": step.one_way,
             "healed_at_s": None,
         }
 
-    def _do_heal(self, step: Step) -> None:
+    def _heal(self) -> None:
         self.sim.heal()
         self.groups = []
         if self.partition is not None:
@@ -358,19 +396,16 @@ class Runner:
         self._watch("overlay_merged", lambda: analysis.overlay_whole(self.sim))
         self._watch("members_merged", lambda: analysis.members_merged(self.sim))
 
-    def _do_loss(self, step: Step) -> None:
-        self.sim.set_loss(step["value"])
-
-    def _do_churn(self, step: Step) -> None:
+    def _churn(self, step: Churn) -> None:
         self._disrupt()
         start = self.sim.now
-        end = start + step["duration"]
-        scale = len(self.healthy()) if step["relative"] else 1
+        end = start + step.duration
+        scale = len(self.healthy()) if step.relative else 1
         events: list[tuple[float, int]] = []
-        for kind, key in enumerate(("join_rate", "crash_rate", "leave_rate")):
-            rate = step[key] * scale
+        for kind, per_second in enumerate((step.join_rate, step.crash_rate, step.leave_rate)):
+            rate = per_second * scale
             if rate > 0:
-                count = math.floor(step["duration"] * rate)
+                count = math.floor(step.duration * rate)
                 events += [(start + i / rate, kind) for i in range(1, count + 1)]
         events.sort()
         for t, kind in events:
@@ -384,7 +419,7 @@ class Runner:
                     self.sim.crash(victim)
                     self.membership.note_failure(victim, self.sim.now, "crash")
                 else:
-                    self._leave(victim, self.sim.now, scenario.STEPS["leave"]["linger"])
+                    self._leave(victim, self.sim.now, scenario.LEAVE_LINGER)
         self.cursor = end
 
     # ------------------------------------------------------------ report

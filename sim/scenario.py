@@ -24,7 +24,9 @@ A scenario is a TOML file (the built-in ones are package data in
 
 A cursor walks the timeline: steps that take time (`wait`, `join` at a rate,
 `publish` with an interval, `churn`) move it; `at = T` moves it to an
-absolute time. Steps (keys with their defaults in `STEPS`):
+absolute time. Steps (each kind is a frozen dataclass below, its fields the
+keys with their defaults; `steps()` reads and checks them, the runner
+dispatches on their type with `match`):
 
 - `join`: `count` new nodes, all at once or `rate` per second, each through
   one `contact` ("random": a node that joined before, or "first").
@@ -49,6 +51,11 @@ absolute time. Steps (keys with their defaults in `STEPS`):
   per live node per second, counted when the churn starts).
 
 Nodes are named n0, n1, ... in the order they are created.
+
+Reading a step: its `$NAME` values are substituted first, then each key is
+checked by the step's `read` (types, ranges, one-of choices), so that a
+mistake is reported before the run starts, naming the file, the step and
+the key (`FILE: timeline[3] (crash): fraction must be ...`).
 """
 
 from __future__ import annotations
@@ -57,10 +64,10 @@ import dataclasses
 import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NoReturn
 
 from overlay.config import Config
 from sim import underlay
@@ -73,37 +80,224 @@ class ScenarioError(ValueError):
 
 
 # --------------------------------------------------------------------------
-# The steps, as data: for each kind, its keys and their defaults. A default
-# of None means "no default": the key is optional and the step checks it.
+# The steps, typed: one frozen dataclass per kind. A field's default is the
+# key's default in the file; a field without one is required (its check
+# says so). Fields are named as the file's keys, except `from` (`sender`).
 
-_SELECT: dict[str, Any] = {"fraction": None, "count": None, "nodes": None}
 
-STEPS: dict[str, dict[str, Any]] = {
-    "join": {"count": None, "rate": 0.0, "contact": "random"},
-    "wait": {"seconds": None},
-    "publish": {
-        "count": 1,
-        "interval": 0.0,
-        "from": "random",
-        "size": 64,
-        "topic": "sim",
-        "background": False,
-    },
-    "crash": {**_SELECT, "kind": "host"},
-    "pause": {**_SELECT, "duration": None},
-    "resume": {"nodes": None},
-    "leave": {**_SELECT, "linger": 2.0},
-    "partition": {"groups": None, "one_way": False},
-    "heal": {},
-    "loss": {"value": None},
-    "churn": {
-        "duration": None,
-        "join_rate": 0.0,
-        "crash_rate": 0.0,
-        "leave_rate": 0.0,
-        "relative": False,
-    },
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepBase:
+    do: ClassVar[str]
+    at: float | None = None
+    where: str = ""  # "FILE: timeline[3] (crash)", for messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Join(StepBase):
+    do: ClassVar[str] = "join"
+    count: int
+    rate: float = 0.0
+    contact: str = "random"  # "random" or "first"
+
+    @classmethod
+    def read(cls, f: _Fields) -> Join:
+        count, rate = f.integer("count", low=1), f.number("rate")
+        if f["contact"] not in ("random", "first"):
+            f.fail("contact must be 'random' or 'first'")
+        return cls(**f.common, count=count, rate=rate, contact=f["contact"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wait(StepBase):
+    do: ClassVar[str] = "wait"
+    seconds: float
+
+    @classmethod
+    def read(cls, f: _Fields) -> Wait:
+        return cls(**f.common, seconds=f.number("seconds"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish(StepBase):
+    do: ClassVar[str] = "publish"
+    count: int = 1
+    interval: float = 0.0
+    sender: str | tuple[str, ...] = field(default="random", metadata={"key": "from"})
+    size: int = 64
+    topic: str = "sim"
+    background: bool = False
+
+    @classmethod
+    def read(cls, f: _Fields) -> Publish:
+        count, interval, size = f.integer("count"), f.number("interval"), f.integer("size")
+        background = f.flag("background")
+        if not isinstance(f["topic"], str) or not f["topic"]:
+            f.fail("topic must be a non-empty string")
+        sender = f["from"]
+        if isinstance(sender, list):
+            sender = f.names("from")
+            if not sender:
+                f.fail("from lists no node")
+        elif sender not in ("one", "random", "all", "groups"):
+            f.fail("from must be 'one', 'random', 'all', 'groups' or a list of names")
+        return cls(
+            **f.common,
+            count=count,
+            interval=interval,
+            sender=sender,
+            size=size,
+            topic=f["topic"],
+            background=background,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selecting(StepBase):
+    """A step acting on some of the nodes: exactly one of a `fraction` or a
+    `count` of the live ones, or the named `nodes`."""
+
+    fraction: float | None = None
+    count: int | None = None
+    nodes: tuple[str, ...] | None = None
+
+    @staticmethod
+    def selection(f: _Fields) -> dict[str, Any]:
+        given = [k for k in ("fraction", "count", "nodes") if f[k] is not None]
+        if len(given) != 1:
+            f.fail("give exactly one of fraction, count, nodes")
+        return {
+            "fraction": None if f["fraction"] is None else f.number("fraction", high=1.0),
+            "count": None if f["count"] is None else f.integer("count"),
+            "nodes": f.names("nodes"),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Crash(Selecting):
+    do: ClassVar[str] = "crash"
+    kind: str = "host"  # "host" or "process"
+
+    @classmethod
+    def read(cls, f: _Fields) -> Crash:
+        selection = cls.selection(f)
+        if f["kind"] not in ("host", "process"):
+            f.fail('kind must be "host" or "process"')
+        return cls(**f.common, **selection, kind=f["kind"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause(Selecting):
+    do: ClassVar[str] = "pause"
+    duration: float | None = None  # None: until a resume step
+
+    @classmethod
+    def read(cls, f: _Fields) -> Pause:
+        selection = cls.selection(f)
+        length = None if f["duration"] is None else f.number("duration")
+        return cls(**f.common, **selection, duration=length)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resume(StepBase):
+    do: ClassVar[str] = "resume"
+    nodes: tuple[str, ...] | None = None  # None: every paused node
+
+    @classmethod
+    def read(cls, f: _Fields) -> Resume:
+        return cls(**f.common, nodes=f.names("nodes"))
+
+
+LEAVE_LINGER = 2.0  # seconds between a graceful leave and the process's exit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leave(Selecting):
+    do: ClassVar[str] = "leave"
+    linger: float = LEAVE_LINGER
+
+    @classmethod
+    def read(cls, f: _Fields) -> Leave:
+        selection = cls.selection(f)
+        return cls(**f.common, **selection, linger=f.number("linger"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Partition(StepBase):
+    do: ClassVar[str] = "partition"
+    # Fractions of the live nodes ("rest" resolved), or lists of node names.
+    groups: tuple[float, ...] | tuple[tuple[str, ...], ...]
+    one_way: bool = False
+
+    @classmethod
+    def read(cls, f: _Fields) -> Partition:
+        one_way = f.flag("one_way")
+        raw = f["groups"]
+        groups: tuple[float, ...] | tuple[tuple[str, ...], ...]
+        if not isinstance(raw, list) or not raw:
+            f.fail("groups must list at least one group")
+        if all(is_number(g) or g == "rest" for g in raw):
+            given = [float(g) for g in raw if g != "rest"]
+            rests = len(raw) - len(given)
+            if rests > 1 or any(g <= 0 for g in given) or sum(given) > 1.0 + 1e-9:
+                f.fail('group fractions must be > 0 and sum to <= 1 (one of them may be "rest")')
+            rest = max(0.0, 1.0 - sum(given))
+            groups = tuple(rest if g == "rest" else float(g) for g in raw)
+        elif all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in raw):
+            groups = tuple(tuple(g) for g in raw)
+        else:
+            f.fail("groups are fractions or lists of node names")
+        if one_way and len(groups) != 2:
+            f.fail("one_way needs exactly two groups")
+        return cls(**f.common, groups=groups, one_way=one_way)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heal(StepBase):
+    do: ClassVar[str] = "heal"
+
+    @classmethod
+    def read(cls, f: _Fields) -> Heal:
+        return cls(**f.common)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loss(StepBase):
+    do: ClassVar[str] = "loss"
+    value: float
+
+    @classmethod
+    def read(cls, f: _Fields) -> Loss:
+        return cls(**f.common, value=f.number("value", high=1.0))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Churn(StepBase):
+    do: ClassVar[str] = "churn"
+    duration: float
+    join_rate: float = 0.0
+    crash_rate: float = 0.0
+    leave_rate: float = 0.0
+    relative: bool = False  # rates per live node (counted at the start)
+
+    @classmethod
+    def read(cls, f: _Fields) -> Churn:
+        return cls(
+            **f.common,
+            duration=f.number("duration"),
+            join_rate=f.number("join_rate"),
+            crash_rate=f.number("crash_rate"),
+            leave_rate=f.number("leave_rate"),
+            relative=f.flag("relative"),
+        )
+
+
+Step = Join | Wait | Publish | Crash | Pause | Resume | Leave | Partition | Heal | Loss | Churn
+
+STEPS: dict[str, type[Step]] = {
+    cls.do: cls
+    for cls in (Join, Wait, Publish, Crash, Pause, Resume, Leave, Partition, Heal, Loss, Churn)
 }
+
 
 NETWORK_KEYS: dict[str, Any] = {
     "latency_min": 0.010,
@@ -112,19 +306,6 @@ NETWORK_KEYS: dict[str, Any] = {
     "connect_timeout": 1.0,
     "break_after": 2.0,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One timeline step after parameters are resolved and types checked."""
-
-    do: str
-    at: float | None
-    args: dict[str, Any]
-    where: str  # "timeline[3] (crash)", for messages
-
-    def __getitem__(self, key: str) -> Any:
-        return self.args[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +421,7 @@ def _check_network(network: dict[str, Any], source: str) -> None:
                 f"{source}: unknown network key {key!r} (one of {', '.join(NETWORK_KEYS)}, "
                 "underlay)"
             )
-        if not _is_number(value) or value < 0:
+        if not is_number(value) or value < 0:
             raise ScenarioError(f"{source}: network.{key} must be a non-negative number")
     lo = network.get("latency_min", NETWORK_KEYS["latency_min"])
     hi = network.get("latency_max", NETWORK_KEYS["latency_max"])
@@ -330,21 +511,8 @@ def steps(sc: Scenario) -> list[Step]:
         where = f"{sc.source}: timeline[{i}]"
         if not isinstance(do, str) or do not in STEPS:
             raise ScenarioError(f"{where}: 'do' must be one of {', '.join(STEPS)}")
-        where = f"{where} ({do})"
-        spec = STEPS[do]
-        unknown = sorted(set(raw) - set(spec) - {"do", "at"})
-        if unknown:
-            raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)}")
-        args = {
-            k: _resolve(raw.get(k, default), sc.params, f"{where}.{k}")
-            for k, default in spec.items()
-        }
-        at = _resolve(raw.get("at"), sc.params, f"{where}.at")
-        if at is not None and (not _is_number(at) or at < 0):
-            raise ScenarioError(f"{where}: 'at' must be a non-negative number")
-        step = Step(do, None if at is None else float(at), args, where)
-        _CHECKS[do](step)
-        out.append(step)
+        kind = STEPS[do]
+        out.append(kind.read(_Fields(kind, raw, sc.params, f"{where} ({do})")))
     cursor = 0.0
     for step in out:
         if step.at is not None:
@@ -356,17 +524,6 @@ def steps(sc: Scenario) -> list[Step]:
             cursor = step.at
         cursor += step_length(step)
     return out
-
-
-def _resolve(value: Any, params: dict[str, Value], where: str) -> Any:
-    if isinstance(value, str) and value.startswith("$"):
-        name = value[1:]
-        if name not in params:
-            raise ScenarioError(f"{where}: no parameter {name!r}")
-        return params[name]
-    if isinstance(value, list):
-        return [_resolve(v, params, where) for v in value]
-    return value
 
 
 def duration(plan: list[Step]) -> float:
@@ -381,158 +538,96 @@ def duration(plan: list[Step]) -> float:
 
 def step_length(step: Step) -> float:
     """How far a step moves the cursor."""
-    a = step.args
-    if step.do == "join":
-        return a["count"] / a["rate"] if a["rate"] > 0 else 0.0
-    if step.do == "wait":
-        return float(a["seconds"])
-    if step.do == "publish":
-        return 0.0 if a["background"] else a["count"] * a["interval"]
-    if step.do == "churn":
-        return float(a["duration"])
-    return 0.0
+    match step:
+        case Join(count=count, rate=rate):
+            return count / rate if rate > 0 else 0.0
+        case Wait(seconds=seconds):
+            return seconds
+        case Publish(background=False, count=count, interval=interval):
+            return count * interval
+        case Churn(duration=length):
+            return length
+        case _:
+            return 0.0
 
 
-# ------------------------------------------------------------ type checks
+# ------------------------------------------------------------ reading a step
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _number(step: Step, key: str, *, low: float = 0.0, high: float = math.inf) -> None:
-    v = step.args[key]
-    if not _is_number(v) or not low <= v <= high:
-        raise ScenarioError(f"{step.where}: {key} must be a number within {low}..{high}, not {v!r}")
-    step.args[key] = float(v)
+def _resolve(value: Any, params: dict[str, Value], where: str) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        name = value[1:]
+        if name not in params:
+            raise ScenarioError(f"{where}: no parameter {name!r}")
+        return params[name]
+    if isinstance(value, list):
+        return [_resolve(v, params, where) for v in value]
+    return value
 
 
-def _integer(step: Step, key: str, *, low: int = 0) -> None:
-    v = step.args[key]
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        raise ScenarioError(f"{step.where}: {key} must be an integer >= {low}, not {v!r}")
-    step.args[key] = v
+def _keys(kind: type[Step]) -> dict[str, Any]:
+    """A step's keys in the file, with their defaults (None: no default)."""
+    return {
+        f.metadata.get("key", f.name): None if f.default is dataclasses.MISSING else f.default
+        for f in dataclasses.fields(kind)
+        if f.name not in ("at", "where")
+    }
 
 
-def _flag(step: Step, key: str) -> None:
-    if not isinstance(step.args[key], bool):
-        raise ScenarioError(f"{step.where}: {key} must be true or false")
+class _Fields:
+    """One raw step's values, parameters substituted, read and checked one
+    key at a time; an error names the step and the key."""
 
+    def __init__(
+        self, kind: type[Step], raw: dict[str, Any], params: dict[str, Value], where: str
+    ) -> None:
+        self.where = where
+        keys = _keys(kind)
+        unknown = sorted(set(raw) - set(keys) - {"do", "at"})
+        if unknown:
+            self.fail(f"unknown key(s) {', '.join(unknown)}")
+        self.values = {
+            k: _resolve(raw.get(k, default), params, f"{where}.{k}") for k, default in keys.items()
+        }
+        at = _resolve(raw.get("at"), params, f"{where}.at")
+        if at is not None and (not is_number(at) or at < 0):
+            self.fail("'at' must be a non-negative number")
+        self.common: dict[str, Any] = {"at": None if at is None else float(at), "where": where}
 
-def _names(step: Step, key: str) -> None:
-    v = step.args[key]
-    if v is not None and (not isinstance(v, list) or not all(isinstance(n, str) for n in v)):
-        raise ScenarioError(f"{step.where}: {key} must be a list of node names")
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
 
+    def fail(self, message: str) -> NoReturn:
+        raise ScenarioError(f"{self.where}: {message}")
 
-def _selection(step: Step) -> None:
-    given = [k for k in ("fraction", "count", "nodes") if step.args[k] is not None]
-    if len(given) != 1:
-        raise ScenarioError(f"{step.where}: give exactly one of fraction, count, nodes")
-    if step.args["fraction"] is not None:
-        _number(step, "fraction", high=1.0)
-    if step.args["count"] is not None:
-        _integer(step, "count")
-    _names(step, "nodes")
+    def number(self, key: str, *, low: float = 0.0, high: float = math.inf) -> float:
+        v = self.values[key]
+        if not is_number(v) or not low <= v <= high:
+            self.fail(f"{key} must be a number within {low}..{high}, not {v!r}")
+        return float(v)
 
+    def integer(self, key: str, *, low: int = 0) -> int:
+        v = self.values[key]
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            self.fail(f"{key} must be an integer >= {low}, not {v!r}")
+        return v
 
-def _check_join(step: Step) -> None:
-    _integer(step, "count", low=1)
-    _number(step, "rate")
-    if step["contact"] not in ("random", "first"):
-        raise ScenarioError(f"{step.where}: contact must be 'random' or 'first'")
+    def flag(self, key: str) -> bool:
+        v = self.values[key]
+        if not isinstance(v, bool):
+            self.fail(f"{key} must be true or false")
+        return v
 
-
-def _check_wait(step: Step) -> None:
-    _number(step, "seconds")
-
-
-def _check_publish(step: Step) -> None:
-    _integer(step, "count")
-    _number(step, "interval")
-    _integer(step, "size")
-    _flag(step, "background")
-    if not isinstance(step["topic"], str) or not step["topic"]:
-        raise ScenarioError(f"{step.where}: topic must be a non-empty string")
-    sender = step["from"]
-    if isinstance(sender, list):
-        _names(step, "from")
-        if not sender:
-            raise ScenarioError(f"{step.where}: from lists no node")
-    elif sender not in ("one", "random", "all", "groups"):
-        raise ScenarioError(
-            f"{step.where}: from must be 'one', 'random', 'all', 'groups' or a list of names"
-        )
-
-
-def _check_pause(step: Step) -> None:
-    _selection(step)
-    if step["duration"] is not None:
-        _number(step, "duration")
-
-
-def _check_crash(step: Step) -> None:
-    _selection(step)
-    if step["kind"] not in ("host", "process"):
-        raise ScenarioError(f'{step.where}: kind must be "host" or "process"')
-
-
-def _check_resume(step: Step) -> None:
-    _names(step, "nodes")
-
-
-def _check_leave(step: Step) -> None:
-    _selection(step)
-    _number(step, "linger")
-
-
-def _check_partition(step: Step) -> None:
-    groups = step["groups"]
-    _flag(step, "one_way")
-    if not isinstance(groups, list) or not groups:
-        raise ScenarioError(f"{step.where}: groups must list at least one group")
-    if all(_is_number(g) or g == "rest" for g in groups):
-        given = [float(g) for g in groups if g != "rest"]
-        rests = len(groups) - len(given)
-        if rests > 1 or any(g <= 0 for g in given) or sum(given) > 1.0 + 1e-9:
-            raise ScenarioError(
-                f"{step.where}: group fractions must be > 0 and sum to <= 1 "
-                '(one of them may be "rest")'
-            )
-        rest = max(0.0, 1.0 - sum(given))
-        step.args["groups"] = [rest if g == "rest" else float(g) for g in groups]
-    elif not all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups):
-        raise ScenarioError(f"{step.where}: groups are fractions or lists of node names")
-    if step["one_way"] and len(groups) != 2:
-        raise ScenarioError(f"{step.where}: one_way needs exactly two groups")
-
-
-def _check_heal(step: Step) -> None:
-    pass
-
-
-def _check_loss(step: Step) -> None:
-    _number(step, "value", high=1.0)
-
-
-def _check_churn(step: Step) -> None:
-    for key in ("duration", "join_rate", "crash_rate", "leave_rate"):
-        _number(step, key)
-    _flag(step, "relative")
-
-
-_CHECKS = {
-    "join": _check_join,
-    "wait": _check_wait,
-    "publish": _check_publish,
-    "crash": _check_crash,
-    "pause": _check_pause,
-    "resume": _check_resume,
-    "leave": _check_leave,
-    "partition": _check_partition,
-    "heal": _check_heal,
-    "loss": _check_loss,
-    "churn": _check_churn,
-}
+    def names(self, key: str) -> tuple[str, ...] | None:
+        v = self.values[key]
+        if v is None:
+            return None
+        if not isinstance(v, list) or not all(isinstance(n, str) for n in v):
+            self.fail(f"{key} must be a list of node names")
+        return tuple(v)

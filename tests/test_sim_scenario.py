@@ -98,14 +98,14 @@ def test_builtins_are_listed_and_resolve() -> None:
         assert sc.name == name and sc.source == "built-in" and sc.description
         assert sc.params["nodes"] == 1000
         steps = scenario.steps(sc)
-        assert steps[0].do == "join" and steps[0]["count"] == 1000
+        assert isinstance(steps[0], scenario.Join) and steps[0].count == 1000
         assert scenario.duration(steps) > 0
 
 
 def test_steady_is_the_issue_default() -> None:
     steps = scenario.steps(scenario.load("steady"))
-    publish = next(s for s in steps if s.do == "publish")
-    assert publish["count"] == 50 and publish["from"] == "random"
+    publish = next(s for s in steps if isinstance(s, scenario.Publish))
+    assert publish.count == 50 and publish.sender == "random"
 
 
 def test_a_file_with_every_step(tmp_path: Path) -> None:
@@ -129,13 +129,17 @@ def test_a_file_with_every_step(tmp_path: Path) -> None:
         "churn",
     ]
     join, _wait, publish, pause, resume, leave, crash, part, *_ = steps
-    assert join["count"] == 20 and join["rate"] == 10.0 and join["contact"] == "random"
-    assert publish["background"] is True and publish["from"] == ["n1", "n2"]
-    assert pause["count"] == 2 and pause["duration"] == 3.0 and pause["fraction"] is None
-    assert resume["nodes"] is None
-    assert leave["nodes"] == ["n3"] and leave["linger"] == 2.0
-    assert crash["fraction"] == 0.1
-    assert part["groups"] == pytest.approx([0.4, 0.6]) and part.at == 20.0
+    assert join == scenario.Join(count=20, rate=10.0, where=join.where)
+    assert join.where == f"{sc.source}: timeline[0] (join)" and join.contact == "random"
+    assert isinstance(publish, scenario.Publish)
+    assert publish.background is True and publish.sender == ("n1", "n2")
+    assert isinstance(pause, scenario.Pause)
+    assert pause.count == 2 and pause.duration == 3.0 and pause.fraction is None
+    assert isinstance(resume, scenario.Resume) and resume.nodes is None
+    assert isinstance(leave, scenario.Leave) and leave.nodes == ("n3",) and leave.linger == 2.0
+    assert isinstance(crash, scenario.Crash) and crash.fraction == 0.1 and crash.kind == "host"
+    assert isinstance(part, scenario.Partition)
+    assert part.groups == pytest.approx((0.4, 0.6)) and part.at == 20.0
     # join 2 s + wait 5 s; publish in the background; partition at 20; churn 4
     assert scenario.duration(steps) == 24.0
 
@@ -169,6 +173,9 @@ def test_the_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
         ("[[timeline]]\ndo = 'crash'\ncount = 1\nnodes = ['n1']", "exactly one of"),
         ("[[timeline]]\ndo = 'publish'\nfrom = 'everyone'", "from must be"),
         ("[[timeline]]\ndo = 'publish'\ntopic = ''", "topic must be"),
+        ("[[timeline]]\ndo = 'publish'\nfrom = []", "from lists no node"),
+        ("[[timeline]]\ndo = 'publish'\nsender = 'one'", "unknown key(s) sender"),
+        ("[[timeline]]\ndo = 'resume'\nnodes = 'n1'", "nodes must be a list of node names"),
         ("[[timeline]]\ndo = 'partition'\ngroups = [0.7, 0.6]", "sum to <= 1"),
         ("[[timeline]]\ndo = 'partition'\ngroups = []", "at least one group"),
         ("[[timeline]]\ndo = 'partition'\ngroups = [[1], [2]]", "fractions or lists"),
@@ -212,8 +219,8 @@ def test_overrides_reach_params_network_and_config() -> None:
     assert sc.network["loss"] == 0.05 and sc.network["underlay"] == {"vertices": 50}
     cfg = scenario.config_of(sc)
     assert cfg.swim.probe_period == 2.5 and cfg.plumtree.ordered is True
-    crash = next(s for s in scenario.steps(sc) if s.do == "crash")
-    assert crash["fraction"] == 0.8
+    crash = next(s for s in scenario.steps(sc) if isinstance(s, scenario.Crash))
+    assert crash.fraction == 0.8
 
 
 @pytest.mark.parametrize(
@@ -241,3 +248,14 @@ def test_bad_overrides(item: str, needle: str) -> None:
 def test_with_param_rejects_unknown_names() -> None:
     with pytest.raises(ScenarioError, match="no parameter 'size'"):
         scenario.parse("[params]\nnodes = 3", "x").with_param("size", 3)
+
+
+def test_named_groups_and_the_kinds_table(tmp_path: Path) -> None:
+    text = "[[timeline]]\ndo = 'partition'\ngroups = [['n3'], ['n1', 'n2']]\none_way = true\n"
+    (part,) = scenario.steps(scenario.load(write(tmp_path, text)))
+    assert part == scenario.Partition(
+        groups=(("n3",), ("n1", "n2")), one_way=True, where=part.where
+    )
+    # every kind is read from its own key, and the table lists them all
+    assert all(kind.do == do for do, kind in scenario.STEPS.items())
+    assert len(scenario.STEPS) == 11
