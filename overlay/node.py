@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from overlay import codec
 from overlay.config import Config
 from overlay.coupling import SwimHyParView
-from overlay.hyparview import HvTimer, HyParView
+from overlay.hyparview import HvTimer, HyParView, ViewSnapshot
 from overlay.ids import NodeId
 from overlay.io import (
     ConnectFailed,
@@ -42,8 +42,10 @@ from overlay.io import (
     ConnectionUp,
     Deliver,
     Input,
+    Isolated,
     JoinCluster,
     Leave,
+    LeaveComplete,
     NeighborDown,
     NeighborUp,
     Output,
@@ -105,6 +107,10 @@ class Node:
         self.swim_enabled = config.swim.enabled
         # Inputs refused by the rules of where each message may come from.
         self.refused: Counter[str] = Counter()
+        # What the driver was last told (`Isolated`): a node starts alone.
+        self._isolated = True
+        # After `Leave`: None until it is complete (`LeaveComplete`).
+        self._leave_complete: bool | None = None
 
     def start(self, now: float) -> list[Output]:
         outs = self.hyparview.start(now) + self.plumtree.start(now)
@@ -113,6 +119,25 @@ class Node:
     def members(self) -> tuple[MemberInfo, ...]:
         """SWIM's member list, this node included: an immutable snapshot."""
         return self.swim.members_snapshot()
+
+    def views(self) -> ViewSnapshot:
+        """HyParView's active, passive and pending views: a snapshot."""
+        return self.hyparview.snapshot()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """The counters of every layer, and the inputs the node refused."""
+        return {
+            "hyparview": dict(self.hyparview.counters),
+            "plumtree": self.plumtree.stats(),
+            "swim": self.swim.stats(),
+            "refused": dict(self.refused),
+        }
+
+    def check_publish(self, topic: str, payload: bytes) -> None:
+        """Raise `PublishError` if `publish(topic, payload)` would."""
+        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+            raise PublishError(f"topic {topic!r} is reserved: {_RESERVED}")
+        self.plumtree.check_publish(topic, payload)
 
     def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
         """New metadata for this member (`TagsTooLarge`, nothing changed, if
@@ -190,7 +215,18 @@ class Node:
         return kept + self._internal(more, now)
 
     def handle(self, inp: Input, now: float) -> list[Output]:
-        return self._internal(self._route(inp, now), now)
+        outs = self._internal(self._route(inp, now), now)
+        if isinstance(inp, Leave) and self._leave_complete is None:
+            self._leave_complete = False
+        if self._leave_complete is False and (
+            self.swim.leave_done() or self.swim.members.live == 0
+        ):
+            self._leave_complete = True
+            outs = [*outs, LeaveComplete()]
+        if (not self.hyparview.active) != self._isolated:
+            self._isolated = not self._isolated
+            outs = [*outs, Isolated(self._isolated)]
+        return outs
 
     def _route(self, inp: Input, now: float) -> list[Output]:
         # The two commonest inputs first, without `match`: a message for
