@@ -67,9 +67,7 @@ async def test_trio_time_drives_the_node(autojump_clock: trio.testing.MockClock)
     """`node.handle(input, trio.current_time())`: under a MockClock a lone
     agent lives ten virtual minutes in a moment, every timer firing exactly
     at the deadline the node asked for."""
-    agent = Agent(
-        AgentSettings(bind=("127.0.0.1", 0), name="solo", control=None, config=Config(), seed=7)
-    )
+    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), name="solo", config=Config(), seed=7))
     await agent.bind()
     node = agent.node
     inner = node.handle
@@ -158,7 +156,7 @@ class Forwarder:
 
 async def test_identity_takes_the_advertised_address() -> None:
     async def me(**kw: object) -> NodeId:
-        agent = Agent(AgentSettings(name="a", control=None, **kw))  # type: ignore[arg-type]
+        agent = Agent(AgentSettings(name="a", **kw))  # type: ignore[arg-type]
         return await agent._identity(("127.0.0.1", 7946))
 
     assert await me() == NodeId("a", "127.0.0.1", 7946)
@@ -171,7 +169,7 @@ async def test_a_wildcard_bind_advertises_a_real_address() -> None:
     """Bound to 0.0.0.0 (or ::) with no --advertise, the agent must not tell
     peers to dial 0.0.0.0: it advertises its default route's address (found
     with an unsent UDP connect), or loopback on a machine without a route."""
-    agent = Agent(AgentSettings(name="a", control=None))
+    agent = Agent(AgentSettings(name="a"))
     for wildcard, family in (("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6)):
         me = await agent._identity((wildcard, 7946))
         assert me.port == 7946
@@ -193,7 +191,6 @@ async def test_peers_reach_an_agent_at_its_advertised_address() -> None:
                 advertise=("127.0.0.1", port),
                 name="hidden",
                 config=config,
-                control=None,
             )
         )
         await hidden.bind()
@@ -245,7 +242,6 @@ async def test_a_dead_seed_is_retried_and_each_failure_logged() -> None:
                     name="joiner",
                     join=(f"127.0.0.1:{port}", "_overlay._tcp.nowhere.test"),
                     config=config,
-                    control=None,
                     dns_servers=(f"127.0.0.1#{dns_port}",),
                 )
             )
@@ -266,13 +262,9 @@ async def test_a_dead_seed_is_retried_and_each_failure_logged() -> None:
                 assert _fields(unresolved()[0])["error"] == (
                     "_overlay._tcp.nowhere.test: no such name"
                 )
-                assert joiner.node.hyparview.active == {}
+                assert joiner.node.views().active == ()
                 # The seed comes up at that address: the next attempt joins.
-                seed = Agent(
-                    AgentSettings(
-                        bind=("127.0.0.1", port), name="seed", config=config, control=None
-                    )
-                )
+                seed = Agent(AgentSettings(bind=("127.0.0.1", port), name="seed", config=config))
                 async with seed:
                     changes.watch(seed)
                     await changes.until(lambda: all_alive([joiner, seed], ["joiner", "seed"]), WAIT)
@@ -385,7 +377,7 @@ async def test_an_input_the_protocol_fails_on_is_dropped_and_counted() -> None:
 @bounded(TEST_MAX)
 async def test_a_slow_subscriber_loses_the_newest_never_blocks_the_node() -> None:
     async with Agent(
-        AgentSettings(bind=("127.0.0.1", 0), control=None, config=fast_config(), subscriber_queue=2)
+        AgentSettings(bind=("127.0.0.1", 0), config=fast_config(), subscriber_queue=2)
     ) as agent:
         changes = Changes([agent])
         sub = agent.subscribe("t")
