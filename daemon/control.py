@@ -2,13 +2,19 @@
 programs in any language. The protocol is specified in docs/control-api.md;
 this module is the server side and the framing both sides share.
 
+The server knows the agent only as a `ControlledAgent` (the methods it
+calls); `daemon.service` runs it next to an `Agent`, so neither module
+imports the other.
+
 Theory of operation: the server accepts connections on a TCP address
 (default 127.0.0.1:7373) or a unix socket. Each connection has a reader
 (requests, handled one after the other, each answered by `seq`) and a writer
 fed by a bounded channel, so a streaming request (`subscribe`, `monitor`)
 runs as its own task next to the reader and its events interleave with the
 answers to later requests. A client that sends garbage gets an error and is
-disconnected; nothing a client does can stop the agent.
+disconnected; nothing a client does can stop the agent. A `leave` is
+answered once the agent has stopped; whoever runs the server calls
+`finish` before cancelling it, so that the answer goes out.
 """
 
 from __future__ import annotations

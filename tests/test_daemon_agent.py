@@ -23,7 +23,17 @@ from daemon.testing import Changes, all_alive, bounded, fast_config, local_clust
 from overlay import codec
 from overlay.config import Config
 from overlay.ids import NodeId
-from overlay.io import CancelTimer, Input, Output, Received, SetTimer, Timer, TimerFired
+from overlay.io import (
+    CancelTimer,
+    Input,
+    Isolated,
+    LeaveComplete,
+    Output,
+    Received,
+    SetTimer,
+    Timer,
+    TimerFired,
+)
 from overlay.messages import Disconnect, Join, Neighbor
 from tests.test_daemon_discovery import fake_dns, srv_response
 
@@ -95,6 +105,53 @@ async def test_trio_time_drives_the_node(autojump_clock: trio.testing.MockClock)
     for now, timer, deadline in fired:
         assert deadline is not None and now == pytest.approx(deadline, abs=1e-9), timer
     assert fired[-1][0] - t0 == pytest.approx(600, abs=2)
+
+
+# ------------------------------------------------------- what the node says
+
+
+@pytest.mark.parametrize("node_says_so", [True, False])
+@bounded(3600)  # virtual seconds
+async def test_a_leave_ends_when_the_node_says_so(
+    autojump_clock: trio.testing.MockClock, node_says_so: bool
+) -> None:
+    """The agent ends a leave on the node's `LeaveComplete` (a lone node
+    has nobody to tell: at once); its grace only bounds a node that never
+    says so."""
+    agent = Agent(
+        AgentSettings(bind=("127.0.0.1", 0), name="solo", config=Config(), leave_grace=600.0)
+    )
+    await agent.bind()
+    if not node_says_so:
+        inner = agent.node.handle
+
+        def handle(inp: Input, now: float) -> list[Output]:
+            return [o for o in inner(inp, now) if not isinstance(o, LeaveComplete)]
+
+        agent.node.handle = handle  # type: ignore[method-assign]
+    said: list[Output] = []
+    agent.observers.append(lambda now, out: said.append(out))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        t0 = trio.current_time()
+        await agent.leave()
+        took = trio.current_time() - t0
+    assert (LeaveComplete() in said) is node_says_so
+    assert took < 1.0 if node_says_so else took == pytest.approx(600.0, abs=1.0)
+
+
+@bounded(TEST_MAX)
+async def test_alone_follows_what_the_node_says() -> None:
+    """The agent resolves its seeds again while the node says it is
+    isolated: it never reads the views itself."""
+    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), name="solo", config=Config()))
+    await agent.bind()
+    assert agent._alone.is_set()  # a node starts isolated
+    agent._execute([Isolated(False)], 0.0)
+    assert not agent._alone.is_set()
+    agent._execute([Isolated(True)], 0.0)
+    assert agent._alone.is_set()
+    await agent.unbind()
 
 
 # ------------------------------------------------------------- addresses
