@@ -53,3 +53,11 @@ def may_contact(peer: NodeId) -> bool:
 def claims_source(sender: NodeId, source: IPAddress | None) -> bool:
     """Whether `sender`'s host is the IP address `source` a frame came from."""
     return source is not None and ip_literal(sender.host) == source
+
+
+def format_addr(addr: tuple[str, int] | None) -> str:
+    """HOST:PORT, with an IPv6 host in brackets; "" for None."""
+    if addr is None:
+        return ""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -2,8 +2,11 @@
 
 Rules of this module: it executes the node's outputs and feeds it inputs;
 every protocol decision stays in `overlay/`. It reads the node's state only
-to answer queries (members, stats) and to know whether it is alone (to
-resolve its seeds again).
+through its read-only views (`views()`, `members()`, `stats()`), to answer
+queries. It acts on what the node says: `LeaveComplete` ends a leave,
+`Isolated` starts and stops resolving the seeds again, `check_publish`
+refuses a publish. The control API and the metrics endpoint are not the
+agent's: `daemon.service` runs them next to it (as `overlay agent` does).
 
 Theory of operation
 -------------------
@@ -31,7 +34,6 @@ with an exception stops the agent at once.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -39,18 +41,19 @@ import os
 import random
 import socket as stdsocket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import trio
 
-from daemon.control import open_control_listener, serve_control
+from daemon.addresses import format_addr
 from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
+from daemon.errors import naming
 from daemon.framing import FrameCodec, PlainFrames
 from daemon.logs import Throttle, event
-from daemon.metrics import Metrics, prometheus_text, sample_forever, serve_metrics
+from daemon.metrics import Metrics, prometheus_text, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
 
 # Re-exported: the embedded API's types, long imported from here.
@@ -60,6 +63,7 @@ from daemon.subscriptions import Subscription as Subscription
 from daemon.timers import Expired, TimerQueue
 from daemon.transport import Addr, Transport, TransportSettings
 from overlay import codec
+from overlay.backoff import Backoff
 from overlay.codec import EncodeError
 from overlay.config import Config
 from overlay.ids import NodeId, wire_id_ok
@@ -71,8 +75,10 @@ from overlay.io import (
     ConnectionUp,
     Deliver,
     Input,
+    Isolated,
     JoinCluster,
     Leave,
+    LeaveComplete,
     MemberChanged,
     NameConflict,
     NeighborDown,
@@ -87,7 +93,7 @@ from overlay.io import (
     TimerFired,
     seed_id,
 )
-from overlay.node import RESERVED_PREFIX, Node
+from overlay.node import Node
 from overlay.plumtree import PublishError
 
 log = logging.getLogger("overlay.agent")
@@ -115,17 +121,14 @@ class AgentSettings:
     # Cluster keys for frame encryption, the primary first (none: plain).
     keys: tuple[bytes, ...] = ()
     transport: TransportSettings = field(default_factory=TransportSettings)
-    # The control API: "HOST:PORT", "unix:/path" or a path; None: no server.
-    control: str | None = None
-    # Prometheus endpoint; None: none.
-    metrics: Addr | None = None
     # Items waiting for the driver, at most (guess: a burst of a few
     # thousand frames; producers then wait, UDP drops).
     input_queue: int = 4096
     # Deliveries waiting per subscriber before new ones are dropped (guess).
     subscriber_queue: int = 1024
-    # After `Leave`, keep running until SWIM has spread our "left" state, at
-    # most this long; None: ten SWIM probe periods.
+    # After `Leave`, keep running until the node says the leave is complete
+    # (`LeaveComplete`: SWIM has spread our "left" state), at most this long;
+    # None: ten SWIM probe periods.
     leave_grace: float | None = None
     # Then wait at most this long for the streams to flush.
     leave_timeout: float = 5.0
@@ -164,8 +167,6 @@ _REFUSAL_COUNTERS = {
     ),
     "plumtree": ("conflicts", "invalid", "expired"),
 }
-# A leave waits at most this long for `hold_stop` holders before stopping.
-_HOLD_MAX = 2.0
 # Default bound on how long a leaving agent keeps gossiping its "left":
 # this many SWIM probe periods (guess: a few retransmissions' worth).
 _LEAVE_GRACE_PERIODS = 10
@@ -238,7 +239,9 @@ class Agent:
         self._watchers: dict[int, Subscription[Member]] = {}
         self._sub_seq = 0
         self._nursery: trio.Nursery | None = None
+        # Set while the node is isolated (`Isolated` outputs): a node starts alone.
         self._alone = trio.Event()
+        self._alone.set()
         self._discovery: trio.CancelScope | None = None
         self._leaving = False
         self._started_at = 0.0
@@ -246,15 +249,8 @@ class Agent:
         self._stopped = trio.Event()
         # Why the agent stopped by itself, if it had to (a name conflict).
         self.failure: str | None = None
-        self._left = trio.Event()
-        self._left_done = trio.Event()
-        self._holds = 0
-        self._holds_zero = trio.Event()
-        self.control_address: str | None = None
-        self.metrics_address: Addr | None = None
+        self._leave_complete = trio.Event()
         self._bound = False
-        self._control_listener: trio.SocketListener | None = None
-        self._metrics_listeners: list[trio.SocketListener] = []
         self._cm_nursery: Any = None
         # Called with (now, output) for every output the node produces, after
         # it is executed: for tests and instrumentation. Must not block.
@@ -278,44 +274,49 @@ class Agent:
     def running(self) -> bool:
         return self._running
 
+    @property
+    def max_payload(self) -> int:
+        """The largest payload a publish may carry."""
+        return self.settings.config.plumtree.max_payload
+
     # ------------------------------------------------------------ lifecycle
 
     async def bind(self) -> None:
-        """Bind every socket (peer port, control API, metrics); errors such
-        as an address in use are raised here, as they are. `run` calls it
-        when it was not called before."""
+        """Bind the peer port (TCP and UDP); errors such as an address in
+        use are raised here, as they are. `run` calls it when it was not
+        called before."""
         if self._bound:
             return
         s = self.settings
-        with _naming("peer port", _fmt_addr(s.bind)):
+        with naming("peer port", format_addr(s.bind)):
             bound = await self._transport.bind()
         self._me = await self._identity(bound)
         self._transport.me = self._me
         try:
             seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
             self._node = Node(self._me, s.config, random.Random(seed), dict(s.tags))
-            if s.control is not None:
-                with _naming("control API", s.control):
-                    self._control_listener, self.control_address = await open_control_listener(
-                        s.control
-                    )
-            if s.metrics is not None:
-                with _naming("metrics endpoint", _fmt_addr(s.metrics)):
-                    listeners = await trio.open_tcp_listeners(s.metrics[1], host=s.metrics[0])
-                sockname = listeners[0].socket.getsockname()
-                self.metrics_address = (str(sockname[0]), int(sockname[1]))
-                self._metrics_listeners = listeners
         except BaseException:
-            self._node = None
             await self._transport.close_sockets()
-            if self._control_listener is not None:
-                await self._control_listener.aclose()
             raise
         self._bound = True
 
-    async def run(self, *, task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED) -> None:
+    async def unbind(self) -> None:
+        """Close the sockets of an agent that was bound but will not run."""
+        if self._bound and not self._running and not self._stopped.is_set():
+            await self._transport.close_sockets()
+            self._bound = False
+            self._node = None
+
+    async def run(
+        self,
+        *,
+        servers: Mapping[str, str | None] | None = None,
+        task_status: trio.TaskStatus[Agent] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Run until the agent has left (or is cancelled). With
-        `nursery.start(agent.run)`, returns once the agent is up."""
+        `nursery.start(agent.run)`, returns once the agent is up. `servers`:
+        where its control API and metrics endpoint answer, for the "agent
+        started" log line (`daemon.service` serves them)."""
         if self._running or self._stopped.is_set():
             raise AgentError("an Agent runs once")
         s = self.settings
@@ -329,11 +330,6 @@ class Agent:
                 nursery.start_soon(self._timers.run)
                 nursery.start_soon(self._forward_timers)
                 nursery.start_soon(sample_forever, self.metrics)
-                if self._control_listener is not None:
-                    assert s.control is not None
-                    await nursery.start(serve_control, self, self._control_listener, s.control)
-                if self._metrics_listeners:
-                    nursery.start_soon(serve_metrics, self._metrics_listeners, self.prometheus)
                 self._started_at = trio.current_time()
                 self._execute(node.start(self._started_at), self._started_at)
                 self._running = True
@@ -344,14 +340,13 @@ class Agent:
                     logging.INFO,
                     "agent started",
                     name=me.name,
-                    bind=_fmt_addr(self._transport.bound),
+                    bind=format_addr(self._transport.bound),
                     advertise=me.addr,
-                    control=self.control_address,
-                    metrics=_fmt_addr(self.metrics_address) if self.metrics_address else None,
+                    **{"control": None, "metrics": None, **(servers or {})},
                     encrypted=bool(s.keys),
                 )
                 if not s.keys:
-                    warn_no_key(log, _fmt_addr(self._transport.bound))
+                    warn_no_key(log, format_addr(self._transport.bound))
                 task_status.started(self)
                 await self._drive()
         finally:
@@ -406,10 +401,8 @@ class Agent:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    async def leave(self, *, wait: bool = True) -> None:
-        """Leave the cluster gracefully, then stop. Returns when stopped, or
-        with `wait=False` as soon as the goodbyes are out (the agent stops
-        right after, once no `hold_stop` is pending)."""
+    async def leave(self) -> None:
+        """Leave the cluster gracefully, then stop. Returns when stopped."""
         if not self._running:
             if self._stopped.is_set():
                 return
@@ -418,26 +411,7 @@ class Agent:
             self._leaving = True
             assert self._nursery is not None
             self._nursery.start_soon(self._leave)
-        if wait:
-            await self._stopped.wait()
-        else:
-            await self._left.wait()
-
-    def _goodbyes_spread(self) -> bool:
-        """After `Leave`: SWIM has spread our "left" as often as any update,
-        or there is no live member left to tell."""
-        swim = self.node.swim
-        return swim.leave_done() or swim.members.live == 0
-
-    def hold_stop(self) -> None:
-        """Delay the stop that follows a leave until `release_stop` (at most
-        `_HOLD_MAX` seconds): lets a control client hear that the leave is done."""
-        self._holds += 1
-
-    def release_stop(self) -> None:
-        self._holds -= 1
-        if self._holds == 0:
-            self._holds_zero.set()
+        await self._stopped.wait()
 
     async def _leave(self) -> None:
         event(log, logging.INFO, "leaving the cluster")
@@ -445,22 +419,18 @@ class Agent:
             self._discovery.cancel()
         await self._inputs.send(Leave())
         s = self.settings
-        # SWIM keeps piggybacking our "left" on its pings until it has gone
-        # out as often as any update does (`leave_done`); the grace bounds it.
+        # The node says when the leave is complete (`LeaveComplete`: SWIM
+        # has spread our "left"). The grace is a safety bound only, for a
+        # node that never says so (a network that swallows every ping).
         grace = (
             s.leave_grace
             if s.leave_grace is not None
             else _LEAVE_GRACE_PERIODS * (s.config.swim.probe_period)
         )
         with trio.move_on_after(grace):
-            await self._left_done.wait()
+            await self._leave_complete.wait()
         await self._transport.aclose_all(s.leave_timeout)
         event(log, logging.INFO, "left the cluster")
-        self._left.set()
-        with trio.move_on_after(_HOLD_MAX):
-            while self._holds > 0:
-                self._holds_zero = trio.Event()
-                await self._holds_zero.wait()
         self.stop()
 
     # --------------------------------------------------------------- driver
@@ -524,13 +494,6 @@ class Agent:
             self._execute(outputs, now)
         else:
             self._execute(node.handle(item, now), now)
-        if self._leaving and not self._left_done.is_set() and self._goodbyes_spread():
-            self._left_done.set()
-        if node.hyparview.active:
-            if self._alone.is_set():
-                self._alone = trio.Event()
-        elif not self._alone.is_set():
-            self._alone.set()
 
     def _execute(self, outputs: list[Output], now: float) -> None:
         me = self.me
@@ -571,6 +534,13 @@ class Agent:
                     event(log, logging.WARNING, "publish rejected", topic=topic, reason=reason)
                 case NameConflict(name, holder, claimant):
                     self._name_conflict(name, holder, claimant)
+                case LeaveComplete():
+                    self._leave_complete.set()
+                case Isolated(isolated):
+                    if not isolated:
+                        self._alone = trio.Event()
+                    elif not self._alone.is_set():
+                        self._alone.set()
             for observer in self.observers:
                 observer(now, out)
 
@@ -663,16 +633,17 @@ class Agent:
         self._nursery.start_soon(self._discover, specs, scope)
 
     async def _discover(self, specs: list[SeedSpec], scope: trio.CancelScope) -> None:
-        """Resolve the seeds and hand them to the node; while the node is
-        alone, resolve them again every round (with backoff) and hand them
-        over again if they changed. HyParView retries the seeds itself."""
+        """Resolve the seeds and hand them to the node; while the node says
+        it is isolated, resolve them again every round (with backoff) and
+        hand them over again if they changed. HyParView retries the seeds
+        itself."""
         cfg = self.settings.config.hyparview
         me = self.me
         mine = {(me.host, me.port), self._transport.bound}
         family = stdsocket.AF_INET6 if ":" in me.host else stdsocket.AF_INET
         servers = list(self.settings.dns_servers) if self.settings.dns_servers else None
         resolving = any(s.needs_resolving for s in specs)
-        backoff = cfg.join_retry_initial
+        backoff = Backoff(cfg.join_retry_initial, cfg.join_retry_max)
         last: list[Addr] | None = None
         with scope:
             while True:
@@ -682,18 +653,17 @@ class Agent:
                 addrs = [a for a in addrs if a not in mine]
                 if addrs and addrs != last:
                     last = addrs
-                    event(log, logging.INFO, "joining", seeds=[_fmt_addr(a) for a in addrs])
+                    event(log, logging.INFO, "joining", seeds=[format_addr(a) for a in addrs])
                     await self._inputs.send(JoinCluster(tuple(seed_id(h, p) for h, p in addrs)))
                 elif not addrs and not errors:
                     event(log, logging.INFO, "no seed besides this agent: starting a cluster")
                     return
                 if last is not None and not resolving:
                     return
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, cfg.join_retry_max)
+                await trio.sleep(backoff.next())
                 if not self._alone.is_set():
                     await self._alone.wait()
-                    backoff = cfg.join_retry_initial
+                    backoff.reset()
 
     # -------------------------------------------------------- embedded API
 
@@ -707,15 +677,10 @@ class Agent:
         (this agent's included). Raises `PublishError` if the node refuses it
         (payload too large, bad topic, one of the overlay's own, left)."""
         self._check_running()
-        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
-            # The node refuses a `Publish` on them as a logged
-            # `PublishRejected`, after we returned: refused here, the caller
-            # gets the error.
-            raise PublishError(
-                f"topic {topic!r} is reserved: topics starting with "
-                f"{RESERVED_PREFIX!r} are the overlay's own"
-            )
-        self.node.plumtree.check_publish(topic, payload)
+        # The node would refuse a bad `Publish` as a logged
+        # `PublishRejected`, after we returned: checked here, the caller
+        # gets the error.
+        self.node.check_publish(topic, payload)
         self.metrics.published += 1
         await self._inputs.send(Publish(topic, payload))
 
@@ -776,7 +741,8 @@ class Agent:
         """Views, member counts, message and byte rates, queue drops."""
         node = self.node
         now = trio.current_time()
-        views = node.hyparview.snapshot()
+        views = node.views()
+        layers = node.stats()
         members = self.members()
         counts: dict[str, int] = {"alive": 0, "suspect": 0, "failed": 0, "left": 0}
         for m in members:
@@ -793,11 +759,9 @@ class Agent:
                 "pending": len(views.pending),
             },
             "members": counts,
-            "hyparview": dict(node.hyparview.counters),
-            "plumtree": node.plumtree.stats(),
-            "swim": node.swim.stats(),
-            # Inputs the protocol refused by where they came from (issue 12).
-            "refused": dict(node.refused),
+            # The layers' counters, and (`refused`) the inputs the protocol
+            # refused by where they came from (issue 12).
+            **layers,
             "transport": self._transport.connections(),
             "queues": {
                 "inputs": inputs.current_buffer_used,
@@ -830,20 +794,3 @@ class Agent:
                 if stats[layer].get(key):
                     out[f"{layer}_{key}"] = stats[layer][key]
         return out
-
-
-@contextlib.contextmanager
-def _naming(what: str, where: str) -> Iterator[None]:
-    """An OSError raised inside names the socket it is about: "control API
-    127.0.0.1:7373: Address already in use", not just the reason."""
-    try:
-        yield
-    except OSError as exc:
-        raise OSError(exc.errno, f"{what} {where}: {exc.strerror or exc}") from exc
-
-
-def _fmt_addr(addr: Addr | None) -> str:
-    if addr is None:
-        return ""
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

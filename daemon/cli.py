@@ -196,15 +196,21 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     settings, extra = _agent_settings(args)
     level = getattr(logging, extra["log_level"].upper(), logging.INFO)
     logs.setup(json_lines=extra["log_json"], level=level)
-    return trio.run(_run_agent, settings)
+    return trio.run(_run_agent, settings, extra["control"], extra["metrics"])
 
 
-async def _run_agent(settings: AgentSettings) -> int:
+async def _run_agent(
+    settings: AgentSettings, control: str | None, metrics: tuple[str, int] | None
+) -> int:
+    """The agent, its control API and its metrics endpoint (`daemon.service`)
+    and the signal handler, in one nursery."""
     from daemon.agent import Agent, AgentError
+    from daemon.service import Service
 
     agent = Agent(settings)
+    service = Service(agent, control=control, metrics=metrics)
     try:
-        await agent.bind()
+        await service.bind()
     except OSError as exc:
         raise CliError(f"cannot bind: {exc.strerror or exc}", RUNTIME_ERROR) from None
     except (ValueError, AgentError) as exc:  # tags over swim.max_tags_bytes, a bad name
@@ -229,8 +235,7 @@ async def _run_agent(settings: AgentSettings) -> int:
                         return
 
             nursery.start_soon(watch_signals)
-            await nursery.start(agent.run)
-            await agent.wait_stopped()
+            await service.run()
             nursery.cancel_scope.cancel()
     if agent.failure is not None:
         raise CliError(agent.failure, RUNTIME_ERROR)

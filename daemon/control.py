@@ -2,13 +2,19 @@
 programs in any language. The protocol is specified in docs/control-api.md;
 this module is the server side and the framing both sides share.
 
+The server knows the agent only as a `ControlledAgent` (the methods it
+calls); `daemon.service` runs it next to an `Agent`, so neither module
+imports the other.
+
 Theory of operation: the server accepts connections on a TCP address
 (default 127.0.0.1:7373) or a unix socket. Each connection has a reader
 (requests, handled one after the other, each answered by `seq`) and a writer
 fed by a bounded channel, so a streaming request (`subscribe`, `monitor`)
 runs as its own task next to the reader and its events interleave with the
 answers to later requests. A client that sends garbage gets an error and is
-disconnected; nothing a client does can stop the agent.
+disconnected; nothing a client does can stop the agent. A `leave` is
+answered once the agent has stopped; whoever runs the server calls
+`finish` before cancelling it, so that the answer goes out.
 """
 
 from __future__ import annotations
@@ -17,17 +23,16 @@ import contextlib
 import logging
 import os
 import struct
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import msgpack
 import trio
 
 from daemon.logs import Throttle, event
-from overlay.ids import parse_addr
-
-if TYPE_CHECKING:
-    from daemon.agent import Agent
+from daemon.metrics import Metrics
+from daemon.subscriptions import Delivery, Member, Subscription
+from overlay.ids import NodeId, parse_addr
 
 log = logging.getLogger("overlay.control")
 
@@ -163,7 +168,41 @@ class FrameReader:
 # Server
 
 
-async def open_control_listener(text: str) -> tuple[trio.SocketListener, str]:
+class ControlledAgent(Protocol):
+    """What the control API asks of an agent (`daemon.agent.Agent` is one):
+    typed here, so that this module needs nothing from the agent's."""
+
+    metrics: Metrics
+
+    @property
+    def me(self) -> NodeId: ...
+
+    @property
+    def max_payload(self) -> int: ...
+
+    @property
+    def tags(self) -> dict[str, str]: ...
+
+    def members(self) -> list[Member]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def subscribe(self, topic: str) -> Subscription[Delivery]: ...
+
+    def watch_members(self) -> Subscription[Member]: ...
+
+    async def join(self, *seeds: str) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
+
+    async def set_tags(
+        self, tags: Mapping[str, str], delete: Sequence[str] = ()
+    ) -> dict[str, str]: ...
+
+    async def leave(self) -> None: ...
+
+
+async def _open_listener(text: str) -> tuple[trio.SocketListener, str]:
     kind, where = parse_control(text)
     if kind == "unix":
         assert isinstance(where, str)
@@ -185,29 +224,74 @@ async def open_control_listener(text: str) -> tuple[trio.SocketListener, str]:
     return listeners[0], shown
 
 
-async def serve_control(
-    agent: Agent,
-    listener: trio.SocketListener,
-    address: str,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the control API of `agent` on `listener` (from
-    `open_control_listener(address)`) until cancelled."""
-    # Bad requests are logged at most 5 a minute (a client looping on
-    # garbage must not flood the log), each counted in `bad_frames` as
-    # `control:request`.
-    throttle = Throttle(burst=5, window=60.0)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                trio.serve_listeners,
-                lambda stream: _Connection(agent, stream, throttle).serve(),
-                [listener],
-            )
-            task_status.started()
-    finally:
-        kind, where = parse_control(address)
+class ControlServer:
+    """The control API of one agent. `await ControlServer.open(text)` binds
+    its socket (errors such as an address in use come out there); `serve`
+    answers requests until cancelled; `finish` waits, briefly, until every
+    request being handled has been answered: a `leave` is answered once the
+    agent has stopped, and its client must hear it before the process ends."""
+
+    def __init__(self, listener: trio.SocketListener, address: str) -> None:
+        self.listener = listener
+        self.address = address
+        self._handling = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @classmethod
+    async def open(cls, text: str) -> ControlServer:
+        """Bind the control socket: "HOST:PORT" (port 0: any free one),
+        "unix:/path" or a path."""
+        listener, address = await _open_listener(text)
+        return cls(listener, address)
+
+    async def aclose(self) -> None:
+        """Close the socket of a server that will not serve (a bind error
+        elsewhere); `serve` closes it itself."""
+        await self.listener.aclose()
+        self._unlink()
+
+    async def serve(
+        self,
+        agent: ControlledAgent,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the control API of `agent` until cancelled."""
+        # Bad requests are logged at most 5 a minute (a client looping on
+        # garbage must not flood the log), each counted in `bad_frames` as
+        # `control:request`.
+        throttle = Throttle(burst=5, window=60.0)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    trio.serve_listeners,
+                    lambda stream: _Connection(self, agent, stream, throttle).serve(),
+                    [self.listener],
+                )
+                task_status.started()
+        finally:
+            self._unlink()
+
+    async def finish(self, timeout: float = _FLUSH_TIMEOUT) -> None:
+        """Return once no request is being handled (at most `timeout` s)."""
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+
+    @contextlib.contextmanager
+    def _handling_request(self) -> Iterator[None]:
+        self._handling += 1
+        if self._handling == 1:
+            self._idle = trio.Event()
+        try:
+            yield
+        finally:
+            self._handling -= 1
+            if self._handling == 0:
+                self._idle.set()
+
+    def _unlink(self) -> None:
+        kind, where = parse_control(self.address)
         if kind == "unix" and isinstance(where, str):
             with contextlib.suppress(OSError):
                 os.unlink(where)
@@ -226,7 +310,14 @@ def _op(name: str) -> Callable[[_Handler], _Handler]:
 
 
 class _Connection:
-    def __init__(self, agent: Agent, stream: trio.SocketStream, throttle: Throttle) -> None:
+    def __init__(
+        self,
+        server: ControlServer,
+        agent: ControlledAgent,
+        stream: trio.SocketStream,
+        throttle: Throttle,
+    ) -> None:
+        self.server = server
         self.agent = agent
         self.stream = stream
         self.throttle = throttle
@@ -297,7 +388,8 @@ class _Connection:
                 return
             if request is None:
                 return
-            await self._handle(request)
+            with self.server._handling_request():
+                await self._handle(request)
 
     def _bad_request(self, exc: ControlError) -> None:
         self.agent.metrics.bad_frames["control:request"] += 1
@@ -375,7 +467,7 @@ async def _handshake(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
         "name": me.name,
         "addr": me.addr,
         # Lets a client refuse a payload the agent would refuse, before sending it.
-        "max_payload": conn.agent.settings.config.plumtree.max_payload,
+        "max_payload": conn.agent.max_payload,
     }
 
 
@@ -486,17 +578,10 @@ async def _unsubscribe(conn: _Connection, seq: int, args: dict[str, Any]) -> Any
 
 @_op("leave")
 async def _leave(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
-    # The answer goes out once the node has left and its goodbyes are
-    # flushed; the agent waits for it (briefly) before it stops.
-    agent = conn.agent
-    agent.hold_stop()
-    try:
-        await agent.leave(wait=False)
-        written = trio.Event()
-        await conn.out_send.send(
-            (pack({"seq": seq, "ok": True, "result": {"left": True}}), written)
-        )
-        await written.wait()
-    finally:
-        agent.release_stop()
+    # Answered once the agent has left and stopped; the server's `finish`
+    # lets this answer out before the process ends.
+    await conn.agent.leave()
+    written = trio.Event()
+    await conn.out_send.send((pack({"seq": seq, "ok": True, "result": {"left": True}}), written))
+    await written.wait()
     return _STREAMING

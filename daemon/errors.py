@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 def os_reason(exc: OSError) -> str:
     """The most specific reason for a failed socket operation, in lower case
@@ -14,3 +17,13 @@ def os_reason(exc: OSError) -> str:
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror.rsplit(": ", 1)[-1].lower()
     return (exc.strerror or str(exc)).lower()
+
+
+@contextlib.contextmanager
+def naming(what: str, where: str) -> Iterator[None]:
+    """An OSError raised inside names the socket it is about: "control API
+    127.0.0.1:7373: Address already in use", not just the reason."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what} {where}: {exc.strerror or exc}") from exc

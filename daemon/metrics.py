@@ -6,8 +6,10 @@ queue, connection events. Rates are computed over a sliding window of
 periodic samples (`sample`), so `overlay stats` shows what the agent is
 doing now, not an average since it started.
 
-The Prometheus endpoint (`--metrics HOST:PORT`) is a minimal HTTP/1.0
-server that answers any GET with the text exposition format (version 0.0.4).
+The Prometheus endpoint (`--metrics HOST:PORT`, `MetricsServer`) is a
+minimal HTTP/1.0 server that answers any GET with the text exposition format
+(version 0.0.4) of whatever its `render` function returns: it knows nothing
+of the agent (`daemon.service` gives it `Agent.prometheus`).
 """
 
 from __future__ import annotations
@@ -237,37 +239,62 @@ def prometheus_text(
     return "\n".join(out.lines) + "\n"
 
 
-async def serve_metrics(listeners: list[trio.SocketListener], render: Callable[[], str]) -> None:
-    """Answer every HTTP request on `listeners` with `render()`."""
+class MetricsServer:
+    """The Prometheus endpoint. `await MetricsServer.open(addr)` binds it
+    (errors such as an address in use come out there); `serve(render)`
+    answers every HTTP request with `render()` until cancelled."""
 
-    async def handler(stream: trio.SocketStream) -> None:
-        try:
-            with trio.move_on_after(5):
-                request = b""
-                while b"\r\n\r\n" not in request and b"\n\n" not in request:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        break
-                    request += chunk
-                    if len(request) > 16384:
-                        break
-                line = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-                if line.startswith("GET "):
-                    body = render().encode()
-                    head = (
-                        "HTTP/1.0 200 OK\r\n"
-                        "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n"
-                    ).encode()
-                else:
-                    body = b"only GET\n"
-                    head = (
-                        f"HTTP/1.0 405 Method Not Allowed\r\nContent-Length: {len(body)}\r\n\r\n"
-                    ).encode()
-                await stream.send_all(head + body)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.debug("metrics client went away: %s", exc)
-        finally:
-            await stream.aclose()
+    def __init__(self, listeners: list[trio.SocketListener]) -> None:
+        self.listeners = listeners
+        sockname = listeners[0].socket.getsockname()
+        self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
 
-    await trio.serve_listeners(handler, listeners)
+    @classmethod
+    async def open(cls, addr: tuple[str, int]) -> MetricsServer:
+        return cls(await trio.open_tcp_listeners(addr[1], host=addr[0]))
+
+    async def aclose(self) -> None:
+        for listener in self.listeners:
+            await listener.aclose()
+
+    async def serve(
+        self,
+        render: Callable[[], str],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Answer every HTTP request with `render()`, until cancelled."""
+
+        async def handler(stream: trio.SocketStream) -> None:
+            try:
+                with trio.move_on_after(5):
+                    request = b""
+                    while b"\r\n\r\n" not in request and b"\n\n" not in request:
+                        chunk = await stream.receive_some(4096)
+                        if not chunk:
+                            break
+                        request += chunk
+                        if len(request) > 16384:
+                            break
+                    line = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
+                    if line.startswith("GET "):
+                        body = render().encode()
+                        head = (
+                            "HTTP/1.0 200 OK\r\n"
+                            "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n"
+                        ).encode()
+                    else:
+                        body = b"only GET\n"
+                        head = (
+                            "HTTP/1.0 405 Method Not Allowed\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n"
+                        ).encode()
+                    await stream.send_all(head + body)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                log.debug("metrics client went away: %s", exc)
+            finally:
+                await stream.aclose()
+
+        task_status.started()
+        await trio.serve_listeners(handler, self.listeners)

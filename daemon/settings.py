@@ -245,7 +245,8 @@ def build(
     protocol_flags: Mapping[str, str],
 ) -> tuple[AgentSettings, dict[str, Any]]:
     """AgentSettings from a parsed TOML file and flags (flags win), and the
-    process options that are not the agent's (log_json, log_level).
+    process options that are not the agent's (log_json, log_level, and
+    where `daemon.service` serves the control API and the metrics).
 
     `flags` holds the agent keys given on the command line (absent: not
     given); `protocol_flags` the dotted protocol keys given as flags."""
@@ -307,9 +308,7 @@ def build(
         raise SettingsError("join must be a list of strings")
     kw["join"] = tuple(join)
     control = merged.get("control") or control_address(None)
-    kw["control"] = None if control in ("none", "off") else control
-    if merged.get("metrics"):
-        kw["metrics"] = _addr_port0(merged["metrics"], "metrics")
+    metrics = _addr_port0(merged["metrics"], "metrics") if merged.get("metrics") else None
     if merged.get("tags"):
         kw["tags"] = _tags(merged["tags"], "tags")
     if merged.get("key_file"):
@@ -325,5 +324,8 @@ def build(
     extra = {
         "log_json": bool(merged.get("log_json", False)),
         "log_level": str(merged.get("log_level", "info")),
+        # The agent's servers (`daemon.service`), not the agent's settings.
+        "control": None if control in ("none", "off") else control,
+        "metrics": metrics,
     }
     return AgentSettings(**kw), extra

@@ -93,7 +93,7 @@ def overlay_connected(agents: list[Agent]) -> bool:
     if not live:
         return True
     ids = {a.me for a in live}
-    adjacency = {a.me: [p for p in a.node.hyparview.active if p in ids] for a in live}
+    adjacency = {a.me: [p for p in a.node.views().active if p in ids] for a in live}
     seen = {live[0].me}
     stack = [live[0].me]
     while stack:
@@ -142,7 +142,6 @@ async def local_cluster(
                     join=join,
                     config=config,
                     seed=seed * 100_000 + i,
-                    control=None,
                     **settings,
                 )
             )

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from overlay import codec
 from overlay.config import Config
 from overlay.coupling import SwimHyParView
-from overlay.hyparview import HvTimer, HyParView
+from overlay.hyparview import HvTimer, HyParView, Views
 from overlay.ids import NodeId
 from overlay.io import (
     ConnectFailed,
@@ -44,6 +44,7 @@ from overlay.io import (
     Input,
     JoinCluster,
     Leave,
+    LeaveComplete,
     NeighborDown,
     NeighborUp,
     Output,
@@ -110,6 +111,8 @@ class Node:
         self.swim_enabled = config.swim.enabled
         # Inputs refused by the rules of where each message may come from.
         self.refused: Counter[str] = Counter()
+        # After `Leave`: None until it is complete (`LeaveComplete`).
+        self._leave_complete: bool | None = None
 
     def start(self, now: float) -> list[Output]:
         outs = self.hyparview.start(now) + self.plumtree.start(now)
@@ -118,6 +121,25 @@ class Node:
     def members(self) -> tuple[MemberInfo, ...]:
         """SWIM's member list, this node included: an immutable snapshot."""
         return self.swim.members_snapshot()
+
+    def views(self) -> Views:
+        """HyParView's active, passive and pending views: a snapshot."""
+        return self.hyparview.views()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """The counters of every layer, and the inputs the node refused."""
+        return {
+            "hyparview": self.hyparview.stats(),
+            "plumtree": self.plumtree.stats(),
+            "swim": self.swim.stats(),
+            "refused": dict(self.refused),
+        }
+
+    def check_publish(self, topic: str, payload: bytes) -> None:
+        """Raise `PublishError` if `publish(topic, payload)` would."""
+        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+            raise PublishError(f"topic {topic!r} is reserved: {_RESERVED}")
+        self.plumtree.check_publish(topic, payload)
 
     def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
         """New metadata for this member (`TagsTooLarge`, nothing changed, if
@@ -193,7 +215,15 @@ class Node:
         return kept + self._internal(more, now)
 
     def handle(self, inp: Input, now: float) -> list[Output]:
-        return self._internal(self._route(inp, now), now)
+        outs = self._internal(self._route(inp, now), now)
+        if isinstance(inp, Leave) and self._leave_complete is None:
+            self._leave_complete = False
+        if self._leave_complete is False and (
+            self.swim.leave_done() or self.swim.members.live == 0
+        ):
+            self._leave_complete = True
+            outs = [*outs, LeaveComplete()]
+        return outs
 
     def _route(self, inp: Input, now: float) -> list[Output]:
         # The two commonest inputs first, without `match`: a message for

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from daemon.agent import Agent, AgentSettings, Delivery, Subscription
+from daemon.metrics import MetricsServer
 from daemon.testing import (
     Changes,
     all_alive,
@@ -65,7 +66,7 @@ async def test_three_agents_join_publish_subscribe_leave() -> None:
         await changes.until(
             lambda: all(a.members() and _status(a, "n2") == "left" for a in rest), WAIT
         )
-        assert all(leaver.me not in a.node.hyparview.views().active for a in rest)
+        assert all(leaver.me not in a.node.views().active for a in rest)
         # Its subscription ended with it.
         with trio.fail_after(WAIT):
             assert [d async for d in subs[2]] == []
@@ -87,7 +88,7 @@ async def test_thirty_agents_converge_and_deliver_every_broadcast_once() -> None
         changes = Changes(agents)
         names = [a.me.name for a in agents]
         await changes.until(lambda: all_alive(agents, names) and overlay_connected(agents), 60)
-        degrees = [len(a.node.hyparview.views().active) for a in agents]
+        degrees = [len(a.node.views().active) for a in agents]
         assert min(degrees) >= 1 and max(degrees) <= agents[0].settings.config.hyparview.active_size
 
         subs = [a.subscribe("t") for a in agents]
@@ -139,7 +140,6 @@ async def test_encrypted_cluster_refuses_strangers() -> None:
                 join=(agents[0].me.addr,),
                 config=fast_config(),
                 keys=(decode_key(generate_key()),),
-                control=None,
             )
         )
         async with stranger:
@@ -153,11 +153,12 @@ async def test_encrypted_cluster_refuses_strangers() -> None:
 
 @bounded(TEST_MAX)
 async def test_metrics_endpoint_serves_prometheus_text() -> None:
-    async with local_cluster(2, metrics=("127.0.0.1", 0)) as agents:
+    async with local_cluster(2) as agents, trio.open_nursery() as nursery:
         changes = Changes(agents)
         await changes.until(lambda: all_alive(agents, ["n0", "n1"]), WAIT)
-        assert agents[0].metrics_address is not None
-        host, port = agents[0].metrics_address
+        server = await MetricsServer.open(("127.0.0.1", 0))
+        await nursery.start(server.serve, agents[0].prometheus)
+        host, port = server.address
         stream = await trio.open_tcp_stream(host, port)
         await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")
         data = b""
@@ -174,6 +175,7 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
             if line and not line.startswith("#"):
                 _, value = line.rsplit(" ", 1)
                 assert math.isfinite(float(value)), line
+        nursery.cancel_scope.cancel()
 
 
 @bounded(TEST_MAX)
@@ -198,7 +200,6 @@ async def test_join_by_dns_name_and_by_srv_that_appears_later() -> None:
                 name="by-name",
                 join=(f"localhost:{seed.me.port}",),
                 config=config,
-                control=None,
             )
         )
         by_srv = Agent(
@@ -207,7 +208,6 @@ async def test_join_by_dns_name_and_by_srv_that_appears_later() -> None:
                 name="by-srv",
                 join=("_overlay._tcp.cluster.test",),
                 config=config,
-                control=None,
                 dns_servers=(f"127.0.0.1#{port}",),
             )
         )
@@ -215,7 +215,7 @@ async def test_join_by_dns_name_and_by_srv_that_appears_later() -> None:
             agents = [seed, by_name, by_srv]
             changes = Changes(agents)
             await changes.until(lambda: all_alive([seed, by_name], ["n0", "by-name"]), WAIT)
-            assert by_srv.node.hyparview.views().active == ()
+            assert by_srv.node.views().active == ()
             # The service gets its record: the lone agent finds it next round.
             answer.append((0, 1, seed.me.port, "seed.test"))
             await changes.until(lambda: all_alive(agents, ["n0", "by-name", "by-srv"]), WAIT)
@@ -227,7 +227,7 @@ async def test_join_by_dns_name_and_by_srv_that_appears_later() -> None:
 
 @bounded(TEST_MAX)
 async def test_an_error_in_the_body_stops_the_agent_and_propagates_as_itself() -> None:
-    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), control=None, config=fast_config()))
+    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), config=fast_config()))
     with pytest.raises(KeyError, match="boom"):
         async with agent:
             assert agent.running
@@ -241,11 +241,11 @@ async def test_bind_errors_come_out_plain() -> None:
         await taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        agent = Agent(AgentSettings(bind=("127.0.0.1", port), control=None))
+        agent = Agent(AgentSettings(bind=("127.0.0.1", port)))
         with pytest.raises(OSError):
             async with agent:
                 pass
     big = {"k": "v" * 2000}
     with pytest.raises(ValueError, match=r"(?i)tags"):
-        async with Agent(AgentSettings(bind=("127.0.0.1", 0), control=None, tags=big)):
+        async with Agent(AgentSettings(bind=("127.0.0.1", 0), tags=big)):
             pass

@@ -16,6 +16,7 @@ import trio
 
 from daemon.agent import Agent, AgentSettings
 from daemon.cli import build_parser, main
+from daemon.service import Service
 from daemon.settings import SettingsError, build
 from daemon.testing import bounded, fast_config
 
@@ -187,13 +188,12 @@ dial_timeout = 1.5
     assert settings.bind == ("127.0.0.1", 7000)
     assert settings.name == "from-flag"
     assert settings.join == ("10.0.0.1:7946",)
-    assert settings.control is None
     assert dict(settings.tags) == {"role": "web", "zone": "b"}
     assert settings.config.swim.probe_period == 0.5
     assert settings.config.hyparview.active_size == 4
     assert settings.config.max_frame == 131072
     assert settings.transport.dial_timeout == 1.5
-    assert extra == {"log_json": False, "log_level": "info"}
+    assert extra == {"log_json": False, "log_level": "info", "control": None, "metrics": None}
     with pytest.raises(SettingsError, match="unknown key"):
         build({"agent": {"colour": "blue"}}, {}, {})
     with pytest.raises(SettingsError, match="unknown section"):
@@ -232,14 +232,14 @@ async def test_publish_subscribe_stats_leave_through_the_cli(
         AgentSettings(
             bind=("127.0.0.1", 0),
             name="cli",
-            control="127.0.0.1:0",
             config=fast_config(),
             leave_grace=0.05,
         )
     )
+    service = Service(agent, control="127.0.0.1:0")
     async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        ctl = ["--control", str(agent.control_address)]
+        await nursery.start(service.run)
+        ctl = ["--control", str(service.control_address)]
 
         # overlay publish: MESSAGE from the command line or from stdin.
         async with agent.subscribe("t") as sub:

@@ -13,6 +13,7 @@ import trio
 from daemon.agent import Agent, AgentSettings
 from daemon.client import ControlUnreachable, open_client
 from daemon.control import ControlError, FrameReader, pack, parse_control
+from daemon.service import Service
 from daemon.testing import Changes, bounded, fast_config
 
 WAIT = 10.0
@@ -20,17 +21,18 @@ WAIT = 10.0
 TEST_MAX = 120.0
 
 
-def _agent(control: str, **kw: object) -> Agent:
-    return Agent(
+def _agent(control: str, **kw: object) -> Service:
+    """An agent with its control API at `control`."""
+    agent = Agent(
         AgentSettings(
             bind=("127.0.0.1", 0),
             name="solo",
-            control=control,
             config=fast_config(),
             seed=1,
             **kw,  # type: ignore[arg-type]
         )
     )
+    return Service(agent, control=control)
 
 
 def test_parse_control() -> None:
@@ -43,7 +45,8 @@ def test_parse_control() -> None:
 
 @bounded(TEST_MAX)
 async def test_handshake_publish_subscribe_over_tcp() -> None:
-    async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
+    async with _agent("127.0.0.1:0") as service, open_client(service.control_address) as client:
+        agent = service.agent
         hello = await client.handshake()
         assert hello == {
             "version": 1,
@@ -69,8 +72,9 @@ async def test_handshake_publish_subscribe_over_tcp() -> None:
 @bounded(TEST_MAX)
 async def test_unix_socket_and_unsubscribe(tmp_path: Path) -> None:
     path = tmp_path / "ctl.sock"
-    async with _agent(f"unix:{path}") as agent:
-        assert agent.control_address == f"unix:{path}"
+    async with _agent(f"unix:{path}") as service:
+        agent = service.agent
+        assert service.control_address == f"unix:{path}"
         assert path.exists() and (path.stat().st_mode & 0o777) == 0o600
         async with open_client(str(path)) as client:
             async with client.subscribe("t") as events:
@@ -88,7 +92,8 @@ async def test_unix_socket_and_unsubscribe(tmp_path: Path) -> None:
 
 @bounded(TEST_MAX)
 async def test_errors_are_answers_not_disconnects() -> None:
-    async with _agent("127.0.0.1:0") as agent, open_client(agent.control_address) as client:
+    async with _agent("127.0.0.1:0") as service, open_client(service.control_address) as client:
+        agent = service.agent
         with pytest.raises(ControlError, match="unknown op"):
             await client.request("frobnicate")
         with pytest.raises(ControlError, match="topic"):
@@ -110,8 +115,9 @@ async def test_errors_are_answers_not_disconnects() -> None:
 
 @bounded(TEST_MAX)
 async def test_garbage_from_a_client_gets_an_error_and_a_close() -> None:
-    async with _agent("127.0.0.1:0") as agent:
-        host, port = agent.control_address.rsplit(":", 1)  # type: ignore[union-attr]
+    async with _agent("127.0.0.1:0") as service:
+        agent = service.agent
+        host, port = str(service.control_address).rsplit(":", 1)
         for junk in (
             struct.pack(">I", 5) + b"\xc1\xc1\xc1\xc1\xc1",  # not msgpack
             struct.pack(">I", 2**31),  # oversized length
@@ -153,24 +159,46 @@ async def test_unreachable_control_socket() -> None:
 
 @bounded(TEST_MAX)
 async def test_leave_answers_then_the_agent_stops() -> None:
-    agent = _agent("127.0.0.1:0", leave_grace=0.05)
+    """The client that asked for the leave hears that it is done: after
+    the agent has stopped, before its control API does."""
+    service = _agent("127.0.0.1:0", leave_grace=0.05)
     async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        async with open_client(agent.control_address) as client:
+        await nursery.start(service.run)
+        async with open_client(service.control_address) as client:
             with trio.fail_after(WAIT):
                 await client.leave()
+            assert not service.agent.running
             with trio.fail_after(WAIT):
-                await agent.wait_stopped()
+                await service.agent.wait_stopped()
             with pytest.raises(ControlError):
                 await client.members()
-    assert not agent.running
+    assert not service.agent.running
+
+
+@bounded(TEST_MAX)
+async def test_every_client_that_asked_for_the_leave_hears_it() -> None:
+    service = _agent("127.0.0.1:0", leave_grace=0.05)
+    answers: list[object] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+
+        async def ask() -> None:
+            async with open_client(service.control_address) as client:
+                answers.append(await client.request("leave"))
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as clients:
+                for _ in range(3):
+                    clients.start_soon(ask)
+    assert answers == [{"left": True}] * 3
+    assert not service.agent.running
 
 
 @bounded(TEST_MAX)
 async def test_monitor_streams_member_changes() -> None:
-    async with _agent("127.0.0.1:0", tags={"role": "web"}) as agent:
-        changes = Changes([agent])
-        async with open_client(agent.control_address) as client, client.monitor() as events:
+    async with _agent("127.0.0.1:0", tags={"role": "web"}) as service:
+        changes = Changes([service.agent])
+        async with open_client(service.control_address) as client, client.monitor() as events:
             tags = await client.tags(set={"zone": "a"})
             assert tags == {"role": "web", "zone": "a"}
             with trio.fail_after(WAIT):
@@ -186,8 +214,9 @@ async def test_monitor_streams_member_changes() -> None:
 async def test_a_client_that_resets_mid_stream_does_not_hurt_the_agent() -> None:
     import socket
 
-    async with _agent("127.0.0.1:0") as agent:
-        host, port = agent.control_address.rsplit(":", 1)  # type: ignore[union-attr]
+    async with _agent("127.0.0.1:0") as service:
+        agent = service.agent
+        host, port = str(service.control_address).rsplit(":", 1)
         for _ in range(3):
             raw = await trio.open_tcp_stream(host, int(port))
             await raw.send_all(pack({"seq": 1, "op": "subscribe", "args": {"topic": "t"}}))
@@ -198,6 +227,6 @@ async def test_a_client_that_resets_mid_stream_does_not_hurt_the_agent() -> None
             # Close with a reset (SO_LINGER 0) while events are in flight.
             raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             await raw.aclose()
-        async with open_client(agent.control_address) as client:
+        async with open_client(service.control_address) as client:
             assert (await client.handshake())["name"] == "solo"
         assert agent.running

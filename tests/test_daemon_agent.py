@@ -23,7 +23,17 @@ from daemon.testing import Changes, all_alive, bounded, fast_config, local_clust
 from overlay import codec
 from overlay.config import Config
 from overlay.ids import NodeId
-from overlay.io import CancelTimer, Input, Output, Received, SetTimer, Timer, TimerFired
+from overlay.io import (
+    CancelTimer,
+    Input,
+    Isolated,
+    LeaveComplete,
+    Output,
+    Received,
+    SetTimer,
+    Timer,
+    TimerFired,
+)
 from overlay.messages import Disconnect, Join, Neighbor
 from tests.test_daemon_discovery import fake_dns, srv_response
 
@@ -67,9 +77,7 @@ async def test_trio_time_drives_the_node(autojump_clock: trio.testing.MockClock)
     """`node.handle(input, trio.current_time())`: under a MockClock a lone
     agent lives ten virtual minutes in a moment, every timer firing exactly
     at the deadline the node asked for."""
-    agent = Agent(
-        AgentSettings(bind=("127.0.0.1", 0), name="solo", control=None, config=Config(), seed=7)
-    )
+    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), name="solo", config=Config(), seed=7))
     await agent.bind()
     node = agent.node
     inner = node.handle
@@ -97,6 +105,53 @@ async def test_trio_time_drives_the_node(autojump_clock: trio.testing.MockClock)
     for now, timer, deadline in fired:
         assert deadline is not None and now == pytest.approx(deadline, abs=1e-9), timer
     assert fired[-1][0] - t0 == pytest.approx(600, abs=2)
+
+
+# ------------------------------------------------------- what the node says
+
+
+@pytest.mark.parametrize("node_says_so", [True, False])
+@bounded(3600)  # virtual seconds
+async def test_a_leave_ends_when_the_node_says_so(
+    autojump_clock: trio.testing.MockClock, node_says_so: bool
+) -> None:
+    """The agent ends a leave on the node's `LeaveComplete` (a lone node
+    has nobody to tell: at once); its grace only bounds a node that never
+    says so."""
+    agent = Agent(
+        AgentSettings(bind=("127.0.0.1", 0), name="solo", config=Config(), leave_grace=600.0)
+    )
+    await agent.bind()
+    if not node_says_so:
+        inner = agent.node.handle
+
+        def handle(inp: Input, now: float) -> list[Output]:
+            return [o for o in inner(inp, now) if not isinstance(o, LeaveComplete)]
+
+        agent.node.handle = handle  # type: ignore[method-assign]
+    said: list[Output] = []
+    agent.observers.append(lambda now, out: said.append(out))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agent.run)
+        t0 = trio.current_time()
+        await agent.leave()
+        took = trio.current_time() - t0
+    assert (LeaveComplete() in said) is node_says_so
+    assert took < 1.0 if node_says_so else took == pytest.approx(600.0, abs=1.0)
+
+
+@bounded(TEST_MAX)
+async def test_alone_follows_what_the_node_says() -> None:
+    """The agent resolves its seeds again while the node says it is
+    isolated: it never reads the views itself."""
+    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), name="solo", config=Config()))
+    await agent.bind()
+    assert agent._alone.is_set()  # a node starts isolated
+    agent._execute([Isolated(False)], 0.0)
+    assert not agent._alone.is_set()
+    agent._execute([Isolated(True)], 0.0)
+    assert agent._alone.is_set()
+    await agent.unbind()
 
 
 # ------------------------------------------------------------- addresses
@@ -158,7 +213,7 @@ class Forwarder:
 
 async def test_identity_takes_the_advertised_address() -> None:
     async def me(**kw: object) -> NodeId:
-        agent = Agent(AgentSettings(name="a", control=None, **kw))  # type: ignore[arg-type]
+        agent = Agent(AgentSettings(name="a", **kw))  # type: ignore[arg-type]
         return await agent._identity(("127.0.0.1", 7946))
 
     assert await me() == NodeId("a", "127.0.0.1", 7946)
@@ -171,7 +226,7 @@ async def test_a_wildcard_bind_advertises_a_real_address() -> None:
     """Bound to 0.0.0.0 (or ::) with no --advertise, the agent must not tell
     peers to dial 0.0.0.0: it advertises its default route's address (found
     with an unsent UDP connect), or loopback on a machine without a route."""
-    agent = Agent(AgentSettings(name="a", control=None))
+    agent = Agent(AgentSettings(name="a"))
     for wildcard, family in (("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6)):
         me = await agent._identity((wildcard, 7946))
         assert me.port == 7946
@@ -193,7 +248,6 @@ async def test_peers_reach_an_agent_at_its_advertised_address() -> None:
                 advertise=("127.0.0.1", port),
                 name="hidden",
                 config=config,
-                control=None,
             )
         )
         await hidden.bind()
@@ -245,7 +299,6 @@ async def test_a_dead_seed_is_retried_and_each_failure_logged() -> None:
                     name="joiner",
                     join=(f"127.0.0.1:{port}", "_overlay._tcp.nowhere.test"),
                     config=config,
-                    control=None,
                     dns_servers=(f"127.0.0.1#{dns_port}",),
                 )
             )
@@ -266,13 +319,9 @@ async def test_a_dead_seed_is_retried_and_each_failure_logged() -> None:
                 assert _fields(unresolved()[0])["error"] == (
                     "_overlay._tcp.nowhere.test: no such name"
                 )
-                assert joiner.node.hyparview.views().active == ()
+                assert joiner.node.views().active == ()
                 # The seed comes up at that address: the next attempt joins.
-                seed = Agent(
-                    AgentSettings(
-                        bind=("127.0.0.1", port), name="seed", config=config, control=None
-                    )
-                )
+                seed = Agent(AgentSettings(bind=("127.0.0.1", port), name="seed", config=config))
                 async with seed:
                     changes.watch(seed)
                     await changes.until(lambda: all_alive([joiner, seed], ["joiner", "seed"]), WAIT)
@@ -385,7 +434,7 @@ async def test_an_input_the_protocol_fails_on_is_dropped_and_counted() -> None:
 @bounded(TEST_MAX)
 async def test_a_slow_subscriber_loses_the_newest_never_blocks_the_node() -> None:
     async with Agent(
-        AgentSettings(bind=("127.0.0.1", 0), control=None, config=fast_config(), subscriber_queue=2)
+        AgentSettings(bind=("127.0.0.1", 0), config=fast_config(), subscriber_queue=2)
     ) as agent:
         changes = Changes([agent])
         sub = agent.subscribe("t")

@@ -17,6 +17,7 @@ from daemon.agent import Agent, AgentSettings
 from daemon.client import open_client
 from daemon.control import ControlError, FrameReader
 from daemon.security import decode_key, generate_key
+from daemon.service import Service
 from daemon.testing import Changes, bounded, fast_config
 from overlay.plumtree import PublishError
 
@@ -87,7 +88,6 @@ def settings(name: str, **kw: object) -> AgentSettings:
         "bind": ("127.0.0.1", 0),
         "name": name,
         "config": fast_config(),
-        "control": None,
     }
     base.update(kw)
     return AgentSettings(**base)  # type: ignore[arg-type]
@@ -102,6 +102,16 @@ async def agents(*all_settings: AgentSettings) -> AsyncIterator[list[Agent]]:
             await nursery.start(agent.run)
             started.append(agent)
         yield started
+        nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def served(agent_settings: AgentSettings) -> AsyncIterator[Service]:
+    """An agent with its control API on a free port; stopped at the end."""
+    service = Service(Agent(agent_settings), control="127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        yield service
         nursery.cancel_scope.cancel()
 
 
@@ -149,7 +159,7 @@ async def test_a_joiner_without_the_key_says_why_it_cannot_join() -> None:
                 await changes.until(
                     lambda: (
                         all(a.metrics.connections["dial"] >= 3 for a in (nokey, wrong))
-                        and good.me in seed.node.hyparview.views().active
+                        and good.me in seed.node.views().active
                     ),
                     WAIT,
                 )
@@ -176,8 +186,9 @@ async def test_a_joiner_with_a_key_and_a_seed_without_one() -> None:
 @bounded(TEST_MAX)
 async def test_bad_control_requests_are_counted_and_their_warnings_rate_limited() -> None:
     with records("overlay.control") as log:
-        async with agents(settings("ctl", control="127.0.0.1:0")) as (agent,):
-            host, _, port = str(agent.control_address).rpartition(":")
+        async with served(settings("ctl")) as service:
+            agent = service.agent
+            host, _, port = str(service.control_address).rpartition(":")
             for _ in range(20):
                 stream = await trio.open_tcp_stream(host, int(port))
                 async with stream:
@@ -196,10 +207,11 @@ async def test_bad_control_requests_are_counted_and_their_warnings_rate_limited(
 @pytest.mark.parametrize("topic", ["$overlay.members", "$overlay.other"])
 @bounded(TEST_MAX)
 async def test_internal_topics_are_refused_to_applications(topic: str) -> None:
-    async with agents(settings("app", control="127.0.0.1:0")) as (agent,):
+    async with served(settings("app")) as service:
+        agent = service.agent
         with pytest.raises(PublishError) as embedded:
             await agent.publish(topic, b"forged")
-        async with open_client(agent.control_address) as client:
+        async with open_client(service.control_address) as client:
             with pytest.raises(ControlError) as remote:
                 await client.publish(topic, b"forged")
         assert agent.metrics.published == 0
@@ -211,12 +223,11 @@ def test_internal_topics_through_the_cli(capsys: pytest.CaptureFixture[str]) -> 
     from daemon.cli import main
 
     async def scenario() -> tuple[int, str, str]:
-        async with agents(settings("cli", control="127.0.0.1:0")) as (agent,):
+        async with served(settings("cli")) as service:
+            address = str(service.control_address)
 
             def run() -> tuple[int, str, str]:
-                code = main(
-                    ["publish", "$overlay.members", "x", "--control", str(agent.control_address)]
-                )
+                code = main(["publish", "$overlay.members", "x", "--control", address])
                 out, err = capsys.readouterr()
                 return code, out, err
 

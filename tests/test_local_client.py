@@ -19,6 +19,7 @@ import trio
 from daemon.agent import Agent, AgentSettings
 from daemon.client import open_client
 from daemon.control import MAX_REQUEST, ControlError, FrameReader, pack
+from daemon.service import Service
 from daemon.testing import bounded, fast_config
 from tests.test_cli import run_cli
 
@@ -144,15 +145,12 @@ async def test_a_request_over_the_control_api_limit_is_refused_by_the_client() -
 
 
 @contextlib.asynccontextmanager
-async def running_agent() -> AsyncIterator[Agent]:
-    agent = Agent(
-        AgentSettings(
-            bind=("127.0.0.1", 0), name="lim", control="127.0.0.1:0", config=fast_config()
-        )
-    )
+async def running_agent() -> AsyncIterator[Service]:
+    agent = Agent(AgentSettings(bind=("127.0.0.1", 0), name="lim", config=fast_config()))
+    service = Service(agent, control="127.0.0.1:0")
     async with trio.open_nursery() as nursery:
-        await nursery.start(agent.run)
-        yield agent
+        await nursery.start(service.run)
+        yield service
         nursery.cancel_scope.cancel()
 
 
@@ -162,11 +160,11 @@ async def test_a_10_mb_publish_says_the_limit(
 ) -> None:
     size = 10 * 1024 * 1024
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"x" * size)))
-    async with running_agent() as agent:
+    async with running_agent() as service:
         code, out, err = await cli(
-            ["publish", "t", "--control", str(agent.control_address)], capsys
+            ["publish", "t", "--control", str(service.control_address)], capsys
         )
-        assert agent.metrics.published == 0
+        assert service.agent.metrics.published == 0
     assert (code, out, err) == (
         1,
         "",
@@ -199,8 +197,10 @@ async def test_the_agent_says_its_request_limit() -> None:
     """A client that sends a request over the limit reads why it was
     refused, not a reset."""
     size = 2 * 1000 * 1000
-    async with running_agent() as agent:
-        answer = await raw_call(str(agent.control_address), struct.pack(">I", size) + b"\0" * size)
+    async with running_agent() as service:
+        answer = await raw_call(
+            str(service.control_address), struct.pack(">I", size) + b"\0" * size
+        )
     assert answer == {
         "seq": 0,
         "ok": False,
@@ -213,7 +213,7 @@ async def test_the_agent_says_its_payload_limit() -> None:
     body = msgpack.packb(
         {"seq": 7, "op": "publish", "args": {"topic": "t", "payload": b"x" * 100_000}}
     )
-    async with running_agent() as agent:
-        answer = await raw_call(str(agent.control_address), struct.pack(">I", len(body)) + body)
-        assert agent.metrics.published == 0
+    async with running_agent() as service:
+        answer = await raw_call(str(service.control_address), struct.pack(">I", len(body)) + body)
+        assert service.agent.metrics.published == 0
     assert answer == {"seq": 7, "ok": False, "error": "payload is 100000 bytes, the limit is 61440"}

@@ -1,0 +1,92 @@
+"""The shape of the project, from its imports: no module imports itself
+through others (no circle), and the dependency direction of DESIGN.md holds
+(`daemon -> overlay`, `sim -> overlay`; `overlay/` imports neither, and
+`daemon/` and `sim/` never import each other).
+
+The graph is read from the source with `ast`, every import counted: at the
+top, inside functions, under `if TYPE_CHECKING:`. A circle through a lazy
+or a type-only import is still a circle for a reader."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("overlay", "daemon", "sim")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(tree: ast.Module, module: str, is_package: bool, known: set[str]) -> set[str]:
+    """The project's modules that `module` imports (a `from pkg import mod`
+    names the module `pkg.mod` when there is one, else `pkg`)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in known else base)
+    return {name for name in found if name in known and name != module}
+
+
+def import_graph() -> nx.DiGraph:
+    files = {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    known = set(files)
+    graph: nx.DiGraph = nx.DiGraph()
+    graph.add_nodes_from(known)
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for target in _imported(tree, module, path.name == "__init__.py", known):
+            graph.add_edge(module, target)
+    return graph
+
+
+def _package(module: str) -> str:
+    return module.partition(".")[0]
+
+
+def test_the_graph_sees_the_imports() -> None:
+    graph = import_graph()
+    assert graph.has_edge("daemon.agent", "overlay.node")
+    assert graph.has_edge("daemon.service", "daemon.agent")
+    assert graph.has_edge("overlay.node", "overlay.codec")  # `from overlay import codec`
+    assert graph.has_edge("daemon.cli", "daemon.agent")  # imported inside a function
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    cycles = sorted(sorted(c) for c in nx.simple_cycles(import_graph()))
+    assert cycles == []
+
+
+def test_dependencies_point_one_way() -> None:
+    forbidden = {("overlay", "daemon"), ("overlay", "sim"), ("daemon", "sim"), ("sim", "daemon")}
+    wrong = sorted(
+        (a, b) for a, b in import_graph().edges if (_package(a), _package(b)) in forbidden
+    )
+    assert wrong == []
+
+
+def test_the_control_api_and_the_agent_are_composed_not_entangled() -> None:
+    """The control API types against a protocol; the agent knows neither
+    its control API nor its metrics endpoint (`daemon.service` runs them)."""
+    graph = import_graph()
+    assert not graph.has_edge("daemon.control", "daemon.agent")
+    assert not graph.has_edge("daemon.agent", "daemon.control")
+    assert not nx.has_path(graph, "daemon.control", "daemon.agent")
