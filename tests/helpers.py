@@ -31,7 +31,7 @@ def components(sim: Simulation) -> list[set[NodeId]]:
     g = nx.Graph()
     g.add_nodes_from(live)
     for nid in live:
-        g.add_edges_from((nid, p) for p in sim.node(nid).hyparview.views().active if p in alive)
+        g.add_edges_from((nid, p) for p in sim.node(nid).views().active if p in alive)
     return sorted((set(c) for c in nx.connected_components(g)), key=len, reverse=True)
 
 

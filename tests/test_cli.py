@@ -19,10 +19,10 @@ from daemon.cli import build_parser, main
 from daemon.service import Service
 from daemon.settings import SettingsError, build
 from daemon.testing import bounded, fast_config
+from tests.helpers import TEST_MAX
 
 WAIT = 10.0
 # No test may take longer than this, whatever it awaits.
-TEST_MAX = 120.0
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 from daemon.testing import bounded
+from tests.helpers import TEST_MAX
 
 WAIT = 30.0
 # No test may take longer than this, whatever it awaits.
-TEST_MAX = 120.0
 
 
 def overlay_cmd(*args: str) -> list[str]:

@@ -24,10 +24,10 @@ import trio
 
 from daemon.client import open_client
 from daemon.testing import bounded
+from tests.helpers import TEST_MAX
 
 WAIT = 30.0
 # No test may take longer than this, whatever it awaits.
-TEST_MAX = 120.0
 N = 10
 CONFIG = """
 [agent]

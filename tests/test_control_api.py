@@ -15,10 +15,10 @@ from daemon.client import ControlUnreachable, open_client
 from daemon.control import ControlError, FrameReader, pack, parse_control
 from daemon.service import Service
 from daemon.testing import Changes, bounded, fast_config
+from tests.helpers import TEST_MAX
 
 WAIT = 10.0
 # No test may take longer than this, whatever it awaits.
-TEST_MAX = 120.0
 
 
 def _agent(control: str, **kw: object) -> Service:

@@ -35,11 +35,11 @@ from overlay.io import (
     TimerFired,
 )
 from overlay.messages import Disconnect, Join, Neighbor
+from tests.helpers import TEST_MAX
 from tests.test_daemon_discovery import fake_dns, srv_response
 
 WAIT = 30.0
 # No test may take longer than this, whatever it awaits.
-TEST_MAX = 120.0
 
 
 @contextmanager

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from daemon import dns
 from daemon.discovery import SeedError, parse_seed, resolve_seeds
 from daemon.testing import bounded
+from tests.helpers import TEST_MAX
 
 WAIT = 10.0
 # No test may take longer than this, whatever it awaits.
-TEST_MAX = 120.0
 
 
 def test_parse_seed_forms() -> None:

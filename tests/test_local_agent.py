@@ -20,9 +20,9 @@ from daemon.security import decode_key, generate_key
 from daemon.service import Service
 from daemon.testing import Changes, bounded, fast_config
 from overlay.plumtree import PublishError
+from tests.helpers import TEST_MAX
 
 WAIT = 10.0
-TEST_MAX = 60.0
 
 NO_KEY = (
     "no cluster key: anyone who can reach this agent's port can join the cluster, "

@@ -21,10 +21,10 @@ from daemon.client import open_client
 from daemon.control import MAX_REQUEST, ControlError, FrameReader, pack
 from daemon.service import Service
 from daemon.testing import bounded, fast_config
+from tests.helpers import TEST_MAX
 from tests.test_cli import run_cli
 
 WAIT = 10.0
-TEST_MAX = 60.0
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,7 @@ from overlay.ids import NodeId
 from overlay.io import Deliver, Output
 from overlay.messages import MsgId
 from sim.engine import Simulation
+from tests.helpers import components
 
 
 @dataclass(frozen=True)
@@ -91,15 +91,6 @@ def run(n: int, seed: int, scenario: list[Step]) -> Outcome:
             sim.heal(at=at + 3.0)
     sim.run_until(t0 + 8.0 + 30.0)
     return Outcome(sim, ids, deliveries, violations)
-
-
-def components(sim: Simulation) -> list[set[NodeId]]:
-    g = nx.Graph()
-    live = sim.live()
-    g.add_nodes_from(live)
-    for nid in live:
-        g.add_edges_from((nid, p) for p in sim.node(nid).hyparview.views().active if p in live)
-    return [set(c) for c in nx.connected_components(g)]
 
 
 SETTINGS = settings(

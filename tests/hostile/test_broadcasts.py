@@ -23,6 +23,7 @@ import trio
 
 from daemon.testing import bounded
 from overlay.messages import Gossip
+from tests.helpers import TEST_MAX
 from tests.hostile.helpers import (
     ATTACKER_HOST,
     Cluster,
@@ -39,7 +40,6 @@ from tests.hostile.helpers import (
     until,
 )
 
-TEST_MAX = 120.0
 TOPIC = "news"
 
 

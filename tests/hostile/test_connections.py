@@ -24,6 +24,7 @@ import trio
 
 from daemon.testing import bounded
 from overlay.messages import Nack
+from tests.helpers import TEST_MAX
 from tests.hostile.helpers import (
     ATTACKER_HOST,
     connect,
@@ -33,8 +34,6 @@ from tests.hostile.helpers import (
     send_quietly,
     until,
 )
-
-TEST_MAX = 120.0
 
 DRIPPERS = 300
 # The default handshake timeout is 10 s: a joiner must get in well within

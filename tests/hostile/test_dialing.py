@@ -23,6 +23,7 @@ import trio
 
 from daemon.testing import bounded
 from overlay.messages import ForwardJoin, Join, Ping, PingReq, Shuffle
+from tests.helpers import TEST_MAX
 from tests.hostile.helpers import (
     ALIVE,
     ATTACKER_HOST,
@@ -35,7 +36,6 @@ from tests.hostile.helpers import (
     state,
 )
 
-TEST_MAX = 120.0
 JOIN_DATAGRAMS = 2000
 JOIN_STREAMS = 200
 LISTENERS = 20

@@ -31,6 +31,7 @@ import trio
 from daemon.control import ControlError
 from daemon.testing import bounded
 from overlay.messages import Ack, Gossip, MemberUpdates, Ping
+from tests.helpers import TEST_MAX
 from tests.hostile.helpers import (
     ALIVE,
     ATTACKER_HOST,
@@ -47,7 +48,6 @@ from tests.hostile.helpers import (
     state,
 )
 
-TEST_MAX = 120.0
 MEMBERS_TOPIC = "$overlay.members"
 
 

@@ -23,6 +23,7 @@ import trio
 
 from daemon.testing import bounded
 from overlay.messages import Disconnect, Gossip, IHave, PushPull
+from tests.helpers import TEST_MAX
 from tests.hostile.helpers import (
     ATTACKER_HOST,
     Datagrams,
@@ -41,7 +42,6 @@ from tests.hostile.helpers import (
     until,
 )
 
-TEST_MAX = 90.0
 ATTACK = 4.0
 
 

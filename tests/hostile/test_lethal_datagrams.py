@@ -24,6 +24,7 @@ import trio
 
 from daemon.testing import bounded
 from overlay.messages import MemberUpdates, Ping, PingReq
+from tests.helpers import TEST_MAX
 from tests.hostile.helpers import (
     ALIVE,
     INT_MAX,
@@ -35,7 +36,6 @@ from tests.hostile.helpers import (
     state,
 )
 
-TEST_MAX = 90.0
 # "Near the limit": a member this close to INT_MAX could refute only this
 # many more times, and an attacker could then accuse it for good.
 NEAR_LIMIT = INT_MAX - 2**20
