@@ -25,6 +25,7 @@ frames then give identical `NodeId` objects without re-validating them.
 
 from __future__ import annotations
 
+import enum
 import types
 import typing
 from collections.abc import Callable
@@ -33,7 +34,15 @@ from typing import Any
 import msgpack
 
 from overlay.ids import MAX_HOST_LEN, MAX_NAME_LEN, NodeId, wire_id_ok
-from overlay.messages import MAX_ITEMS, MAX_STR, TAGS, Message, is_record, record_fields
+from overlay.messages import (
+    MAX_ITEMS,
+    MAX_STR,
+    TAGS,
+    MemberState,
+    Message,
+    is_record,
+    record_fields,
+)
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 64 * 1024
@@ -172,12 +181,25 @@ def _enc_strmap(v: Any, cap: int, where: str) -> dict[str, str]:
 # The compiler: schema -> source of one decoder and one encoder per class
 
 
+def _is_int_enum(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, enum.IntEnum)
+
+
+def _enum_members(tp: type[enum.IntEnum]) -> tuple[enum.IntEnum, ...]:
+    """The members of a wire enum, indexed by value: its values must be
+    0..n-1 (decoding is then one bounds check and one index)."""
+    members = tuple(sorted(tp, key=int))
+    if [int(m) for m in members] != list(range(len(members))):
+        raise TypeError(f"wire enum {tp.__name__} must number its members 0..n-1")
+    return members
+
+
 def _passes(tp: Any) -> bool:
     """Does a value of this wire type go to msgpack as it is, once checked?
     (Scalars, node ids, string maps, tuples of those, and named-tuple records
     made of them; not floats, which an int must become, nor dataclasses.)"""
-    if tp in (int, bool, str, bytes, NodeId):
-        return True
+    if tp in (int, bool, str, bytes, NodeId) or _is_int_enum(tp):
+        return True  # an IntEnum member packs as its int
     origin = typing.get_origin(tp)
     if origin is dict:
         return True
@@ -284,6 +306,14 @@ class _Compiler:
                 f"{ind}if type({x}) is not bool:",
                 f"{ind}    raise _type_fail({path}, 'bool', {x})",
             ]
+        if _is_int_enum(tp):
+            members = _enum_members(tp)
+            hi = len(members) - 1
+            return [
+                f"{ind}if type({x}) is not int or not 0 <= {x} <= {hi}:",
+                f"{ind}    raise _int_fail({path}, {x}, 0, {hi})",
+                f"{ind}{x} = {self._const(members)}[{x}]",
+            ]
         if tp is float:
             return [f"{ind}if type({x}) is not float:", f"{ind}    {x} = _float_dec({x}, {path})"]
         if tp in (str, bytes):
@@ -353,6 +383,11 @@ class _Compiler:
             return [
                 f"{ind}if type({x}) is not bool:",
                 f"{ind}    raise _enc_type({path}, 'bool', {x})",
+            ]
+        if _is_int_enum(tp):
+            return [
+                f"{ind}if type({x}) is not {self._const(tp)}:",
+                f"{ind}    raise _enc_type({path}, {tp.__name__!r}, {x})",
             ]
         if tp is float:
             return [f"{ind}if type({x}) is not float:", f"{ind}    {x} = _enc_float({x}, {path})"]
@@ -511,3 +546,53 @@ def decode(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> tuple[NodeId, Mes
         raise
     except (ValueError, TypeError) as exc:  # a constructor's own validation
         raise DecodeError(f"{kind.name}: {exc}") from None
+
+
+# --------------------------------------------------------------------------
+# Sizes without encoding: what a record adds to a frame
+#
+# SWIM fills each probe datagram with member states up to a byte budget, and
+# splits its push-pull into frames of a bounded size, for thousands of
+# states a second: encoding each one to measure it would cost more than the
+# probe. These functions give the exact size msgpack gives a record (an
+# upper bound for a map of 16 entries or more); tests/test_codec_sizes.py
+# checks them against real encodings.
+
+
+def str_size(s: str) -> int:
+    """Bytes of a msgpack str: its UTF-8 length and the header."""
+    n = len(s) if s.isascii() else len(s.encode())
+    return n + (1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5)
+
+
+def int_size(i: int) -> int:
+    """Bytes of a non-negative msgpack int."""
+    return 1 if i < 128 else 2 if i < 256 else 3 if i < 65536 else 5 if i < 2**32 else 9
+
+
+_NODE_SIZES: dict[NodeId, int] = {}
+_NODE_SIZES_MAX = 1 << 16  # the memo starts over when full
+
+
+def node_size(n: NodeId) -> int:
+    """Bytes of a NodeId in a frame (memoised: every push-pull and every
+    queued update asks it of the same few thousand ids)."""
+    size = _NODE_SIZES.get(n)
+    if size is None:
+        size = 1 + str_size(n.name) + str_size(n.host) + int_size(n.port)
+        if len(_NODE_SIZES) >= _NODE_SIZES_MAX:
+            _NODE_SIZES.clear()
+        _NODE_SIZES[n] = size
+    return size
+
+
+def state_size(s: MemberState) -> int:
+    """Bytes of a MemberState in a frame: the array header, the node, the
+    incarnation, the status (one byte), the tags map, the accuser (exact
+    for maps under 16 entries, an upper bound otherwise)."""
+    size = 3 + node_size(s.node) + int_size(s.incarnation)
+    if s.tags:
+        size += 0 if len(s.tags) < 16 else 2
+        for k, v in s.tags.items():
+            size += str_size(k) + str_size(v)
+    return size + (1 if s.accuser is None else node_size(s.accuser))

@@ -24,7 +24,8 @@ SWIM knows every member a little (alive or not). Each fills the other's gaps:
   message is needed. HyParView itself falls back to its seeds.
 - A way back together after a partition: each half's overlay is whole and
   stable, so nothing in HyParView would ever link them again. When a member
-  we held as failed answers our SWIM reconnect push-pull alive (the proof
+  we held as failed answers our SWIM reconnect push-pull alive (SWIM's
+  `Reappeared` output, consumed here; the proof
   that the network between us is back), we send it HyParView's JOIN: it
   takes us in and its FORWARD_JOIN walks link us into its half, exactly as a
   joining node. At most one such bridge per `reconnect_period` per node, and
@@ -45,6 +46,7 @@ from overlay.io import (
     OfferPassive,
     Output,
     PeerFailed,
+    Reappeared,
     Send,
 )
 from overlay.messages import Join
@@ -71,14 +73,17 @@ class SwimHyParView:
         hv = self.hyparview
         result: list[Output] = []
         extra: list[Output] = []
+        rejoined: list[NodeId] = []
         for o in outs:
+            if isinstance(o, Reappeared):
+                rejoined.append(o.peer)
+                continue
             if isinstance(o, MemberChanged):
                 if o.status in _VERDICTS and o.member != self.swim.me:
                     extra += hv.handle(PeerFailed(o.member), now)
             elif isinstance(o, CloseConnection) and self.watched(o.peer):
                 continue
             result.append(o)
-        rejoined = self.swim.take_rejoined()
         if rejoined and hv.state is not HvState.LEFT:
             period = self.swim.cfg.reconnect_period
             if self._last_bridge is None or now - self._last_bridge >= period:

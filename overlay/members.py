@@ -1,7 +1,7 @@
 """The member list: every member of the cluster SWIM knows of, this node too.
 
 Rules of this module: a container with O(1) operations and no protocol
-decisions; `overlay.swim` decides which state wins. Randomness comes from the
+decisions; `overlay.member_rules` decides which state wins. Randomness comes from the
 `random.Random` it is given; iteration follows insertion order, never a set.
 
 Theory of operation
@@ -23,7 +23,7 @@ in a simulation, so entries stay compact.
 - Tombstones: failed and left members stay, in the order they died, until
   `reap` removes those older than the given age, so that a stale "alive"
   cannot bring them back meanwhile.
-- Gossip targets (`gossip_targets`): live members, suspects included, and
+- Dissemination targets (`dissemination_targets`): live members, suspects included, and
   members that failed recently (memberlist's "gossip to the dead"), so a
   suspect hears of its suspicion and a member thought failed hears it is,
   and both can refute. The recent failures are a list in the order they
@@ -45,7 +45,7 @@ LIVE = (MemberStatus.ALIVE, MemberStatus.SUSPECT)
 DEAD = (MemberStatus.FAILED, MemberStatus.LEFT)
 
 
-class Member:
+class MemberEntry:
     """One entry, mutated in place by `MemberList.set_state` only. `tags` is
     replaced, never changed in place, so it can be shared with outputs."""
 
@@ -70,11 +70,11 @@ class Member:
         self.wire: Any = None
 
     def __repr__(self) -> str:
-        return f"Member({self.node}, {self.status.value}@{self.incarnation})"
+        return f"MemberEntry({self.node}, {self.status.value}@{self.incarnation})"
 
 
 @dataclass(frozen=True, slots=True)
-class MemberInfo:
+class MemberSnapshot:
     """An immutable snapshot of one member (what `overlay members` prints)."""
 
     node: NodeId
@@ -106,18 +106,18 @@ class MemberList:
     def __init__(self, me: NodeId, rng: random.Random) -> None:
         self.me = me
         self.rng = rng
-        self._members: dict[NodeId, Member] = {}
+        self._members: dict[NodeId, MemberEntry] = {}
         # Read-only view for hot paths that must avoid a method call.
-        self.by_id: Mapping[NodeId, Member] = self._members
-        self._order: list[Member] = []
+        self.by_id: Mapping[NodeId, MemberEntry] = self._members
+        self._order: list[MemberEntry] = []
         self._next = 0
         self._counts = dict.fromkeys(MemberStatus, 0)
-        self._tombstones: dict[NodeId, Member] = {}
+        self._tombstones: dict[NodeId, MemberEntry] = {}
         # The member each name belongs to (the last one added under it).
-        self._names: dict[str, Member] = {}
+        self._names: dict[str, MemberEntry] = {}
         # Members that went from live to failed, in that order; entries
-        # before `_deaths_from` have aged out (see gossip_targets).
-        self._deaths: list[Member] = []
+        # before `_deaths_from` have aged out (see dissemination_targets).
+        self._deaths: list[MemberEntry] = []
         self._deaths_from = 0
 
     # ------------------------------------------------------------- queries
@@ -128,13 +128,13 @@ class MemberList:
     def __contains__(self, node: object) -> bool:
         return node in self._members
 
-    def __iter__(self) -> Iterator[Member]:
+    def __iter__(self) -> Iterator[MemberEntry]:
         return iter(self._members.values())
 
-    def get(self, node: NodeId) -> Member | None:
+    def get(self, node: NodeId) -> MemberEntry | None:
         return self._members.get(node)
 
-    def named(self, name: str) -> Member | None:
+    def named(self, name: str) -> MemberEntry | None:
         """The member listed under `name` (the latest added), if any."""
         return self._names.get(name)
 
@@ -146,15 +146,15 @@ class MemberList:
         """Alive and suspect members, this node included: SWIM's N."""
         return self._counts[MemberStatus.ALIVE] + self._counts[MemberStatus.SUSPECT]
 
-    def snapshot(self) -> tuple[MemberInfo, ...]:
+    def snapshot(self) -> tuple[MemberSnapshot, ...]:
         return tuple(
-            MemberInfo(m.node, m.status, m.incarnation, MappingProxyType(m.tags), m.since)
+            MemberSnapshot(m.node, m.status, m.incarnation, MappingProxyType(m.tags), m.since)
             for m in sorted(self._members.values(), key=lambda m: m.node)
         )
 
     # ------------------------------------------------------------ changes
 
-    def add(self, member: Member) -> None:
+    def add(self, member: MemberEntry) -> None:
         """A member not known before."""
         if member.node in self._members:
             raise ValueError(f"{member.node} is already a member")
@@ -166,7 +166,9 @@ class MemberList:
         else:
             self._tombstones[member.node] = member
 
-    def set_state(self, member: Member, status: MemberStatus, incarnation: int, now: float) -> None:
+    def set_state(
+        self, member: MemberEntry, status: MemberStatus, incarnation: int, now: float
+    ) -> None:
         """Change a member's status and incarnation; `since` moves only when
         the status does."""
         old = member.status
@@ -204,7 +206,7 @@ class MemberList:
 
     # ------------------------------------------------------------ picking
 
-    def next_probe_target(self) -> Member | None:
+    def next_probe_target(self) -> MemberEntry | None:
         """The next live member in the shuffled round-robin, or None."""
         for _ in range(2 * len(self._order) + 2):
             if self._next >= len(self._order):
@@ -253,8 +255,8 @@ class MemberList:
                     break
         return list(picked)
 
-    def gossip_targets(self, k: int, now: float, dead_for: float) -> list[NodeId]:
-        """Up to `k` distinct random members to gossip to: live ones
+    def dissemination_targets(self, k: int, now: float, dead_for: float) -> list[NodeId]:
+        """Up to `k` distinct random members for a dissemination round: live ones
         (suspects included) and ones that failed less than `dead_for`
         seconds ago, each about equally likely."""
         deaths = self._deaths
@@ -291,7 +293,7 @@ class MemberList:
 
     # ----------------------------------------------------------- internals
 
-    def _enter_order(self, member: Member) -> None:
+    def _enter_order(self, member: MemberEntry) -> None:
         """Put a member that just became live at a random place in the
         probe order (memberlist: swap with a random position)."""
         if member.node == self.me or member.in_order:

@@ -12,8 +12,9 @@ Rules:
 - Tags are the protocol: only append, never renumber or reuse. HyParView owns
   1-15, Plumtree 16-31, SWIM 32-63.
 - Field types are the wire schema. Supported: int, bool, float, str, bytes,
-  NodeId, the records below, `tuple[T, ...]`, `dict[str, str]` and
-  `T | None`. An int is non-negative and below 2**63 unless its field
+  NodeId, an `enum.IntEnum` whose values are 0..n-1 (an int on the wire,
+  checked against its range), the records below, `tuple[T, ...]`,
+  `dict[str, str]` and `T | None`. An int is non-negative and below 2**63 unless its field
   metadata says otherwise (`field(metadata=bounds(lo, hi))`, or for a record
   its entry in `RECORD_LIMITS`); a str, bytes, tuple or dict field is capped
   by `max_len` (see `limit`).
@@ -23,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -229,16 +231,27 @@ SWIM_MAX_UPDATES = 128  # piggybacked member states per probe message
 PUSH_PULL_MAX_STATES = 8192  # member states per push-pull part; more go in more parts
 
 
+class WireStatus(enum.IntEnum):
+    """A member's status as `MemberState` carries it. The numbers are the
+    protocol: only append. The ordering is used: an accusation (SUSPECT and
+    above) is graver the higher its code (`overlay.member_rules.covers`)."""
+
+    ALIVE = 0
+    SUSPECT = 1
+    FAILED = 2
+    LEFT = 3
+
+
 class MemberState(NamedTuple):
-    """One member's state as SWIM spreads it. `status` on the wire: 0 alive,
-    1 suspect, 2 failed, 3 left (`overlay.swim.STATUS_CODES`). `tags` travel
+    """One member's state as SWIM spreads it (the wire record; the member
+    list's own entry is `overlay.members.Member`). `tags` travel
     with alive states only (never change the dict: states are shared).
     `accuser`: for a suspect state, the member whose probe failed (Lifeguard
     counts each accuser once); None otherwise."""
 
     node: NodeId
     incarnation: int
-    status: int
+    status: WireStatus
     tags: dict[str, str]
     accuser: NodeId | None
 
@@ -315,7 +328,7 @@ RECORD_LIMITS: dict[type, dict[str, dict[str, Any]]] = {
         "epoch": bounds(0, 2**32 - 1),
         "ranges": limit(2 * DIGEST_MAX_RANGES),
     },
-    MemberState: {"status": bounds(0, 3), "tags": limit(64)},
+    MemberState: {"tags": limit(64)},
 }
 
 

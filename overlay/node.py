@@ -37,6 +37,8 @@ from overlay.coupling import SwimHyParView
 from overlay.hyparview import HvTimer, HyParView, Views
 from overlay.ids import NodeId
 from overlay.io import (
+    Announce,
+    Announced,
     ConnectFailed,
     ConnectionDown,
     ConnectionUp,
@@ -49,13 +51,16 @@ from overlay.io import (
     NeighborUp,
     Output,
     PeerRefused,
+    ProbeNow,
     Publish,
     PublishRejected,
     Received,
+    SetTags,
     StrayMessage,
     TimerFired,
 )
-from overlay.members import MemberInfo
+from overlay.member_rules import check_tags
+from overlay.members import MemberSnapshot
 from overlay.messages import (
     HYPARVIEW_MESSAGES,
     PLUMTREE_MESSAGES,
@@ -65,7 +70,8 @@ from overlay.messages import (
     ShuffleReply,
 )
 from overlay.plumtree import Plumtree, PtTimer, PublishError
-from overlay.swim import Swim, SwimTimer
+from overlay.swim import Swim
+from overlay.swim_state import SwimTimer
 
 # SWIM announces the changes it originates (suspicions, verdicts,
 # refutations, leaves) on this Plumtree topic; the node consumes those
@@ -86,8 +92,8 @@ class Node:
         rng: random.Random,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """`tags`: this member's metadata; `overlay.swim.TagsTooLarge` if over
-        `swim.max_tags_bytes`."""
+        """`tags`: this member's metadata; `overlay.member_rules.TagsTooLarge`
+        if over `swim.max_tags_bytes`."""
         self.me = me
         self.config = config
         self.hyparview = HyParView(me, config.hyparview, random.Random(rng.getrandbits(64)))
@@ -102,8 +108,7 @@ class Node:
             random.Random(rng.getrandbits(64)),
             tree_only=frozenset({MEMBERS_TOPIC}),
         )
-        self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags)
-        self.swim.announce = True
+        self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags, announce=True)
         self.coupling = SwimHyParView(self.swim, self.hyparview, config.hyparview.passive_size)
         # Without SWIM (`swim.enabled = false`) the node is HyParView and
         # Plumtree alone, as in the papers: connection loss is the only
@@ -111,14 +116,13 @@ class Node:
         self.swim_enabled = config.swim.enabled
         # Inputs refused by the rules of where each message may come from.
         self.refused: Counter[str] = Counter()
-        # After `Leave`: None until it is complete (`LeaveComplete`).
-        self._leave_complete: bool | None = None
+        self._left = False  # a Leave was handled
 
     def start(self, now: float) -> list[Output]:
         outs = self.hyparview.start(now) + self.plumtree.start(now)
         return outs + self.swim.start(now) if self.swim_enabled else outs
 
-    def members(self) -> tuple[MemberInfo, ...]:
+    def members(self) -> tuple[MemberSnapshot, ...]:
         """SWIM's member list, this node included: an immutable snapshot."""
         return self.swim.members_snapshot()
 
@@ -144,7 +148,8 @@ class Node:
     def set_tags(self, tags: Mapping[str, str], now: float) -> list[Output]:
         """New metadata for this member (`TagsTooLarge`, nothing changed, if
         over the limit), spread to the cluster."""
-        return self._internal(self._after_swim(self.swim.set_tags(tags, now), now), now)
+        check_tags(tags, self.config.swim.max_tags_bytes)
+        return self._internal(self._after_swim(self.swim.handle(SetTags(tags), now), now), now)
 
     def publish(self, topic: str, payload: bytes, now: float) -> list[Output]:
         """Broadcast on `topic`. Raises `overlay.plumtree.PublishError`, with
@@ -171,9 +176,12 @@ class Node:
     def _after_swim(self, outs: list[Output], now: float) -> list[Output]:
         """SWIM's verdicts and hints to HyParView (`overlay.coupling`), and
         the changes SWIM originated broadcast on `MEMBERS_TOPIC`."""
+        news = [o for o in outs if isinstance(o, Announce)]
+        if news:
+            outs = [o for o in outs if not isinstance(o, Announce)]
         outs = self._neighbors(self.coupling.after_swim(outs, now), now)
-        while (news := self.swim.take_announcements()) is not None:
-            payload = codec.encode(self.me, news)
+        for announce in news:
+            payload = codec.encode(self.me, announce.updates)
             with contextlib.suppress(PublishError):  # left: piggybacking still spreads them
                 outs += self.plumtree.publish(MEMBERS_TOPIC, payload, now)
         return outs
@@ -210,19 +218,18 @@ class Node:
                     # Someone else's words under this origin's name.
                     self.refused["announcement_forged"] += 1
                 elif self.swim_enabled:
-                    more += self._after_swim(self.swim.handle_announcement(origin, msg, now), now)
+                    announced = Announced(origin, msg)
+                    more += self._after_swim(self.swim.handle(announced, now), now)
         # What SWIM answers may hold our own announcement's local delivery.
         return kept + self._internal(more, now)
 
     def handle(self, inp: Input, now: float) -> list[Output]:
         outs = self._internal(self._route(inp, now), now)
-        if isinstance(inp, Leave) and self._leave_complete is None:
-            self._leave_complete = False
-        if self._leave_complete is False and (
-            self.swim.leave_done() or self.swim.members.live == 0
-        ):
-            self._leave_complete = True
+        if isinstance(inp, Leave) and not self.swim_enabled and not self._left:
+            # No member list, no goodbye to spread: the leave is done.
             outs = [*outs, LeaveComplete()]
+        if isinstance(inp, Leave):
+            self._left = True
         return outs
 
     def _route(self, inp: Input, now: float) -> list[Output]:
@@ -282,7 +289,7 @@ class Node:
                 outs = self._neighbors(self.hyparview.handle(inp, now), now)
                 outs += self._swim(inp, now)
                 if watched:
-                    outs += self._after_swim(self.swim.probe_now(peer, now), now)
+                    outs += self._after_swim(self.swim.handle(ProbeNow(peer), now), now)
                 return outs
             case JoinCluster():
                 outs = self._neighbors(self.hyparview.handle(inp, now), now)

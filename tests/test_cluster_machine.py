@@ -43,7 +43,7 @@ from overlay.config import Config
 from overlay.hyparview import Views
 from overlay.ids import NodeId
 from overlay.io import Deliver, MemberStatus, Output
-from overlay.members import MemberInfo
+from overlay.members import MemberSnapshot
 from overlay.messages import MsgId
 from overlay.node import Node
 from overlay.plumtree import PeerSets
@@ -83,7 +83,7 @@ def peer_sets(node: Node) -> PeerSets:
     return node.plumtree.peers()
 
 
-def members(node: Node) -> tuple[MemberInfo, ...]:
+def members(node: Node) -> tuple[MemberSnapshot, ...]:
     return node.members()
 
 

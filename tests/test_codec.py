@@ -11,6 +11,7 @@ can encode again, unchanged.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -88,6 +89,8 @@ def value_strategy(tp: Any, meta: Mapping[str, Any]) -> st.SearchStrategy[Any]:
         return st.integers(meta.get("lo", 0), meta.get("hi", INT_MAX))
     if tp is bool:
         return st.booleans()
+    if isinstance(tp, type) and issubclass(tp, enum.IntEnum):
+        return st.sampled_from(tp)
     if tp is float:
         return st.floats(allow_nan=False)  # NaN != NaN: tested apart
     if tp is str:

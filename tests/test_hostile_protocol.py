@@ -39,6 +39,7 @@ from overlay.io import (
     TimerFired,
     seed_id,
 )
+from overlay.member_rules import INCARNATION_MAX, INCARNATION_STEP
 from overlay.messages import (
     Ack,
     Disconnect,
@@ -52,11 +53,11 @@ from overlay.messages import (
     PingReq,
     PushPull,
     ShuffleReply,
+    WireStatus,
 )
 from overlay.node import MEMBERS_TOPIC, Node
 from overlay.plumtree import PublishError
 from overlay.ratelimit import RateLimit
-from overlay.swim import INCARNATION_MAX, INCARNATION_STEP
 from tests.test_codec import messages, node_ids
 
 ME = NodeId("me", "10.0.0.1", 7946)
@@ -70,8 +71,10 @@ def make() -> Node:
     node.start(0.0)
     node.handle(ConnectionUp(FRIEND), 0.1)
     node.handle(Received(FRIEND, Join()), 0.1)
-    node.handle(Received(FRIEND, MemberUpdates((MemberState(FRIEND, 0, 0, {}, None),))), 0.1)
-    assert FRIEND in node.hyparview.views().active and FRIEND in node.swim.members
+    node.handle(
+        Received(FRIEND, MemberUpdates((MemberState(FRIEND, 0, WireStatus.ALIVE, {}, None),))), 0.1
+    )
+    assert FRIEND in node.views().active and FRIEND in node.swim.members
     return node
 
 
@@ -118,7 +121,7 @@ def test_hyparview_and_push_pull_never_as_datagrams() -> None:
 
 def test_a_stranger_datagram_gets_an_empty_ack_and_a_push_pull_nothing_more() -> None:
     node = make()
-    fake = MemberState(NodeId("fake", "10.0.0.99", 1), 0, 0, {}, None)
+    fake = MemberState(NodeId("fake", "10.0.0.99", 1), 0, WireStatus.ALIVE, {}, None)
     out = node.handle(Received(STRANGER, Ping(5, ME, (fake,)), datagram=True), 1.0)
     assert Send(STRANGER, Ack(5, ()), reliable=False) in out
     assert [o.msg.__class__ for o in out if isinstance(o, Send)] == [Ack, PushPull]
@@ -152,7 +155,7 @@ def test_an_announcement_speaks_only_for_its_origin() -> None:
     (someone else's words under a member's name) is refused; a true one is
     merged by SWIM's rules like any update."""
     node = make()
-    fake = MemberState(NodeId("fake", "10.0.0.99", 1), 0, 0, {}, None)
+    fake = MemberState(NodeId("fake", "10.0.0.99", 1), 0, WireStatus.ALIVE, {}, None)
     forged = codec.encode(STRANGER, MemberUpdates((fake,)))
     node.handle(Received(FRIEND, gossip(MEMBERS_TOPIC, "friend", forged)), 1.0)
     assert fake.node not in node.swim.members
@@ -170,22 +173,30 @@ def test_incarnations_stay_in_the_wire_range() -> None:
     swim = node.swim
     for inc in (2**63 - 1, INCARNATION_MAX + 1):
         for about in (ME, FRIEND, NodeId("new", "10.0.0.50", 1)):
-            for status in (0, 1, 2, 3):
-                state = MemberState(about, inc, status, {}, FRIEND if status == 1 else None)
+            for status in WireStatus:
+                accuser = FRIEND if status is WireStatus.SUSPECT else None
+                state = MemberState(about, inc, status, {}, accuser)
                 node.handle(Received(FRIEND, MemberUpdates((state,))), 1.0)
     assert swim.incarnation == 0
     assert swim.members.by_id[FRIEND].incarnation == 0
     assert NodeId("new", "10.0.0.50", 1) not in swim.members
     # Far above what we hold for a member: no member could have got there.
     node.handle(
-        Received(FRIEND, MemberUpdates((MemberState(ME, INCARNATION_STEP + 1, 1, {}, FRIEND),))),
+        Received(
+            FRIEND,
+            MemberUpdates((MemberState(ME, INCARNATION_STEP + 1, WireStatus.SUSPECT, {}, FRIEND),)),
+        ),
         1.0,
     )
     assert swim.incarnation == 0
     assert swim.counters["states_refused"] == 4 * 3 * 2 + 1
     # Within reach: refuted as always, and every state we send encodes.
     out = node.handle(
-        Received(FRIEND, MemberUpdates((MemberState(ME, INCARNATION_STEP, 1, {}, FRIEND),))), 1.0
+        Received(
+            FRIEND,
+            MemberUpdates((MemberState(ME, INCARNATION_STEP, WireStatus.SUSPECT, {}, FRIEND),)),
+        ),
+        1.0,
     )
     assert swim.incarnation == INCARNATION_STEP + 1
     for o in out:
@@ -206,7 +217,7 @@ states = st.builds(
     MemberState,
     st.sampled_from([ME, *SENDERS]) | node_ids(),
     incarnations,
-    st.integers(0, 3),
+    st.sampled_from(WireStatus),
     st.just({}),
     st.none() | senders,
 )
@@ -260,7 +271,7 @@ def test_any_input_from_anyone_never_raises_and_the_invariants_hold(
 def _timer_kinds() -> list[object]:
     from overlay.hyparview import HvTimer
     from overlay.plumtree import PtTimer
-    from overlay.swim import SwimTimer
+    from overlay.swim_state import SwimTimer
 
     return [*HvTimer, *PtTimer, *SwimTimer]
 
@@ -278,7 +289,10 @@ def test_a_name_held_by_a_live_member_is_refused_at_join() -> None:
     node = make()  # knows FRIEND = friend@10.0.0.2
     impostor = NodeId("friend", "10.0.0.9", 7946)
     out = node.handle(
-        Received(impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, 0, {}, None),))), 1.0
+        Received(
+            impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, WireStatus.ALIVE, {}, None),))
+        ),
+        1.0,
     )
     assert NameConflict("friend", holder=FRIEND, claimant=impostor) in out
     assert impostor not in node.swim.members
@@ -289,14 +303,20 @@ def test_a_name_held_by_a_live_member_is_refused_at_join() -> None:
     newcomer.start(0.0)
     seed = seed_id("10.0.0.1", 7946)
     newcomer.handle(JoinCluster((seed,)), 0.0)
-    states = (MemberState(ME, 0, 0, {}, None), MemberState(FRIEND, 0, 0, {}, None))
+    states = (
+        MemberState(ME, 0, WireStatus.ALIVE, {}, None),
+        MemberState(FRIEND, 0, WireStatus.ALIVE, {}, None),
+    )
     out = newcomer.handle(Received(ME, PushPull(True, 0, 1, states)), 0.5)
     assert NameConflict("friend", holder=FRIEND, claimant=impostor) in out
     assert FRIEND not in newcomer.swim.members
     # A name whose holder failed passes to the new address.
     node.swim.members.set_state(node.swim.members.by_id[FRIEND], MemberStatus.FAILED, 0, 2.0)
     node.handle(
-        Received(impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, 0, {}, None),))), 3.0
+        Received(
+            impostor, PushPull(False, 0, 1, (MemberState(impostor, 0, WireStatus.ALIVE, {}, None),))
+        ),
+        3.0,
     )
     assert impostor in node.swim.members
 
@@ -335,7 +355,9 @@ def test_forged_joins_start_a_bounded_number_of_walks() -> None:
 def test_one_member_cannot_fill_every_list_with_fabricated_members() -> None:
     node = make()
     fakes = [
-        MemberState(NodeId(f"f{i}", f"10.9.{i // 250}.{i % 250 + 1}", 1), 0, 0, {}, None)
+        MemberState(
+            NodeId(f"f{i}", f"10.9.{i // 250}.{i % 250 + 1}", 1), 0, WireStatus.ALIVE, {}, None
+        )
         for i in range(5000)
     ]
     for k in range(0, 5000, 20):

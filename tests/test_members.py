@@ -6,7 +6,7 @@ import random
 
 from overlay.ids import NodeId
 from overlay.io import MemberStatus
-from overlay.members import Member, MemberInfo, MemberList
+from overlay.members import MemberEntry, MemberList, MemberSnapshot
 
 ALIVE, SUSPECT, FAILED, LEFT = (
     MemberStatus.ALIVE,
@@ -25,9 +25,9 @@ ME = nid(0)
 
 def make(n: int, seed: int = 1) -> MemberList:
     ml = MemberList(ME, random.Random(seed))
-    ml.add(Member(ME, 0, ALIVE, {}, 0.0))
+    ml.add(MemberEntry(ME, 0, ALIVE, {}, 0.0))
     for i in range(1, n):
-        ml.add(Member(nid(i), 0, ALIVE, {}, 0.0))
+        ml.add(MemberEntry(nid(i), 0, ALIVE, {}, 0.0))
     return ml
 
 
@@ -79,7 +79,7 @@ def test_round_robin_empty() -> None:
 def test_new_member_is_probed_within_the_round() -> None:
     ml = make(10)
     ml.next_probe_target()
-    ml.add(Member(nid(50), 0, ALIVE, {}, 0.0))
+    ml.add(MemberEntry(nid(50), 0, ALIVE, {}, 0.0))
     # The new member sits somewhere in this round or the next: within 2 rounds.
     nodes = [m.node for m in (ml.next_probe_target() for _ in range(20)) if m is not None]
     assert nid(50) in nodes
@@ -150,7 +150,7 @@ def test_snapshot_is_immutable_and_sorted() -> None:
     snap = ml.snapshot()
     assert [i.node for i in snap] == sorted(nid(i) for i in range(4))
     info = snap[2]
-    assert isinstance(info, MemberInfo)
+    assert isinstance(info, MemberSnapshot)
     assert info.as_dict() == {
         "name": "n2",
         "addr": "10.0.0.2:7946",

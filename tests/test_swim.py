@@ -9,25 +9,34 @@ import random
 import pytest
 
 from overlay import codec
+from overlay.codec import state_size
 from overlay.config import SwimConfig
+from overlay.dissemination import retransmit_limit
 from overlay.ids import NodeId
 from overlay.io import (
+    Announce,
+    Announced,
     CancelTimer,
     CloseConnection,
     ConnectFailed,
     ConnectionDown,
     JoinCluster,
     Leave,
+    LeaveComplete,
     MemberChanged,
     MemberStatus,
     Output,
+    ProbeNow,
+    Reappeared,
     Received,
     Send,
+    SetTags,
     SetTimer,
     Timer,
     TimerFired,
     seed_id,
 )
+from overlay.member_rules import TagsTooLarge
 from overlay.messages import (
     Ack,
     MemberState,
@@ -36,16 +45,12 @@ from overlay.messages import (
     Ping,
     PingReq,
     PushPull,
+    WireStatus,
 )
-from overlay.swim import (
-    NACK_FRACTION,
-    Swim,
-    SwimTimer,
-    TagsTooLarge,
-    push_pull_interval,
-    retransmit_limit,
-    state_size,
-)
+from overlay.probing import NACK_FRACTION
+from overlay.push_pull import push_pull_interval
+from overlay.swim import Swim
+from overlay.swim_state import SwimState, SwimTimer
 
 ALIVE, SUSPECT, FAILED, LEFT = (
     MemberStatus.ALIVE,
@@ -64,19 +69,19 @@ def nid(i: int) -> NodeId:
 
 
 def alive(n: NodeId, inc: int = 0, tags: dict[str, str] | None = None) -> MemberState:
-    return MemberState(n, inc, 0, tags or {}, None)
+    return MemberState(n, inc, WireStatus.ALIVE, tags or {}, None)
 
 
 def suspect(n: NodeId, inc: int, accuser: NodeId) -> MemberState:
-    return MemberState(n, inc, 1, {}, accuser)
+    return MemberState(n, inc, WireStatus.SUSPECT, {}, accuser)
 
 
 def failed(n: NodeId, inc: int) -> MemberState:
-    return MemberState(n, inc, 2, {}, None)
+    return MemberState(n, inc, WireStatus.FAILED, {}, None)
 
 
 def left(n: NodeId, inc: int) -> MemberState:
-    return MemberState(n, inc, 3, {}, None)
+    return MemberState(n, inc, WireStatus.LEFT, {}, None)
 
 
 # The announcement window is random (0.1-1.0 s); fixed here, and gossip
@@ -85,10 +90,17 @@ def left(n: NodeId, inc: int) -> MemberState:
 FIXED_WINDOW = SwimConfig(announce_max_delay=0.1, gossip_nodes=0)
 
 
-def make(members: tuple[NodeId, ...] = (), cfg: SwimConfig | None = None, seed: int = 1) -> Swim:
+def make(
+    members: tuple[NodeId, ...] = (),
+    cfg: SwimConfig | None = None,
+    seed: int = 1,
+    *,
+    announce: bool = False,
+) -> Swim:
     """A started node that knows `members` (all alive at 0), with an empty
-    piggyback queue, so the next outputs are exact."""
-    s = Swim(ME, cfg or FIXED_WINDOW, random.Random(seed))
+    piggyback queue, so the next outputs are exact. `announce`: as in a
+    node, the changes it originates leave as `Announce` outputs."""
+    s = Swim(ME, cfg or FIXED_WINDOW, random.Random(seed), announce=announce)
     s.start(0.0)
     if members:
         s.handle(Received(members[0], MemberUpdates(tuple(alive(m) for m in members))), 0.0)
@@ -120,10 +132,16 @@ def declare_failed(s: Swim, n: NodeId, inc: int, now: float, sender: NodeId = C)
     assert status(s, n) == (FAILED, inc)
 
 
+def announcements(out: list[Output]) -> MemberUpdates | None:
+    """The one announced batch among `out`, if any."""
+    batches = [o.updates for o in out if isinstance(o, Announce)]
+    assert len(batches) <= 1
+    return batches[0] if batches else None
+
+
 def announced(s: Swim, now: float) -> MemberUpdates | None:
-    """Let the announcement batching window close, then take the batch."""
-    fire(s, SwimTimer.ANNOUNCE, now)
-    return s.take_announcements()
+    """Let the announcement batching window close: the batch it announces."""
+    return announcements(fire(s, SwimTimer.ANNOUNCE, now))
 
 
 def probe_timers(seq: int, timeout: float = 0.5, period: float = 1.0) -> list[Output]:
@@ -361,9 +379,10 @@ def test_buddy_system_ping_to_a_suspect_carries_the_suspicion() -> None:
 
 def test_probe_now_out_of_turn_once() -> None:
     s = make((B,))
-    assert s.probe_now(B, 3.0) == [Send(B, Ping(1, B, ()), reliable=False), *probe_timers(1)]
-    assert s.probe_now(B, 3.1) == []  # already being probed
-    assert s.probe_now(C, 3.1) == []  # not a member
+    probe = [Send(B, Ping(1, B, ()), reliable=False), *probe_timers(1)]
+    assert s.handle(ProbeNow(B), 3.0) == probe
+    assert s.handle(ProbeNow(B), 3.1) == []  # already being probed
+    assert s.handle(ProbeNow(C), 3.1) == []  # not a member
     # The regular round skips a target already in flight.
     assert fire(s, SwimTimer.PROBE, 3.2) == [SetTimer(Timer(SwimTimer.PROBE), 1.0)]
 
@@ -372,14 +391,11 @@ def test_probe_now_out_of_turn_once() -> None:
 
 
 def test_refutation_raises_incarnation_past_the_accusation() -> None:
-    s = make((B,))
-    s.announce = True
+    s = make((B,), announce=True)
     assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
     assert s.incarnation == 1
     assert s.queue.get(ME) == alive(ME, 1)
-    assert s.take_announcements() is None  # the batching window is open
     assert announced(s, 1.1) == MemberUpdates((alive(ME, 1),))
-    assert s.take_announcements() is None
     assert s.awareness.score == 1
     updates(s, [failed(ME, 7)], 2.0)
     assert s.incarnation == 8
@@ -459,14 +475,13 @@ def test_our_own_failed_probe_confirms_to_the_first_accuser_only() -> None:
     a storm under mass failure): it goes to the first accuser, whose timer
     decides the verdict, and piggybacks for everyone else."""
     others = tuple(nid(i) for i in range(1, 10))
-    s = make(others)
-    s.announce = True
+    s = make(others, announce=True)
     first = fire(s, SwimTimer.PROBE, 10.0)[0]
     assert isinstance(first, Send)
     x = first.to
     accuser = nid(2) if x != nid(2) else nid(3)
-    updates(s, [suspect(x, 0, accuser)], 10.2, sender=accuser)
-    assert s.take_announcements() is None  # heard, not ours
+    out = updates(s, [suspect(x, 0, accuser)], 10.2, sender=accuser)
+    assert announcements(out) is None  # heard, not ours
     fire(s, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
     out = fire(s, SwimTimer.PROBE_END, 11.0, 1)
     assert out == [
@@ -479,8 +494,7 @@ def test_our_own_failed_probe_confirms_to_the_first_accuser_only() -> None:
 
 def test_our_own_first_suspicion_is_announced() -> None:
     others = tuple(nid(i) for i in range(1, 10))
-    s = make(others)
-    s.announce = True
+    s = make(others, announce=True)
     first = fire(s, SwimTimer.PROBE, 10.0)[0]
     assert isinstance(first, Send)
     x = first.to
@@ -490,13 +504,11 @@ def test_our_own_first_suspicion_is_announced() -> None:
 
 
 def test_verdict_announced_only_by_the_first_accuser() -> None:
-    s = make((B,))
-    s.announce = True
+    s = make((B,), announce=True)
     updates(s, [suspect(B, 0, C)], 1.0)
     fire(s, SwimTimer.SUSPICION, 5.0, (B, 0))
     assert announced(s, 5.1) is None
-    s2 = make((B,))
-    s2.announce = True
+    s2 = make((B,), announce=True)
     fire(s2, SwimTimer.PROBE, 1.0)
     fire(s2, SwimTimer.PROBE_END, 2.0, 1)
     fire(s2, SwimTimer.SUSPICION, 6.0, (B, 0))
@@ -773,10 +785,10 @@ def test_reconnect_attempts_a_failed_member_and_reports_it_back() -> None:
     reply = PushPull(True, 0, 1, (alive(B, 1), alive(ME), alive(C)))
     assert s.handle(Received(B, reply), 40.1) == [
         MemberChanged(B, ALIVE, 1, {}),
+        Reappeared(B),
         CloseConnection(B),
     ]
-    assert s.take_rejoined() == [B]
-    assert s.take_rejoined() == []
+    # B answered alive: the node may bridge the overlays.
     # Nobody failed any more: nothing to try.
     out = fire(s, SwimTimer.RECONNECT, 70.0)
     assert len(out) == 1 and isinstance(out[0], SetTimer)
@@ -812,7 +824,7 @@ def test_graceful_leave() -> None:
         CancelTimer(Timer(SwimTimer.RECONNECT)),
         CancelTimer(Timer(SwimTimer.JOIN_RETRY)),
     ]
-    assert not s.leave_done()
+    assert s.state is SwimState.LEAVING
     # It keeps piggybacking the goodbye on pings (no probing: no timers)...
     limit = retransmit_limit(4, 1)
     for i in range(limit):
@@ -820,8 +832,9 @@ def test_graceful_leave() -> None:
         assert out == [
             Send(B, Ping(i + 1, B, (left(ME, 1),)), reliable=False),
             SetTimer(Timer(SwimTimer.PROBE), 1.0),
+            *([LeaveComplete()] if i == limit - 1 else []),
         ]
-    assert s.leave_done()
+    assert s.state is SwimState.LEFT
     assert fire(s, SwimTimer.PROBE, 60.0) == []
     # ...answers pings, ignores everything else, never refutes "left".
     assert s.handle(Received(B, Ping(9, ME, ())), 61.0) == [Send(B, Ack(9, ()), reliable=False)]
@@ -849,14 +862,13 @@ def test_tags_size_limit_error() -> None:
     Swim(ME, SwimConfig(max_tags_bytes=9), random.Random(1), tags={"key": "value1"})
     s = make((B,))
     with pytest.raises(TagsTooLarge):
-        s.set_tags({"big": "é" * 300}, 1.0)  # 600 bytes in UTF-8
+        s.handle(SetTags({"big": "é" * 300}), 1.0)  # 600 bytes in UTF-8
     assert s.incarnation == 0 and s.members_snapshot()[0].tags == {}
 
 
 def test_set_tags_spreads_at_a_new_incarnation() -> None:
-    s = make((B,))
-    s.announce = True
-    assert s.set_tags({"zone": "a"}, 1.0) == [
+    s = make((B,), announce=True)
+    assert s.handle(SetTags({"zone": "a"}), 1.0) == [
         MemberChanged(ME, ALIVE, 1, {"zone": "a"}),
         SetTimer(ANNOUNCE_T, 0.1),
     ]
@@ -865,21 +877,18 @@ def test_set_tags_spreads_at_a_new_incarnation() -> None:
 
 
 def test_announcements_in_one_window_go_as_one_batch_and_leave_goes_at_once() -> None:
-    s = make((B, C, D))
-    s.announce = True
+    s = make((B, C, D), announce=True)
     assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
     assert updates(s, [suspect(ME, 1, C)], 1.05) == []  # the window is already open
     assert announced(s, 1.1) == MemberUpdates((alive(ME, 1), alive(ME, 2)))
     out = s.handle(Leave(), 2.0)
     assert SetTimer(ANNOUNCE_T, 0.1) not in out
-    assert s.take_announcements() == MemberUpdates((left(ME, 3),))
-    assert s.take_announcements() is None
+    assert announcements(out) == MemberUpdates((left(ME, 3),))
 
 
 def test_a_suspicion_someone_else_announced_first_is_not_announced_again() -> None:
     others = tuple(nid(i) for i in range(1, 10))
-    s = make(others)
-    s.announce = True
+    s = make(others, announce=True)
     first = fire(s, SwimTimer.PROBE, 10.0)[0]
     assert isinstance(first, Send)
     x = first.to
@@ -888,8 +897,7 @@ def test_a_suspicion_someone_else_announced_first_is_not_announced_again() -> No
     s.handle(Received(s._probes[1].asked[0], Nack(1)), 10.9)  # we are heard
     fire(s, SwimTimer.PROBE_END, 11.0, 1)  # our suspicion waits in its window
     # The same suspicion, piggybacked or sent to us alone: ours still goes.
-    s2 = make(others)
-    s2.announce = True
+    s2 = make(others, announce=True)
     fire(s2, SwimTimer.PROBE, 10.0)
     fire(s2, SwimTimer.PROBE_TIMEOUT, 10.5, 1)
     s2.handle(Received(s2._probes[1].asked[0], Nack(1)), 10.9)  # we are heard
@@ -898,7 +906,7 @@ def test_a_suspicion_someone_else_announced_first_is_not_announced_again() -> No
     assert announced(s2, 11.1) == MemberUpdates((suspect(x, 0, ME),))
     # Broadcast by another accuser within our window: everyone has it. Ours
     # goes to the announcer alone, as a confirmation.
-    out = s.handle_announcement(other, MemberUpdates((suspect(x, 0, other),)), 11.02)
+    out = s.handle(Announced(other, MemberUpdates((suspect(x, 0, other),))), 11.02)
     assert Send(other, MemberUpdates((suspect(x, 0, ME),)), reliable=False) in out
     assert announced(s, 11.1) is None
     assert s.stats()["announcements_suppressed"] == 1
@@ -910,23 +918,21 @@ def test_a_suspicion_someone_else_announced_first_is_not_announced_again() -> No
 
 
 def test_a_suspicion_does_not_suppress_our_verdict() -> None:
-    s = make((B, C))
-    s.announce = True
+    s = make((B, C), announce=True)
     fire(s, SwimTimer.PROBE, 1.0)
     target = s._probes[1].target
     fire(s, SwimTimer.PROBE_END, 2.0, 1)
     assert announced(s, 2.1) == MemberUpdates((suspect(target, 0, ME),))
     fire(s, SwimTimer.SUSPICION, 20.0, (target, 0))
     other = C if target == B else B
-    s.handle_announcement(other, MemberUpdates((suspect(target, 0, other),)), 20.01)
+    s.handle(Announced(other, MemberUpdates((suspect(target, 0, other),))), 20.01)
     assert announced(s, 20.1) == MemberUpdates((failed(target, 0),))
 
 
 def test_the_announcement_window_is_random_for_suspicions_only() -> None:
     delays = set()
     for seed in range(20):
-        s = make((B,), SwimConfig(), seed=seed)
-        s.announce = True
+        s = make((B,), SwimConfig(), seed=seed, announce=True)
         fire(s, SwimTimer.PROBE, 1.0)
         out = fire(s, SwimTimer.PROBE_END, 2.0, 1)  # we suspect B
         (timer,) = [o for o in out if isinstance(o, SetTimer) and o.timer == ANNOUNCE_T]
@@ -941,33 +947,32 @@ def test_the_announcement_window_is_random_for_suspicions_only() -> None:
             assert out == [tell, SetTimer(ANNOUNCE_T, 0.1)]
         assert announced(s, 2.2) == MemberUpdates((suspect(B, 0, ME), alive(ME, 1)))
     assert len(delays) > 10
-    s = make((B,), SwimConfig())
-    s.announce = True
+    s = make((B,), SwimConfig(), announce=True)
     assert updates(s, [suspect(ME, 0, B)], 1.0) == [SetTimer(ANNOUNCE_T, 0.1)]
 
 
-GOSSIP_T = Timer(SwimTimer.GOSSIP)
+ROUND_T = Timer(SwimTimer.DISSEMINATE)
 
 
-def test_gossip_rounds_run_while_updates_wait() -> None:
-    """memberlist's gossip: waiting updates go to 3 random alive members
+def test_dissemination_rounds_run_while_updates_wait() -> None:
+    """memberlist's gossip, our dissemination rounds: waiting updates go to 3 random alive members
     every 200 ms, each send counting as a transmission, until the queue is
     empty; then no round is scheduled."""
     others = tuple(nid(i) for i in range(1, 10))
     s = make(others, SwimConfig(announce_max_delay=0.1))
-    assert fire(s, SwimTimer.GOSSIP, 0.1) == []  # nothing waits: no round
+    assert fire(s, SwimTimer.DISSEMINATE, 0.1) == []  # nothing waits: no round
     out = updates(s, [alive(C, 5)], 1.0)
-    assert out == [MemberChanged(C, ALIVE, 5, {}), SetTimer(GOSSIP_T, 0.2)]
+    assert out == [MemberChanged(C, ALIVE, 5, {}), SetTimer(ROUND_T, 0.2)]
     assert updates(s, [alive(D, 5)], 1.1) == [MemberChanged(D, ALIVE, 5, {})]  # armed already
     limit = retransmit_limit(4, 10)  # 8 transmissions each
     sent: list[Send] = []
     rounds = 0
     while True:
-        out = fire(s, SwimTimer.GOSSIP, 1.2 + 0.2 * rounds)
+        out = fire(s, SwimTimer.DISSEMINATE, 1.2 + 0.2 * rounds)
         rounds += 1
         sends = [o for o in out if isinstance(o, Send)]
         sent += sends
-        if SetTimer(GOSSIP_T, 0.2) not in out:
+        if SetTimer(ROUND_T, 0.2) not in out:
             break
         assert rounds < 10
     assert rounds == 3  # 3 + 3 + 2 sends of both updates
@@ -980,10 +985,8 @@ def test_gossip_rounds_run_while_updates_wait() -> None:
 
 
 def test_announce_delay_zero_announces_at_once() -> None:
-    s = make((B,), SwimConfig(announce_delay=0.0, announce_max_delay=0.0))
-    s.announce = True
-    assert updates(s, [suspect(ME, 0, B)], 1.0) == []
-    assert s.take_announcements() == MemberUpdates((alive(ME, 1),))
+    s = make((B,), SwimConfig(announce_delay=0.0, announce_max_delay=0.0), announce=True)
+    assert updates(s, [suspect(ME, 0, B)], 1.0) == [Announce(MemberUpdates((alive(ME, 1),)))]
 
 
 def test_oversized_tags_from_the_network_are_dropped() -> None:

@@ -6,7 +6,7 @@ and heals (issue 11), one node at a time, literal `now`, exact outputs:
 - a node that heard nobody while its probes failed withdraws what it
   suspected when it hears from anyone again, and merges lists at once;
 - a member we hold suspect or failed is told so when it talks to us;
-- gossip reaches suspects and the recently failed;
+- dissemination rounds reach suspects and the recently failed;
 - a crashed process on a live host (its host refuses our datagrams) is
   declared failed at once when someone else accuses it too.
 (The merge rules themselves are the table in test_swim_rules.py.)
@@ -19,6 +19,7 @@ import random
 from overlay.config import SwimConfig
 from overlay.ids import NodeId
 from overlay.io import (
+    Announce,
     CancelTimer,
     MemberChanged,
     MemberStatus,
@@ -30,17 +31,19 @@ from overlay.io import (
     Timer,
     TimerFired,
 )
-from overlay.members import Member, MemberList
-from overlay.messages import Ack, MemberState, MemberUpdates, Nack, Ping, PushPull
-from overlay.swim import Swim, SwimTimer
+from overlay.members import MemberEntry, MemberList
+from overlay.messages import Ack, MemberState, MemberUpdates, Nack, Ping, PushPull, WireStatus
+from overlay.swim import Swim
+from overlay.swim_state import SwimTimer
 
 ALIVE, SUSPECT, FAILED = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.FAILED
 ME = NodeId("me", "10.0.0.1", 7946)
 OTHERS = tuple(NodeId(f"n{i}", f"10.1.0.{i}", 7946) for i in range(1, 10))  # K = 3
 
 
-def make(others: tuple[NodeId, ...] = OTHERS, **cfg: object) -> Swim:
-    s = Swim(ME, SwimConfig(gossip_nodes=0, announce_max_delay=0.1, **cfg), random.Random(1))  # type: ignore[arg-type]
+def make(others: tuple[NodeId, ...] = OTHERS, *, announce: bool = False, **cfg: object) -> Swim:
+    config = SwimConfig(gossip_nodes=0, announce_max_delay=0.1, **cfg)  # type: ignore[arg-type]
+    s = Swim(ME, config, random.Random(1), announce=announce)
     s.start(0.0)
     s.handle(Received(others[0], MemberUpdates(tuple(alive(n) for n in others))), 0.0)
     s.queue.clear()
@@ -48,7 +51,7 @@ def make(others: tuple[NodeId, ...] = OTHERS, **cfg: object) -> Swim:
 
 
 def alive(n: NodeId, inc: int = 0) -> MemberState:
-    return MemberState(n, inc, 0, {}, None)
+    return MemberState(n, inc, WireStatus.ALIVE, {}, None)
 
 
 def fire(s: Swim, kind: SwimTimer, now: float, key: object = None) -> list[Output]:
@@ -87,7 +90,9 @@ def test_a_lone_accuser_holds_its_verdict_until_someone_confirms() -> None:
     assert x not in s.queue
     # Someone else's confirmation, long past the deadline: the verdict now.
     other = next(n for n in OTHERS if n != x)
-    out = s.handle(Received(other, MemberUpdates((MemberState(x, 0, 1, {}, other),))), 40.0)
+    out = s.handle(
+        Received(other, MemberUpdates((MemberState(x, 0, WireStatus.SUSPECT, {}, other),))), 40.0
+    )
     timer = Timer(SwimTimer.SUSPICION, (x, 0))
     assert SetTimer(timer, 0.0) in out
     out = fire(s, SwimTimer.SUSPICION, 40.0, (x, 0))
@@ -109,8 +114,7 @@ def test_a_cut_off_node_withdraws_what_it_suspected_when_it_hears_again() -> Non
     culprit. On the first message from anyone: the suspicions only we
     raised since are withdrawn (never spread), the probes in flight are
     abandoned, and we push-pull with the member we heard from."""
-    s = make()
-    s.announce = True
+    s = make(announce=True)
     x = failed_probe(s, 10.0, nack=False)
     assert s.stats()["silent_probes"] == 1
     y = failed_probe(s, 11.0, nack=False)
@@ -132,8 +136,7 @@ def test_a_cut_off_node_withdraws_what_it_suspected_when_it_hears_again() -> Non
     assert s.stats()["suspicions_withdrawn"] == 2 and not s._probes
     # Our suspicions never leave this node: not piggybacked, not announced.
     assert x not in s.queue and y not in s.queue
-    fire(s, SwimTimer.ANNOUNCE, 45.1)
-    assert s.take_announcements() is None
+    assert not any(isinstance(o, Announce) for o in fire(s, SwimTimer.ANNOUNCE, 45.1))
     # A later message is just a message.
     assert s.handle(Received(z, Ping(8, ME, ())), 46.0) == [Send(z, Ack(8, ()), reliable=False)]
 
@@ -150,10 +153,12 @@ def test_a_member_we_hold_failed_is_told_when_it_talks_to_us() -> None:
     s = make()
     x = OTHERS[0]
     other = OTHERS[1]
-    s.handle(Received(other, MemberUpdates((MemberState(x, 0, 1, {}, other),))), 1.0)
+    s.handle(
+        Received(other, MemberUpdates((MemberState(x, 0, WireStatus.SUSPECT, {}, other),))), 1.0
+    )
     fire(s, SwimTimer.SUSPICION, 30.0, (x, 0))
     assert status(s, x) == (FAILED, 0)
-    verdict = MemberState(x, 0, 2, {}, None)
+    verdict = MemberState(x, 0, WireStatus.FAILED, {}, None)
     # It pings us (the first packet across a healed cut): the ack says so first.
     out = s.handle(Received(x, Ping(3, ME, ())), 40.0)
     assert out == [Send(x, Ack(3, (verdict,)), reliable=False)]
@@ -168,9 +173,9 @@ def test_a_member_we_hold_failed_is_told_when_it_talks_to_us() -> None:
     ]
 
 
-def test_gossip_reaches_suspects_and_the_recently_failed() -> None:
+def test_dissemination_reaches_suspects_and_the_recently_failed() -> None:
     ml = MemberList(ME, random.Random(4))
-    members = [Member(n, 0, ALIVE, {}, 0.0) for n in OTHERS]
+    members = [MemberEntry(n, 0, ALIVE, {}, 0.0) for n in OTHERS]
     for m in members:
         ml.add(m)
     ml.set_state(members[0], SUSPECT, 0, 1.0)
@@ -179,13 +184,13 @@ def test_gossip_reaches_suspects_and_the_recently_failed() -> None:
     ml.set_state(members[2], ALIVE, 1, 2.0)  # and back
     seen: set[NodeId] = set()
     for _ in range(200):
-        picked = ml.gossip_targets(3, 10.0, 30.0)
+        picked = ml.dissemination_targets(3, 10.0, 30.0)
         assert len(picked) == len(set(picked)) <= 3
         seen.update(picked)
     assert seen == set(OTHERS)  # the suspect and the failed one included
     # Thirty seconds after its failure, no longer.
     for _ in range(200):
-        assert members[1].node not in ml.gossip_targets(3, 31.5, 30.0)
+        assert members[1].node not in ml.dissemination_targets(3, 31.5, 30.0)
     assert ml._deaths_from == 2 or not ml._deaths
 
 
@@ -193,7 +198,7 @@ def test_gossip_reaches_suspects_and_the_recently_failed() -> None:
 
 
 def suspect_of(x: NodeId, by: NodeId) -> MemberUpdates:
-    return MemberUpdates((MemberState(x, 0, 1, {}, by),))
+    return MemberUpdates((MemberState(x, 0, WireStatus.SUSPECT, {}, by),))
 
 
 def test_hearing_a_suspicion_we_ping_the_suspect_once() -> None:
@@ -202,7 +207,9 @@ def test_hearing_a_suspicion_we_ping_the_suspect_once() -> None:
     s = make(verify_max=2)
     x, y, z, by = OTHERS[:4]
     out = s.handle(Received(by, suspect_of(x, by)), 1.0)
-    assert Send(x, Ping(1, x, (MemberState(x, 0, 1, {}, by),)), reliable=False) in out
+    assert (
+        Send(x, Ping(1, x, (MemberState(x, 0, WireStatus.SUSPECT, {}, by),)), reliable=False) in out
+    )
     s.handle(Received(by, suspect_of(y, by)), 1.1)
     out = s.handle(Received(by, suspect_of(z, by)), 1.2)
     assert not [o for o in out if isinstance(o, Send)]
@@ -216,8 +223,7 @@ def test_a_refusal_and_another_accuser_make_a_verdict_at_once() -> None:
     own evidence), someone else suspects it too: failed now, not after
     Lifeguard's timeout."""
     for first_ours in (True, False):
-        s = make()
-        s.announce = True
+        s = make(announce=True)
         x, by = OTHERS[0], OTHERS[1]
         if first_ours:
             out = s.handle(PeerRefused(x), 1.0)
@@ -231,9 +237,9 @@ def test_a_refusal_and_another_accuser_make_a_verdict_at_once() -> None:
         assert CancelTimer(Timer(SwimTimer.SUSPICION, (x, 0))) in out
         assert s.stats()["refused_verdicts"] == 1
         # The first accuser announces the verdict.
-        fire(s, SwimTimer.ANNOUNCE, 1.5)
-        news = s.take_announcements()
-        assert (news is not None and MemberState(x, 0, 2, {}, None) in news.updates) == first_ours
+        news = [o.updates for o in fire(s, SwimTimer.ANNOUNCE, 1.5) if isinstance(o, Announce)]
+        verdict = MemberState(x, 0, WireStatus.FAILED, {}, None)
+        assert any(verdict in n.updates for n in news) == first_ours
 
 
 def test_a_refusal_alone_is_a_suspicion_and_a_verdict_confirms_it() -> None:
@@ -242,7 +248,9 @@ def test_a_refusal_alone_is_a_suspicion_and_a_verdict_confirms_it() -> None:
     s.handle(PeerRefused(x), 1.0)
     assert status(s, x) == (SUSPECT, 0)
     # Another node's verdict is an accuser too.
-    out = s.handle(Received(by, MemberUpdates((MemberState(x, 0, 2, {}, None),))), 3.0)
+    out = s.handle(
+        Received(by, MemberUpdates((MemberState(x, 0, WireStatus.FAILED, {}, None),))), 3.0
+    )
     assert MemberChanged(x, FAILED, 0, {}) in out
 
 

@@ -21,13 +21,15 @@ from overlay.io import (
     MemberChanged,
     MemberStatus,
     Output,
+    ProbeNow,
     Received,
     TimerFired,
 )
 from overlay.io import Timer as IoTimer
 from overlay.members import DEAD
 from overlay.messages import Ack, MemberState, MemberUpdates, Nack, Ping, PingReq, PushPull
-from overlay.swim import Swim, SwimTimer
+from overlay.swim import Swim
+from overlay.swim_state import SwimTimer
 from sim.engine import NetworkModel, Simulation
 from sim.membership_metrics import MembershipTracker
 
@@ -63,7 +65,7 @@ messages = st.one_of(
 timer_keys = st.one_of(
     st.none(), seqs, st.tuples(nodes, incs), st.tuples(st.integers(), st.text(max_size=2))
 )
-inputs: st.SearchStrategy[Input | tuple[str, NodeId]] = st.one_of(
+inputs: st.SearchStrategy[Input] = st.one_of(
     st.builds(Received, sender=nodes, msg=messages),
     st.builds(
         lambda k, key: TimerFired(IoTimer(k, key)), st.sampled_from(list(SwimTimer)), timer_keys
@@ -72,15 +74,13 @@ inputs: st.SearchStrategy[Input | tuple[str, NodeId]] = st.one_of(
     st.builds(ConnectionDown, nodes),
     st.builds(lambda s: JoinCluster(tuple(s)), st.lists(nodes, max_size=3)),
     st.just(Leave()),
-    st.tuples(st.just("probe_now"), nodes),
+    st.builds(ProbeNow, nodes),
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=st.lists(inputs, max_size=60), seed=st.integers(0, 3))
-def test_any_input_sequence_keeps_invariants(
-    steps: list[Input | tuple[str, NodeId]], seed: int
-) -> None:
+def test_any_input_sequence_keeps_invariants(steps: list[Input], seed: int) -> None:
     """Whatever arrives, nothing raises; our incarnation and every member's
     never decrease; we never hold ourselves suspect or failed; counts agree
     with the entries."""
@@ -91,8 +91,7 @@ def test_any_input_sequence_keeps_invariants(
     was_left = False
     for i, step in enumerate(steps):
         now = float(i)
-        outs: list[Output]
-        outs = s.probe_now(step[1], now) if isinstance(step, tuple) else s.handle(step, now)
+        outs: list[Output] = s.handle(step, now)
         was_left = was_left or isinstance(step, Leave)
         me = s.members.get(ME)
         assert me is not None

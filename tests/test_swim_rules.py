@@ -18,8 +18,9 @@ import pytest
 from overlay.config import SwimConfig
 from overlay.ids import NodeId
 from overlay.io import Output, Received, Send, SetTimer, Timer, TimerFired
-from overlay.messages import MemberState, MemberUpdates, Ping
-from overlay.swim import Swim, SwimTimer
+from overlay.messages import MemberState, MemberUpdates, Ping, WireStatus
+from overlay.swim import Swim
+from overlay.swim_state import SwimTimer
 
 ME = NodeId("me", "10.0.0.1", 7946)
 OTHERS = tuple(NodeId(f"n{i}", f"10.1.0.{i}", 7946) for i in range(1, 10))
@@ -27,7 +28,12 @@ X, TRUSTED, ACCUSER, FAR = OTHERS[0], OTHERS[1], OTHERS[2], OTHERS[3]
 STRANGER = NodeId("far", "10.2.0.1", 7946)
 MIN, MAX = 4.0, 24.0
 HELD_AT = 5
-CODES = {"alive": 0, "suspect": 1, "failed": 2, "left": 3}
+CODES = {
+    "alive": WireStatus.ALIVE,
+    "suspect": WireStatus.SUSPECT,
+    "failed": WireStatus.FAILED,
+    "left": WireStatus.LEFT,
+}
 Status = Literal["alive", "suspect", "failed", "left"]
 
 
@@ -74,7 +80,7 @@ def told_x(out: list[Output]) -> bool:
         isinstance(o, Send)
         and o.to == X
         and isinstance(o.msg, Ping | MemberUpdates)
-        and any(u.node == X and u.status != 0 for u in o.msg.updates)
+        and any(u.node == X and u.status is not WireStatus.ALIVE for u in o.msg.updates)
         for o in out
     )
 
@@ -176,10 +182,21 @@ def test_accusations_from_a_member_we_hold_failed_are_passed_on_not_believed(
 
 def test_an_accusation_we_already_refuted_gets_our_alive_state_back() -> None:
     s = node_holding("alive")
-    s.handle(Received(TRUSTED, MemberUpdates((MemberState(ME, 0, 1, {}, TRUSTED),))), 2.0)
+    s.handle(
+        Received(TRUSTED, MemberUpdates((MemberState(ME, 0, WireStatus.SUSPECT, {}, TRUSTED),))),
+        2.0,
+    )
     assert s.incarnation == 1
-    out = s.handle(Received(ACCUSER, MemberUpdates((MemberState(ME, 0, 2, {}, None),))), 2.1)
-    assert out == [Send(ACCUSER, MemberUpdates((MemberState(ME, 1, 0, {}, None),)), reliable=False)]
+    out = s.handle(
+        Received(ACCUSER, MemberUpdates((MemberState(ME, 0, WireStatus.FAILED, {}, None),))), 2.1
+    )
+    assert out == [
+        Send(
+            ACCUSER,
+            MemberUpdates((MemberState(ME, 1, WireStatus.ALIVE, {}, None),)),
+            reliable=False,
+        )
+    ]
     assert s.incarnation == 1
 
 

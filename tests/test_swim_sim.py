@@ -12,6 +12,7 @@ from overlay.config import Config
 from overlay.ids import NodeId
 from overlay.io import MemberStatus
 from overlay.suspicion import suspicion_min
+from overlay.swim_state import SwimState
 from sim.engine import NetworkModel, Simulation
 from sim.membership_metrics import MembershipTracker, percentile
 
@@ -146,8 +147,8 @@ def test_graceful_leave_is_known_everywhere_at_once() -> None:
         if nid != leaver:
             m = sim.node(nid).swim.members.get(leaver)
             assert m is not None and m.status is MemberStatus.LEFT
-            assert leaver not in sim.node(nid).hyparview.views().active
-    assert sim.node(leaver).swim.leave_done()
+            assert leaver not in sim.node(nid).views().active
+    assert sim.node(leaver).swim.state is SwimState.LEFT  # LeaveComplete went out
     assert s["false_positives"] == 0 and s["converged"]
 
 

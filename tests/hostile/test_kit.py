@@ -16,6 +16,7 @@ from overlay.messages import (
     DigestEntry,
     MemberState,
     MsgId,
+    WireStatus,
 )
 from tests.hostile.helpers import frame, prefixed, split_frames
 
@@ -32,7 +33,7 @@ def _sample(tp: object, name: str) -> object:
     if "NodeId" in text:
         return OTHER
     if "MemberState" in text:
-        return (MemberState(OTHER, 3, 1, {"role": "web"}, ME),)
+        return (MemberState(OTHER, 3, WireStatus.SUSPECT, {"role": "web"}, ME),)
     if "Announcement" in text:
         return (Announcement(MID, 2),)
     if "DigestEntry" in text:

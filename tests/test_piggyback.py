@@ -1,12 +1,12 @@
-"""The piggyback retransmit queue (overlay/broadcasts.py)."""
+"""The piggyback retransmit queue (overlay/piggyback.py)."""
 
 from __future__ import annotations
 
-from overlay.broadcasts import BroadcastQueue
+from overlay.piggyback import PiggybackQueue
 
 
 def test_each_update_is_sent_limit_times() -> None:
-    q: BroadcastQueue[str, str] = BroadcastQueue()
+    q: PiggybackQueue[str, str] = PiggybackQueue()
     q.put("a", "A", 10)
     sent = [q.take(100, limit=3) for _ in range(5)]
     assert sent == [["A"], ["A"], ["A"], [], []]
@@ -14,7 +14,7 @@ def test_each_update_is_sent_limit_times() -> None:
 
 
 def test_least_sent_first_then_newest() -> None:
-    q: BroadcastQueue[str, str] = BroadcastQueue()
+    q: PiggybackQueue[str, str] = PiggybackQueue()
     q.put("a", "A", 10)
     assert q.take(100, limit=5) == ["A"]
     q.put("b", "B", 10)
@@ -28,7 +28,7 @@ def test_least_sent_first_then_newest() -> None:
 
 
 def test_budget_is_respected_and_small_items_fill_gaps() -> None:
-    q: BroadcastQueue[str, str] = BroadcastQueue()
+    q: PiggybackQueue[str, str] = PiggybackQueue()
     q.put("small", "s", 20)
     q.put("big", "B", 90)
     assert q.take(100, limit=5) == ["B"]  # newest first; then 10 bytes left
@@ -36,14 +36,14 @@ def test_budget_is_respected_and_small_items_fill_gaps() -> None:
     for _ in range(20):
         assert sum({"s": 20, "B": 90}[x] for x in q.take(100, limit=5)) <= 100
     assert len(q) == 0
-    q2: BroadcastQueue[str, str] = BroadcastQueue()
+    q2: PiggybackQueue[str, str] = PiggybackQueue()
     q2.put("small", "s", 20)
     q2.put("big", "B", 200)
     assert q2.take(100, limit=5) == ["s"]  # too big is skipped, not blocking
 
 
 def test_newer_update_replaces_older_and_resets_count() -> None:
-    q: BroadcastQueue[str, str] = BroadcastQueue()
+    q: PiggybackQueue[str, str] = PiggybackQueue()
     q.put("a", "A1", 10)
     q.take(100, limit=3)
     q.take(100, limit=3)
@@ -53,7 +53,7 @@ def test_newer_update_replaces_older_and_resets_count() -> None:
 
 
 def test_lower_limit_drops_updates_sent_enough() -> None:
-    q: BroadcastQueue[str, str] = BroadcastQueue()
+    q: PiggybackQueue[str, str] = PiggybackQueue()
     q.put("a", "A", 10)
     for _ in range(4):
         q.take(100, limit=8)
@@ -63,7 +63,7 @@ def test_lower_limit_drops_updates_sent_enough() -> None:
 
 
 def test_exclude_and_drop() -> None:
-    q: BroadcastQueue[str, str] = BroadcastQueue()
+    q: PiggybackQueue[str, str] = PiggybackQueue()
     q.put("a", "A", 10)
     q.put("b", "B", 10)
     assert q.take(100, limit=5, exclude="b") == ["A"]
@@ -75,7 +75,7 @@ def test_exclude_and_drop() -> None:
 
 
 def test_take_cost_is_bounded_by_misses() -> None:
-    q: BroadcastQueue[int, int] = BroadcastQueue()
+    q: PiggybackQueue[int, int] = PiggybackQueue()
     for i in range(10_000):
         q.put(i, i, 500)
     q.put(-1, -1, 10)  # oldest-but-one... newest: fits

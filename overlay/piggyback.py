@@ -1,8 +1,11 @@
-"""The piggyback queue: member updates waiting to ride on probe traffic.
+"""SWIM's piggyback queue: member updates waiting to ride on probe traffic.
+
+(Named for what it does: "broadcast" is Plumtree's word in this project.)
 
 Rules of this module: a container, no protocol decisions. The owner
-(`overlay.swim`) puts an update in when its member list changes and takes a
-byte-limited batch out for each PING, PING-REQ and ACK it sends.
+(`overlay.dissemination`) puts an update in when its member list changes and
+takes a byte-limited batch out for each PING, PING-REQ and ACK it sends, and
+for each dissemination round.
 
 Theory of operation
 -------------------
@@ -47,7 +50,7 @@ class _Entry(Generic[T]):
         self.transmits = 0
 
 
-class BroadcastQueue(Generic[K, T]):
+class PiggybackQueue(Generic[K, T]):
     def __init__(self) -> None:
         self._entries: dict[K, _Entry[T]] = {}
         self._buckets: list[dict[K, _Entry[T]]] = [{}]
