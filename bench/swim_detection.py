@@ -503,7 +503,7 @@ def load(p: dict[str, Any]) -> Result:
 
 
 def push_pull_interval(cfg: Config, n: int) -> float:
-    from overlay.swim import push_pull_interval as ppi
+    from overlay.push_pull import push_pull_interval as ppi
 
     return ppi(cfg.swim.push_pull_period, n)
 

@@ -1017,21 +1017,6 @@ def test_piggyback_is_byte_bounded_and_each_update_sent_limit_times() -> None:
     assert sent == dict.fromkeys(others, limit)
 
 
-@pytest.mark.parametrize(
-    "state",
-    [
-        alive(ME),
-        alive(nid(300), 2**40, {"role": "db", "zone": "eu-west-1"}),
-        suspect(NodeId("x" * 40, "fe80::1", 65535), 70000, B),
-        left(NodeId("ünïcode", "h", 1), 300),
-        alive(B, 5, {f"k{i}": "v" * i for i in range(15)}),
-    ],
-)
-def test_state_size_is_exact(state: MemberState) -> None:
-    empty = len(codec.encode(ME, MemberUpdates(())))
-    assert len(codec.encode(ME, MemberUpdates((state,)))) - empty == state_size(state)
-
-
 def test_stats_keys() -> None:
     s = make((B,))
     stats = s.stats()
