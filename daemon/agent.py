@@ -713,7 +713,7 @@ class Agent:
 
     async def set_tags(self, tags: Mapping[str, str], delete: Sequence[str] = ()) -> dict[str, str]:
         """Change this member's tags (spread to the cluster); returns them.
-        Raises `overlay.swim.TagsTooLarge` (a ValueError) over the limit."""
+        Raises `overlay.member_rules.TagsTooLarge` (a ValueError) over the limit."""
         self._check_running()
         new = {**self.tags, **tags}
         for key in delete:
