@@ -61,6 +61,7 @@ from overlay.io import (
     Input,
     JoinCluster,
     Leave,
+    LeaveComplete,
     Output,
     PeerRefused,
     Publish,
@@ -162,6 +163,8 @@ class Simulation:
         self.first_across_heal: float | None = None
         self.traffic = Traffic()
         self.observers: list[Observer] = []
+        # Nodes that exit once their leave is complete (see `leave`).
+        self._exit_on_leave: set[Addr] = set()
         # The last message encoded: (message, sender, size, decoded sender,
         # decoded message); see _send.
         self._frame_memo: tuple[Message, NodeId, int, NodeId, Message] | None = None
@@ -211,8 +214,17 @@ class Simulation:
     def publish(self, nid: NodeId, topic: str, payload: bytes, *, at: float | None = None) -> None:
         self.inject(nid, Publish(topic, payload), at=at)
 
-    def leave(self, nid: NodeId, *, at: float | None = None) -> None:
+    def leave(
+        self, nid: NodeId, *, at: float | None = None, exit_within: float | None = None
+    ) -> None:
+        """A graceful leave. With `exit_within`, the process then exits as
+        the agent's does: when the node says the leave is complete
+        (`LeaveComplete`), or `exit_within` seconds after the leave at the
+        latest."""
         self.inject(nid, Leave(), at=at)
+        if exit_within is not None:
+            self._exit_on_leave.add((nid.host, nid.port))
+            self.stop(nid, at=(self.now if at is None else at) + exit_within)
 
     def inject(self, nid: NodeId, inp: Input, *, at: float | None = None) -> None:
         self._push(self.now if at is None else at, _DELIVER, (nid.host, nid.port), inp)
@@ -358,6 +370,9 @@ class Simulation:
             elif isinstance(out, CloseConnection):
                 peer = out.peer
                 self._close(src, me, (peer.host, peer.port))
+            elif isinstance(out, LeaveComplete) and src in self._exit_on_leave:
+                self._exit_on_leave.discard(src)
+                self.stop(me)
             for obs in observers:
                 obs(now, me, out)
 

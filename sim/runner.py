@@ -354,8 +354,7 @@ class Runner:
             self.membership.note_recovery(v, self.sim.now)
 
     def _leave(self, v: NodeId, now: float, linger: float) -> None:
-        self.sim.leave(v)
-        self.sim.stop(v, at=now + linger)
+        self.sim.leave(v, exit_within=linger)
         self.leaving.add(v)
         self.membership.note_failure(v, now, "leave")
 

@@ -37,7 +37,8 @@ dispatches on their type with `match`):
   `topic`. `background = true` leaves the cursor where it is, so the next
   steps run while the broadcasts go out.
 - `crash`, `pause` (`duration`: resume after it), `leave` (the process
-  exits `linger` seconds later): a `fraction` or a `count` of the live nodes,
+  exits when the node says its leave is complete, as the agent's does, and
+  at most `linger` seconds later): a `fraction` or a `count` of the live nodes,
   or the named `nodes`. A crash's `kind` is "host" (the default: the host
   goes silent) or "process" (the process dies, its host refuses what is
   sent to it, as after a SIGKILL). `resume`: the named `nodes`, or every paused node.
@@ -207,7 +208,7 @@ class Resume(StepBase):
         return cls(**f.common, nodes=f.names("nodes"))
 
 
-LEAVE_LINGER = 2.0  # seconds between a graceful leave and the process's exit
+LEAVE_LINGER = 2.0  # at most this long between a graceful leave and the process's exit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

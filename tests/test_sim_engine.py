@@ -10,6 +10,7 @@ import networkx as nx
 import pytest
 
 from overlay.config import Config
+from overlay.io import LeaveComplete, MemberStatus
 from overlay.messages import Ping
 from sim import underlay
 from sim.engine import NetworkModel, Simulation
@@ -123,6 +124,28 @@ def test_stop_after_leave_and_running_time() -> None:
     assert sim.node_seconds() == pytest.approx(4 * 30 + 22 + 20)
     for nid in ids[:4]:
         assert ids[4] not in sim.node(nid).hyparview.views().active
+
+
+def test_a_leaving_process_exits_when_the_node_says_its_leave_is_complete() -> None:
+    """As the agent does: on `LeaveComplete`, with `exit_within` only a bound."""
+    sim = Simulation(seed=2, use_codec=False)
+    ids = [sim.add_node(f"n{i}") for i in range(6)]
+    for nid in ids[1:]:
+        sim.join(nid, [ids[0]], at=0.1)
+    done: list[float] = []
+    sim.observers.append(
+        lambda t, node, out: (
+            done.append(t) if node == ids[5] and isinstance(out, LeaveComplete) else None
+        )
+    )
+    sim.leave(ids[5], at=20.0, exit_within=30.0)
+    sim.run_until(60.0)
+    assert len(done) == 1 and 20.0 < done[0] < 50.0
+    assert ids[5] not in sim.live()
+    assert sim.nodes[(ids[5].host, ids[5].port)].stopped_at == pytest.approx(done[0])
+    for nid in ids[:5]:
+        m = sim.node(nid).swim.members.get(ids[5])
+        assert m is not None and m.status is MemberStatus.LEFT
 
 
 def test_a_late_joiner_catching_up_is_no_latency() -> None:
