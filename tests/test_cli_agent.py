@@ -62,6 +62,8 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
     )
     records: list[dict[str, object]] = []
     started, leaving, forced = trio.Event(), trio.Event(), trio.Event()
+    linked = trio.Event()
+    other: trio.Process | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
@@ -70,6 +72,7 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
                 records,
                 {
                     "agent started": started,
+                    "neighbour up": linked,
                     "signal: leaving": leaving,
                     "second signal: exiting now": forced,
                 },
@@ -78,6 +81,25 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
                 await started.wait()
             start = next(r for r in records if r.get("msg") == "agent started")
             assert start["control"] == f"unix:{sock}" and start["metrics"]
+            # A member to say goodbye to: alone, an agent's leave is complete
+            # at once (nobody to tell), and the second signal would race the
+            # exit. With one member, the goodbye goes out over several
+            # protocol periods (seconds), which the 600 s grace does not cut.
+            other = await trio.lowlevel.open_process(
+                overlay_cmd(
+                    "agent",
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--control",
+                    "none",
+                    "--join",
+                    str(start["bind"]),
+                ),
+                stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+            with trio.fail_after(WAIT):
+                await linked.wait()
             proc.send_signal(signal.SIGINT)
             with trio.fail_after(WAIT):
                 await leaving.wait()
@@ -87,8 +109,10 @@ async def test_second_signal_exits_at_once(tmp_path: Path) -> None:
                 await forced.wait()
                 assert await proc.wait() == 1
     finally:
-        if proc.returncode is None:
-            proc.kill()
+        for p in (proc, other):
+            if p is not None and p.returncode is None:
+                p.kill()
+                await p.wait()
     assert not sock.exists()
 
 
