@@ -84,6 +84,10 @@ RESERVED_PREFIX = "$overlay."
 _RESERVED = f"topics starting with {RESERVED_PREFIX!r} are the overlay's own"
 
 
+def _reserved(topic: object) -> bool:
+    return isinstance(topic, str) and topic.startswith(RESERVED_PREFIX)
+
+
 class Node:
     def __init__(
         self,
@@ -141,7 +145,7 @@ class Node:
 
     def check_publish(self, topic: str, payload: bytes) -> None:
         """Raise `PublishError` if `publish(topic, payload)` would."""
-        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+        if _reserved(topic):
             raise PublishError(f"topic {topic!r} is reserved: {_RESERVED}")
         self.plumtree.check_publish(topic, payload)
 
@@ -157,8 +161,8 @@ class Node:
         1-256 characters, starts with `$overlay.` (the overlay's own), or the
         node has left. (A `Publish` input returns a `PublishRejected` output
         instead of raising.)"""
-        if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
-            raise PublishError(_RESERVED)
+        if _reserved(topic):
+            raise PublishError(f"topic {topic!r} is reserved: {_RESERVED}")
         return self.plumtree.publish(topic, payload, now)
 
     def _neighbors(self, outs: list[Output], now: float) -> list[Output]:
@@ -224,13 +228,7 @@ class Node:
         return kept + self._internal(more, now)
 
     def handle(self, inp: Input, now: float) -> list[Output]:
-        outs = self._internal(self._route(inp, now), now)
-        if isinstance(inp, Leave) and not self.swim_enabled and not self._left:
-            # No member list, no goodbye to spread: the leave is done.
-            outs = [*outs, LeaveComplete()]
-        if isinstance(inp, Leave):
-            self._left = True
-        return outs
+        return self._internal(self._route(inp, now), now)
 
     def _route(self, inp: Input, now: float) -> list[Output]:
         # The two commonest inputs first, without `match`: a message for
@@ -282,7 +280,12 @@ class Node:
                 # announce: we will not be there to answer GRAFTs).
                 outs = self._swim(inp, now)
                 outs += self.plumtree.handle(inp, now)
-                return outs + self._neighbors(self.hyparview.handle(inp, now), now)
+                outs += self._neighbors(self.hyparview.handle(inp, now), now)
+                if not self.swim_enabled and not self._left:
+                    # No member list, no goodbye to spread: the leave is done.
+                    outs.append(LeaveComplete())
+                self._left = True
+                return outs
             case ConnectionDown(peer) | ConnectFailed(peer):
                 # A lost HyParView link is a hint for SWIM: probe at once.
                 watched = self.swim_enabled and self.coupling.watched(peer)
@@ -297,7 +300,7 @@ class Node:
             case ConnectionUp():
                 return self._neighbors(self.hyparview.handle(inp, now), now)
             case Publish(topic):
-                if isinstance(topic, str) and topic.startswith(RESERVED_PREFIX):
+                if _reserved(topic):
                     return [PublishRejected(topic, _RESERVED)]
                 return self.plumtree.handle(inp, now)
             case PeerRefused():

@@ -143,3 +143,21 @@ def test_without_swim_the_node_is_hyparview_and_plumtree_alone() -> None:
     sim.run_until(25.0)
     for nid in sim.live():
         assert victim not in sim.node(nid).hyparview.views().active
+
+
+def test_without_swim_a_leave_is_complete_at_once_and_said_once() -> None:
+    """With `swim.enabled = false` there is no goodbye to spread: the node
+    says `LeaveComplete` on the `Leave` itself, and only the first time."""
+    import random
+
+    from overlay.io import Leave, LeaveComplete
+    from overlay.node import Node
+
+    node = Node(
+        NodeId("me", "10.0.0.1", 7946),
+        Config().replace(**{"swim.enabled": False}),
+        random.Random(1),
+    )
+    node.start(0.0)
+    assert node.handle(Leave(), 1.0).count(LeaveComplete()) == 1
+    assert LeaveComplete() not in node.handle(Leave(), 2.0)
