@@ -40,6 +40,12 @@ Theory of operation
   becomes eager at both ends (the receiver grafts, or takes the sender
   eager), the safe side: a redundant eager link costs one duplicate and a
   PRUNE at the next broadcast, a missing one an IHAVE and a GRAFT timeout.
+  The same holds per origin (`overlay.trees`): a digest also carries, for
+  the origins' trees the sender holds (a random sample of `TREE_BITS_MAX`
+  when it holds more), whether it holds the receiver eager; the receiver
+  compares with its own tree of each origin (its shared tree where it has
+  none, and the sender's shared tree for origins a complete list leaves
+  out), and on a disagreement grafts in that tree: eager at both ends.
 """
 
 from __future__ import annotations
@@ -55,14 +61,17 @@ from overlay.messages import (
     DIGEST_MAX_ENTRIES,
     DIGEST_MAX_RANGES,
     IWANT_MAX_IDS,
+    TREE_BITS_MAX,
     Digest,
     DigestEntry,
     Graft,
     IWant,
     MsgId,
+    TreeBit,
 )
 from overlay.ordering import OrderedDelivery
 from overlay.seen import PayloadCache, SeenIds
+from overlay.trees import Trees
 
 # Jitter on the anti-entropy period, a fraction of it: nodes started together
 # do not exchange in lock-step (as HyParView's default).
@@ -107,8 +116,7 @@ class AntiEntropy:
         config: PlumtreeConfig,
         rng: random.Random,
         *,
-        eager: dict[NodeId, None],
-        lazy: dict[NodeId, None],
+        trees: Trees,
         seen: SeenIds,
         cache: PayloadCache,
         counters: Counter[str],
@@ -120,8 +128,9 @@ class AntiEntropy:
         tree but never through anti-entropy."""
         self.cfg = config
         self.rng = rng
-        self.eager = eager
-        self.lazy = lazy
+        self.trees = trees
+        self.eager = trees.eager
+        self.lazy = trees.lazy
         self.seen = seen
         self.cache = cache
         self.counters = counters
@@ -152,7 +161,7 @@ class AntiEntropy:
             self.rng.shuffle(round_)
         target = round_.pop()
         self.counters["anti_entropy_rounds"] += 1
-        out.append(Send(target, Digest(self.digest(now), True, target in self.eager)))
+        out.append(Send(target, self._digest_for(target, self.digest(now), True)))
 
     def welcome(self, peer: NodeId) -> None:
         """A new neighbour: it gets our digest at the next `greet`."""
@@ -167,7 +176,7 @@ class AntiEntropy:
             digest = self.digest(now)
             if digest:
                 for peer in self.new_peers:
-                    out.append(Send(peer, Digest(digest, False, peer in self.eager)))
+                    out.append(Send(peer, self._digest_for(peer, digest, False)))
             self.new_peers.clear()
 
     def stop(self) -> None:
@@ -180,6 +189,8 @@ class AntiEntropy:
         """DIGEST: repair the link if the two ends disagree; ask for the ids
         we never saw; answer with ours if asked."""
         self._repair_link(sender, msg.eager, out)
+        if self.trees.limit:
+            self._repair_trees(sender, msg, out)
         entries = msg.entries
         wants: list[MsgId] = []
         seen = self.seen
@@ -228,7 +239,7 @@ class AntiEntropy:
                     e for e in ours if not covered(e.ranges, theirs.get((e.origin, e.epoch)))
                 )
                 if news:
-                    out.append(Send(sender, Digest(news, False, sender in self.eager)))
+                    out.append(Send(sender, self._digest_for(sender, news, False)))
 
     def on_iwant(
         self, sender: NodeId, ids: tuple[MsgId, ...], now: float, out: list[Output]
@@ -256,6 +267,38 @@ class AntiEntropy:
                 self.eager[sender] = None
         else:
             out.append(Send(sender, Graft(None)))  # we push; ask it to push
+            self.counters["graft_sent"] += 1
+
+    def _digest_for(self, peer: NodeId, entries: tuple[DigestEntry, ...], reply: bool) -> Digest:
+        """A digest to `peer`: `entries` and how we hold the link to it, in
+        the shared tree and in a sample of the origins' trees."""
+        trees = self.trees
+        shared = peer in self.eager
+        if not trees.origins:
+            return Digest(entries, reply, shared)
+        origins: list[str] | tuple[str, ...] = tuple(trees.origins)
+        complete = len(origins) <= TREE_BITS_MAX
+        if not complete:
+            origins = self.rng.sample(origins, TREE_BITS_MAX)
+        bits = tuple(TreeBit(o, trees.is_eager(peer, o)) for o in origins)
+        return Digest(entries, reply, shared, bits, complete)
+
+    def _repair_trees(self, sender: NodeId, msg: Digest, out: list[Output]) -> None:
+        """Per origin, as `_repair_link` for the shared tree: where the
+        sender's tree and ours disagree on this link, graft in that tree."""
+        trees = self.trees
+        theirs = {bit.origin: bit.eager for bit in msg.trees}
+        disagree = [o for o, eager in theirs.items() if eager != trees.is_eager(sender, o)]
+        if msg.trees_complete:
+            disagree += [
+                o
+                for o in trees.origins
+                if o not in theirs and msg.eager != trees.is_eager(sender, o)
+            ]
+        for origin in disagree:
+            self.counters["link_repaired"] += 1
+            trees.make_eager(sender, origin)
+            out.append(Send(sender, Graft(None, origin)))
             self.counters["graft_sent"] += 1
 
     def digest(self, now: float) -> tuple[DigestEntry, ...]:

@@ -160,6 +160,14 @@ class PlumtreeConfig:
     # as iroh-gossip reads it). Lower values chase every origin's shortest
     # path and churn the shared tree when senders vary.
     optimization_threshold: int = 7
+    # Broadcast trees kept, one per origin, least recently used evicted
+    # (overlay.trees): PRUNE and GRAFT change only the tree of the message's
+    # origin, so one publisher's traffic never reshapes another's (Riak's and
+    # Partisan's Plumtree). A tree costs ~150 bytes: 1,024 is 150 KB per node
+    # and holds every origin of a cluster of that size, SWIM's announcements
+    # included (every member is an origin). An origin beyond it starts from a
+    # copy of the shared tree again. 0: the paper's single shared tree.
+    origin_trees: int = 1024
     # Keep payloads this long to answer GRAFTs and anti-entropy, and refuse
     # copies older than this (issue: 60 s).
     retention: float = 60.0
@@ -424,6 +432,7 @@ _PLUMTREE_RANGES: dict[str, _Range] = {
     "graft_timeout_2": _POSITIVE,
     # 0 would swap links between paths of equal length, back and forth.
     "optimization_threshold": _AT_LEAST_1,
+    "origin_trees": _NON_NEGATIVE,
     "retention": _POSITIVE,
     "seen_ttl": _POSITIVE,
     "cache_max_messages": _AT_LEAST_1,

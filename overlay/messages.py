@@ -134,6 +134,7 @@ IHAVE_MAX_ITEMS = 1024  # announcements per IHAVE; a longer batch is split
 DIGEST_MAX_ENTRIES = 256  # (origin, epoch) groups per anti-entropy digest
 DIGEST_MAX_RANGES = 64  # seq ranges per group: 2 ints each
 IWANT_MAX_IDS = 256  # ids per anti-entropy request
+TREE_BITS_MAX = 64  # origins' trees whose link state one digest carries
 
 
 class MsgId(NamedTuple):
@@ -181,15 +182,29 @@ class IHave(Message):
 
 @dataclass(frozen=True, slots=True)
 class Prune(Message):
-    """The receiver should move the sender to its lazy set (sec. 3.6)."""
+    """The receiver should move the sender to its lazy set (sec. 3.6), in
+    `origin`'s tree and the shared one (`overlay.trees`); no origin: the
+    shared tree only (the paper's single tree)."""
+
+    origin: str | None = field(default=None, metadata=limit(128))
 
 
 @dataclass(frozen=True, slots=True)
 class Graft(Message):
     """The receiver should move the sender to its eager set and, when `id` is
-    given, send that message (sec. 3.6). No id: a tree optimisation."""
+    given, send that message (sec. 3.6). No id: a tree optimisation or a
+    link repair. The tree changed is `id.origin`'s, else `origin`'s, and the
+    shared one; neither: the shared one only."""
 
     id: MsgId | None
+    origin: str | None = field(default=None, metadata=limit(128))
+
+
+class TreeBit(NamedTuple):
+    """Whether the sender holds the receiver eager in `origin`'s tree."""
+
+    origin: str
+    eager: bool
 
 
 class DigestEntry(NamedTuple):
@@ -208,11 +223,15 @@ class Digest(Message):
     part of its own digest that this one does not cover, so the exchange is
     push-pull. `eager` says whether the sender holds the receiver eager, so
     a link left eager at one end only (a PRUNE and a push crossed) is seen
-    and repaired."""
+    and repaired; `trees` says the same for the origins' trees the sender
+    holds (a sample of at most `TREE_BITS_MAX`; `trees_complete`: all of
+    them, so an origin not listed is in the sender's shared tree)."""
 
     entries: tuple[DigestEntry, ...] = field(metadata=limit(DIGEST_MAX_ENTRIES))
     reply: bool
     eager: bool
+    trees: tuple[TreeBit, ...] = field(default=(), metadata=limit(TREE_BITS_MAX))
+    trees_complete: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +342,7 @@ SWIM_MESSAGES: tuple[type[Message], ...] = (Ping, PingReq, Ack, Nack, PushPull, 
 RECORD_LIMITS: dict[type, dict[str, dict[str, Any]]] = {
     MsgId: {"origin": limit(128), "epoch": bounds(0, 2**32 - 1), "seq": bounds(1, 2**63 - 1)},
     Announcement: {"hops": bounds(1, MAX_HOPS)},
+    TreeBit: {"origin": limit(128)},
     DigestEntry: {
         "origin": limit(128),
         "epoch": bounds(0, 2**32 - 1),

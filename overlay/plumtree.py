@@ -113,6 +113,7 @@ from overlay.messages import (
 )
 from overlay.ordering import ORDERING_COUNTERS, OrderedDelivery
 from overlay.seen import Cached, PayloadCache, Seen, SeenIds
+from overlay.trees import Trees
 
 # Conflicting copies (one id, two payloads) remembered, so each spreads once
 # (guess: far more than honest traffic ever makes, which is none).
@@ -156,6 +157,10 @@ COUNTERS = (
     "graft_miss",  # GRAFTs for a payload no longer cached
     "graft_gave_up",  # missing ids whose announcers all failed us
     "optimized",  # tree optimisations (a lazy link replaced an eager one)
+    "link_graft_back",  # tree copies from a peer held lazy: made eager at both ends
+    "trees_created",  # origins' trees started from the shared one (overlay.trees)
+    "trees_evicted",  # idle origins' trees dropped to make room (origin_trees)
+    "trees_shared",  # messages of an origin left to the shared tree: no room
     *ANTI_ENTROPY_COUNTERS,
     "cache_evicted",  # payloads dropped before retention: count/bytes bound
     "seen_evicted",  # ids forgotten before seen_ttl: count bound
@@ -191,9 +196,14 @@ class Plumtree:
         self.epoch = rng.getrandbits(32)
         self.seq = 0
         self.state = PlumtreeState.RUNNING
-        # dicts, not sets: insertion order keeps every pick reproducible.
-        self.eager: dict[NodeId, None] = {}
-        self.lazy: dict[NodeId, None] = {}
+        # The trees: one per origin and the shared one, whose split of the
+        # active view `eager`/`lazy` are (dicts, not sets: insertion order
+        # keeps every pick reproducible).
+        # A tree idle for the retention window has no message left that
+        # anyone could graft: it may make room for another origin's.
+        self.trees = Trees(config.origin_trees, config.retention)
+        self.eager = self.trees.eager
+        self.lazy = self.trees.lazy
         self.seen = SeenIds(config.seen_ttl, config.seen_max_ids)
         self.cache = PayloadCache(
             config.retention, config.cache_max_messages, config.cache_max_bytes
@@ -212,8 +222,7 @@ class Plumtree:
         self.anti_entropy = AntiEntropy(
             config,
             rng,
-            eager=self.eager,
-            lazy=self.lazy,
+            trees=self.trees,
             seen=self.seen,
             cache=self.cache,
             counters=self.counters,
@@ -259,6 +268,7 @@ class Plumtree:
         self.counters["published"] += 1
         self.counters["delivered"] += 1
         out.append(Deliver(topic, mid.origin, mid.seq, 0, payload, mid))
+        self.trees.touch(mid.origin, now)
         self._forward(mid, topic, payload, 1, 0.0, None, out)
         return out
 
@@ -275,17 +285,24 @@ class Plumtree:
                 f"payload is {len(payload)} bytes, the limit is {self.cfg.max_payload}"
             )
 
-    def peers(self) -> PeerSets:
-        return PeerSets(tuple(self.eager), tuple(self.lazy))
+    def peers(self, origin: str | None = None) -> PeerSets:
+        """The shared tree's split of the active view, or `origin`'s."""
+        if origin is None:
+            return PeerSets(tuple(self.eager), tuple(self.lazy))
+        return PeerSets(*self.trees.split(origin))
 
     def stats(self) -> dict[str, int]:
         """Counters since start (see `COUNTERS`), and current sizes."""
         self.counters["cache_evicted"] = self.cache.evicted
+        self.counters["trees_created"] = self.trees.created
+        self.counters["trees_evicted"] = self.trees.evicted
+        self.counters["trees_shared"] = self.trees.shared
         self.counters["seen_evicted"] = self.seen.evicted
         stats = dict(self.counters)
         stats.update(
             eager=len(self.eager),
             lazy=len(self.lazy),
+            trees=len(self.trees),
             cached=len(self.cache),
             cached_bytes=self.cache.bytes,
             seen=len(self.seen),
@@ -308,16 +325,14 @@ class Plumtree:
         we exchange digests with it at the next flush."""
         if peer == self.me or self.state is PlumtreeState.LEFT:
             return
-        self.lazy.pop(peer, None)
-        self.eager[peer] = None
+        self.trees.up(peer)
         self.anti_entropy.welcome(peer)
         self._arm_flush(out)
 
     def handle_neighbor_down(self, peer: NodeId) -> None:
         """`peer` left the active view: forget it everywhere, its pending
         announcements included (paper sec. 3.7)."""
-        self.eager.pop(peer, None)
-        self.lazy.pop(peer, None)
+        self.trees.down(peer)
         self.lazy_queue.pop(peer, None)
         self.anti_entropy.forget(peer)
         for announcers in self.missing.values():
@@ -370,10 +385,10 @@ class Plumtree:
         match msg:
             case IHave(items):
                 self.on_ihave(sender, items, out)
-            case Prune():
-                self.on_prune(sender)
-            case Graft(mid):
-                self.on_graft(sender, mid, now, out)
+            case Prune(origin):
+                self.on_prune(sender, origin, now)
+            case Graft(mid, origin):
+                self.on_graft(sender, mid, origin, now, out)
             case Digest():
                 self.anti_entropy.on_digest(sender, msg, now, out)
             case IWant(ids):
@@ -396,8 +411,8 @@ class Plumtree:
                 return
             self.counters["duplicates"] += 1
             if neighbor and not msg.repair:
-                self._make_lazy(sender)
-                out.append(Send(sender, Prune()))
+                self._make_lazy(sender, mid.origin)
+                out.append(Send(sender, Prune(self._tree_name(mid.origin))))
                 self.counters["prune_sent"] += 1
             return
         if not math.isfinite(msg.age) or msg.age < 0:
@@ -415,7 +430,14 @@ class Plumtree:
         if msg.repair:
             self.counters["repair_received"] += 1
         if tree:
-            self._make_eager(sender)
+            self.trees.touch(mid.origin, now)
+            if self.trees.limit and not self.trees.is_eager(sender, mid.origin):
+                # It pushes to us along this tree while we hold it lazy (a
+                # PRUNE of ours crossed its push): eager at both ends, or
+                # the link stays eager at its end only until the next copy.
+                self.counters["link_graft_back"] += 1
+                out.append(Send(sender, Graft(None, mid.origin)))
+            self._make_eager(sender, mid.origin)
         self._deliver(msg, now, out)
         hops = min(msg.hops + 1, MAX_HOPS)
         # Peers that announced it have it: neither push nor announce to them.
@@ -448,7 +470,7 @@ class Plumtree:
             return
         self._deliver(msg, now, out)
         hops = min(msg.hops + 1, MAX_HOPS)
-        for peer in self.eager:
+        for peer in self.trees.eager_of(msg.id.origin):
             if peer != sender:
                 out.append(Send(peer, Gossip(msg.id, msg.topic, hops, msg.age, msg.payload)))
 
@@ -463,9 +485,10 @@ class Plumtree:
                 if (
                     seen.parent is not None
                     and seen.parent != sender
-                    and seen.parent in self.eager
-                    and sender in self.lazy
                     and seen.hops - ann.hops >= self.cfg.optimization_threshold
+                    and self.trees.is_eager(seen.parent, mid.origin)
+                    and self.trees.is_neighbor(sender)
+                    and not self.trees.is_eager(sender, mid.origin)
                 ):
                     self._optimize(mid, seen.parent, sender, ann.hops, out)
                 continue
@@ -479,16 +502,24 @@ class Plumtree:
             elif all(peer != sender for peer, _ in announcers):
                 announcers.append((sender, ann.hops))
 
-    def on_prune(self, sender: NodeId) -> None:
-        """PRUNE (Alg. 1): the link becomes lazy."""
+    def on_prune(self, sender: NodeId, origin: str | None, now: float) -> None:
+        """PRUNE (Alg. 1): the link becomes lazy in the origin's tree."""
         self.counters["prune_received"] += 1
-        self._make_lazy(sender)
+        if origin is not None:
+            self.trees.touch(origin, now)
+        self._make_lazy(sender, origin)
 
-    def on_graft(self, sender: NodeId, mid: MsgId | None, now: float, out: list[Output]) -> None:
-        """GRAFT (Alg. 1): the link becomes eager; send the payload asked for
-        if we still hold it."""
+    def on_graft(
+        self, sender: NodeId, mid: MsgId | None, origin: str | None, now: float, out: list[Output]
+    ) -> None:
+        """GRAFT (Alg. 1): the link becomes eager in the origin's tree; send
+        the payload asked for if we still hold it."""
         self.counters["graft_received"] += 1
-        self._make_eager(sender)
+        if mid is not None:
+            origin = mid.origin
+        if origin is not None:
+            self.trees.touch(origin, now)
+        self._make_eager(sender, origin)
         if mid is None:
             return
         entry = self.cache.get(mid, now)
@@ -521,7 +552,7 @@ class Plumtree:
         while announcers:
             peer, _ = announcers.pop(0)
             if peer in self.eager or peer in self.lazy:
-                self._make_eager(peer)
+                self._make_eager(peer, mid.origin)
                 out.append(Send(peer, Graft(mid)))
                 out.append(SetTimer(Timer(PtTimer.GRAFT, mid), self.cfg.graft_timeout_2))
                 self.counters["graft_sent"] += 1
@@ -555,14 +586,14 @@ class Plumtree:
         ones; never back to the sender, to the origin, nor to `skip`."""
         origin = mid.origin
         msg: Gossip | None = None
-        for peer in self.eager:
+        for peer in self.trees.eager_of(origin):
             if peer != sender and peer.name != origin and not (skip and peer in skip):
                 if msg is None:
                     msg = Gossip(mid, topic, hops, age, payload)
                 out.append(Send(peer, msg))
                 self.counters["eager_sent"] += 1
         ann: Announcement | None = None
-        for peer in self.lazy:
+        for peer in self.trees.lazy_of(origin):
             if peer == sender or peer.name == origin or (skip and peer in skip):
                 continue
             if ann is None:
@@ -578,28 +609,32 @@ class Plumtree:
     def _optimize(
         self, mid: MsgId, parent: NodeId, better: NodeId, better_hops: int, out: list[Output]
     ) -> None:
-        """Tree optimisation (sec. 3.8): graft `better`, prune `parent`."""
+        """Tree optimisation (sec. 3.8): graft `better`, prune `parent`, in
+        the tree of the message's origin."""
         self.counters["optimized"] += 1
-        if better not in self.eager:
-            self._make_eager(better)
-            out.append(Send(better, Graft(None)))
+        origin = mid.origin
+        name = self._tree_name(origin)
+        if not self.trees.is_eager(better, origin):
+            self._make_eager(better, origin)
+            out.append(Send(better, Graft(None, name)))
             self.counters["graft_sent"] += 1
-        self._make_lazy(parent)
-        out.append(Send(parent, Prune()))
+        self._make_lazy(parent, origin)
+        out.append(Send(parent, Prune(name)))
         self.counters["prune_sent"] += 1
         seen = self.seen.get(mid)
         if seen is not None:
             seen.parent, seen.hops = better, better_hops
 
-    def _make_eager(self, peer: NodeId) -> None:
-        if peer in self.lazy:
-            del self.lazy[peer]
-            self.eager[peer] = None
+    def _make_eager(self, peer: NodeId, origin: str | None) -> None:
+        self.trees.make_eager(peer, origin)
 
-    def _make_lazy(self, peer: NodeId) -> None:
-        if peer in self.eager:
-            del self.eager[peer]
-            self.lazy[peer] = None
+    def _make_lazy(self, peer: NodeId, origin: str | None) -> None:
+        self.trees.make_lazy(peer, origin)
+
+    def _tree_name(self, origin: str) -> str | None:
+        """What a PRUNE or GRAFT names: the origin, or nothing with the
+        single shared tree (the paper's messages, unchanged)."""
+        return origin if self.trees.limit else None
 
     def _arm_flush(self, out: list[Output]) -> None:
         if not self._flush_set:

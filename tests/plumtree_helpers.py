@@ -39,6 +39,10 @@ def graft_timer(mid: MsgId) -> Timer:
 def make(
     me: NodeId = ME, *, seed: int = 0, tree_only: frozenset[str] = frozenset(), **cfg: object
 ) -> Plumtree:
+    """A node with the paper's single tree unless `origin_trees` says
+    otherwise: most rules are the paper's, and the per-origin trees have
+    tests of their own."""
+    cfg.setdefault("origin_trees", 0)
     return Plumtree(
         me,
         PlumtreeConfig(**cfg),  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from overlay.anti_entropy import covered
 from overlay.io import Received, Send, SetTimer
-from overlay.messages import Digest, DigestEntry, Gossip, Graft, IWant, MsgId
+from overlay.messages import Digest, DigestEntry, Gossip, Graft, IWant, MsgId, TreeBit
+from overlay.plumtree import PeerSets
 from tests.plumtree_helpers import (
     AE,
     FLUSH,
@@ -166,3 +167,30 @@ def test_anti_entropy_visits_every_neighbour_once_a_round() -> None:
     down(x, C, 70.0)
     rest = [o.to for o in fire(x, AE, 80.0) + fire(x, AE, 90.0) if isinstance(o, Send)]
     assert C not in rest and set(rest) <= {B, ME}
+
+
+def test_a_digest_repairs_an_origins_tree_eager_at_one_end_only() -> None:
+    """The same per origin: the digest says how its sender holds the link
+    in each origin's tree it holds."""
+    x = with_peers(make(A, seed=1, origin_trees=1024), B, C)
+    rx(x, B, Gossip(MsgId("o", 1, 1), "t", 2, 0.0, b"x"), 1.0)
+    rx(x, C, Gossip(MsgId("o", 1, 1), "t", 2, 0.0, b"x"), 1.0)  # C pruned in o's tree
+    assert x.peers("o") == PeerSets((B,), (C,))
+    # Our digests say so.
+    out = fire(x, AE, 5.0)
+    assert [(o.to, o.msg.trees) for o in out if isinstance(o, Send)] in (
+        [(B, (TreeBit("o", True),))],
+        [(C, (TreeBit("o", False),))],
+    )
+    # B holds us lazy in o's tree: graft in o's tree.
+    out = rx(x, B, Digest((), False, True, (TreeBit("o", False),), True), 6.0)
+    assert out == [Send(B, Graft(None, "o"))]
+    # C, with a complete empty list, holds us in its shared tree for o:
+    # eager, and we hold it lazy in o's tree: eager at both ends.
+    out = rx(x, C, Digest((), False, True, (), True), 6.0)
+    assert Send(C, Graft(None, "o")) in out
+    assert x.peers("o") == PeerSets((B, C), ())
+    assert x.stats()["link_repaired"] == 2
+    # An incomplete list tells nothing of the origins it leaves out.
+    x.trees.make_lazy(C, "o")
+    assert rx(x, C, Digest((), False, True, (), False), 7.0) == []

@@ -475,3 +475,77 @@ def test_node_feeds_neighbor_changes_and_checks_links() -> None:
     out = node.handle(Leave(), 3.0)
     assert out.index(CancelTimer(AE)) < out.index(NeighborDown(A, DownReason.LEAVING))
     assert node.plumtree.peers() == PeerSets((), ())
+
+
+# ------------------------------------------------------ a tree per origin
+
+
+def test_a_prune_changes_only_the_tree_of_its_origin() -> None:
+    """Issue 14: one publisher's duplicates never reshape another's tree."""
+    pt = with_peers(make(origin_trees=1024), A, B)
+    o1, p1 = oid(1), MsgId("p", 3, 1)
+    rx(pt, A, Gossip(o1, "t", 2, 0.0, b"x"), 1.0)
+    rx(pt, A, Gossip(p1, "t", 2, 0.0, b"y"), 1.0)
+    assert rx(pt, A, Prune("o"), 1.1) == []
+    assert pt.peers("o") == PeerSets((B,), (A,))
+    assert pt.peers("p") == PeerSets((A, B), ())
+    # p's next message still goes to A at once; o's is announced to it.
+    assert Send(A, Gossip(MsgId("p", 3, 2), "t", 3, 0.0, b"z")) in rx(
+        pt, B, Gossip(MsgId("p", 3, 2), "t", 2, 0.0, b"z"), 1.2
+    )
+    out = rx(pt, B, Gossip(oid(2), "t", 2, 0.0, b"w"), 1.2)
+    assert not any(isinstance(o, Send) and o.to == A for o in out)
+    assert fire(pt, FLUSH, 1.4) == [Send(A, IHave((Announcement(oid(2), 3),)))]
+    # Nor does it change the shared tree (origins without a tree of their own).
+    assert pt.peers() == PeerSets((A, B), ())
+    assert pt.stats()["trees"] == 2
+
+
+def test_a_new_origins_tree_starts_with_every_neighbour_eager() -> None:
+    """Its first message floods; the duplicates prune it to the fastest paths."""
+    pt = with_peers(make(origin_trees=1024), A, B, C, lazy=(C,))
+    out = rx(pt, A, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.0)
+    assert [o.to for o in out if isinstance(o, Send)] == [B, C]
+    assert pt.peers("o") == PeerSets((A, B, C), ())
+    assert pt.stats()["trees_created"] == 1
+
+
+def test_origin_trees_are_bounded_and_idle_ones_make_room() -> None:
+    pt = with_peers(make(origin_trees=2), A, B)
+
+    def heard(origin: str, now: float) -> None:
+        rx(pt, A, Gossip(MsgId(origin, 1, int(now * 10)), "t", 2, 0.0, b"x"), now)
+
+    heard("o", 1.0)
+    heard("p", 2.0)
+    heard("q", 3.0)  # no room, both in use: q shares the shared tree
+    assert list(pt.trees.origins) == ["o", "p"]
+    assert pt.stats()["trees_shared"] == 1
+    assert pt.peers("q") == pt.peers()
+    heard("p", 50.0)
+    heard("q", 62.0)  # o idle for the retention window: evicted, q gets its own
+    assert list(pt.trees.origins) == ["p", "q"]
+    assert pt.stats()["trees_evicted"] == 1
+
+
+def test_single_tree_mode_speaks_the_papers_messages() -> None:
+    """`origin_trees = 0`: the paper's one tree, PRUNE and GRAFT name no origin."""
+    pt = with_peers(make(origin_trees=0), A, B)
+    rx(pt, A, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.0)
+    assert rx(pt, B, Gossip(oid(1), "t", 3, 0.0, b"x"), 1.1) == [Send(B, Prune())]
+    # A PRUNE naming an origin changes the one tree.
+    rx(pt, A, Prune("p"), 1.2)
+    assert pt.peers() == PeerSets((), (B, A))
+    assert pt.stats()["trees"] == 0
+
+
+def test_a_copy_from_a_peer_held_lazy_grafts_it_back() -> None:
+    """Our PRUNE crossed its push: the first copy makes it eager here, and
+    a GRAFT makes us eager there, so the link is eager at both ends."""
+    pt = with_peers(make(origin_trees=1024), A, B)
+    rx(pt, A, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.0)
+    rx(pt, B, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.0)  # duplicate: B pruned in o's tree
+    out = rx(pt, B, Gossip(oid(2), "t", 2, 0.0, b"y"), 2.0)
+    assert out[0] == Send(B, Graft(None, "o"))
+    assert pt.peers("o").eager == (A, B)
+    assert pt.stats()["link_graft_back"] == 1
