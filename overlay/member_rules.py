@@ -184,8 +184,16 @@ def merge_rule(
     if not accusation_applies(held, incarnation):
         return Rule.IGNORE
     assert held is not None
+    if (
+        status is WireStatus.LEFT
+        and from_subject
+        and (incarnation > held[1] or held[0] is MemberStatus.SUSPECT)
+    ):
+        # Its own goodbye also ends the suspicion a relayed copy of it
+        # started (held at the same incarnation), as it would have ended ours.
+        return Rule.GOODBYE
     if status is WireStatus.LEFT and incarnation > held[1]:
-        return Rule.GOODBYE if from_subject else Rule.RELAYED_GOODBYE
+        return Rule.RELAYED_GOODBYE
     if held[0] is MemberStatus.SUSPECT and incarnation == held[1]:
         return Rule.CONFIRM_VERDICT
     return Rule.VERDICT

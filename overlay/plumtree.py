@@ -189,10 +189,12 @@ class Plumtree:
     ) -> None:
         """`tree_only`: topics that go over the tree (eager push, IHAVE,
         GRAFT) but never through anti-entropy, for messages that have an
-        anti-entropy of their own and go stale (SWIM's, see `overlay.node`)."""
+        anti-entropy of their own and go stale (SWIM's, see `overlay.node`).
+        They ride the shared tree, never an origin's own (see `_tree`)."""
         self.me = me
         self.cfg = config
         self.rng = rng
+        self.tree_only = tree_only
         self.epoch = rng.getrandbits(32)
         self.seq = 0
         self.state = PlumtreeState.RUNNING
@@ -268,8 +270,7 @@ class Plumtree:
         self.counters["published"] += 1
         self.counters["delivered"] += 1
         out.append(Deliver(topic, mid.origin, mid.seq, 0, payload, mid))
-        self.trees.touch(mid.origin, now)
-        self._forward(mid, topic, payload, 1, 0.0, None, out)
+        self._forward(mid, topic, payload, 1, 0.0, None, out, touch=now)
         return out
 
     def check_publish(self, topic: str, payload: bytes) -> None:
@@ -384,7 +385,7 @@ class Plumtree:
             return
         match msg:
             case IHave(items):
-                self.on_ihave(sender, items, out)
+                self.on_ihave(sender, items, now, out)
             case Prune(origin):
                 self.on_prune(sender, origin, now)
             case Graft(mid, origin):
@@ -411,8 +412,9 @@ class Plumtree:
                 return
             self.counters["duplicates"] += 1
             if neighbor and not msg.repair:
-                self._make_lazy(sender, mid.origin)
-                out.append(Send(sender, Prune(self._tree_name(mid.origin))))
+                key = self._tree(mid, msg.topic)
+                self._make_lazy(sender, key)
+                out.append(Send(sender, Prune(key)))
                 self.counters["prune_sent"] += 1
             return
         if not math.isfinite(msg.age) or msg.age < 0:
@@ -429,15 +431,17 @@ class Plumtree:
             out.append(CancelTimer(Timer(PtTimer.GRAFT, mid)))
         if msg.repair:
             self.counters["repair_received"] += 1
+        key = self._tree(mid, msg.topic)
+        if key is not None:
+            self.trees.touch(key, now)
         if tree:
-            self.trees.touch(mid.origin, now)
-            if self.trees.limit and not self.trees.is_eager(sender, mid.origin):
+            if key is not None and not self.trees.is_eager(sender, key):
                 # It pushes to us along this tree while we hold it lazy (a
                 # PRUNE of ours crossed its push): eager at both ends, or
                 # the link stays eager at its end only until the next copy.
                 self.counters["link_graft_back"] += 1
-                out.append(Send(sender, Graft(None, mid.origin)))
-            self._make_eager(sender, mid.origin)
+                out.append(Send(sender, Graft(None, key)))
+            self._make_eager(sender, key)
         self._deliver(msg, now, out)
         hops = min(msg.hops + 1, MAX_HOPS)
         # Peers that announced it have it: neither push nor announce to them.
@@ -448,7 +452,7 @@ class Plumtree:
             # the eager link this copy came by.
             best_peer, best_hops = min(announcers, key=lambda a: a[1])
             if best_peer != sender and msg.hops - best_hops >= self.cfg.optimization_threshold:
-                self._optimize(mid, sender, best_peer, best_hops, out)
+                self._optimize(mid, key, sender, best_peer, best_hops, out)
 
     def _on_conflict(self, sender: NodeId, msg: Gossip, now: float, out: list[Output]) -> None:
         """A GOSSIP with an id we delivered, but another topic or payload:
@@ -470,11 +474,13 @@ class Plumtree:
             return
         self._deliver(msg, now, out)
         hops = min(msg.hops + 1, MAX_HOPS)
-        for peer in self.trees.eager_of(msg.id.origin):
+        for peer in self.trees.eager_of(self._tree(msg.id, msg.topic)):
             if peer != sender:
                 out.append(Send(peer, Gossip(msg.id, msg.topic, hops, msg.age, msg.payload)))
 
-    def on_ihave(self, sender: NodeId, items: tuple[Announcement, ...], out: list[Output]) -> None:
+    def on_ihave(
+        self, sender: NodeId, items: tuple[Announcement, ...], now: float, out: list[Output]
+    ) -> None:
         """IHAVE (Alg. 1): for each id never received, remember the
         announcer and start the GRAFT timer if it is the first. For an id we
         already have, check the tree optimisation."""
@@ -486,11 +492,14 @@ class Plumtree:
                     seen.parent is not None
                     and seen.parent != sender
                     and seen.hops - ann.hops >= self.cfg.optimization_threshold
-                    and self.trees.is_eager(seen.parent, mid.origin)
                     and self.trees.is_neighbor(sender)
-                    and not self.trees.is_eager(sender, mid.origin)
                 ):
-                    self._optimize(mid, seen.parent, sender, ann.hops, out)
+                    cached = self.cache.get(mid, now)
+                    key = self._tree(mid, cached.topic if cached is not None else None)
+                    if self.trees.is_eager(seen.parent, key) and not self.trees.is_eager(
+                        sender, key
+                    ):
+                        self._optimize(mid, key, seen.parent, sender, ann.hops, out)
                 continue
             announcers = self.missing.get(mid)
             if announcers is None:
@@ -515,14 +524,14 @@ class Plumtree:
         """GRAFT (Alg. 1): the link becomes eager in the origin's tree; send
         the payload asked for if we still hold it."""
         self.counters["graft_received"] += 1
+        entry = self.cache.get(mid, now) if mid is not None else None
         if mid is not None:
-            origin = mid.origin
+            origin = self._tree(mid, entry.topic if entry is not None else None)
         if origin is not None:
             self.trees.touch(origin, now)
         self._make_eager(sender, origin)
         if mid is None:
             return
-        entry = self.cache.get(mid, now)
         if entry is None:
             self.counters["graft_miss"] += 1
             return
@@ -552,7 +561,7 @@ class Plumtree:
         while announcers:
             peer, _ = announcers.pop(0)
             if peer in self.eager or peer in self.lazy:
-                self._make_eager(peer, mid.origin)
+                self._make_eager(peer, self._tree(mid, None))
                 out.append(Send(peer, Graft(mid)))
                 out.append(SetTimer(Timer(PtTimer.GRAFT, mid), self.cfg.graft_timeout_2))
                 self.counters["graft_sent"] += 1
@@ -581,19 +590,24 @@ class Plumtree:
         sender: NodeId | None,
         out: list[Output],
         skip: set[NodeId] | None = None,
+        touch: float | None = None,
     ) -> None:
         """Eager push to the eager peers, announcements queued for the lazy
-        ones; never back to the sender, to the origin, nor to `skip`."""
+        ones, in the message's tree (made the most recent one at `touch`);
+        never back to the sender, to the origin, nor to `skip`."""
         origin = mid.origin
+        key = self._tree(mid, topic)
+        if key is not None and touch is not None:
+            self.trees.touch(key, touch)
         msg: Gossip | None = None
-        for peer in self.trees.eager_of(origin):
+        for peer in self.trees.eager_of(key):
             if peer != sender and peer.name != origin and not (skip and peer in skip):
                 if msg is None:
                     msg = Gossip(mid, topic, hops, age, payload)
                 out.append(Send(peer, msg))
                 self.counters["eager_sent"] += 1
         ann: Announcement | None = None
-        for peer in self.trees.lazy_of(origin):
+        for peer in self.trees.lazy_of(key):
             if peer == sender or peer.name == origin or (skip and peer in skip):
                 continue
             if ann is None:
@@ -607,19 +621,23 @@ class Plumtree:
             self._arm_flush(out)
 
     def _optimize(
-        self, mid: MsgId, parent: NodeId, better: NodeId, better_hops: int, out: list[Output]
+        self,
+        mid: MsgId,
+        key: str | None,
+        parent: NodeId,
+        better: NodeId,
+        better_hops: int,
+        out: list[Output],
     ) -> None:
         """Tree optimisation (sec. 3.8): graft `better`, prune `parent`, in
-        the tree of the message's origin."""
+        the tree `key` (see `_tree`)."""
         self.counters["optimized"] += 1
-        origin = mid.origin
-        name = self._tree_name(origin)
-        if not self.trees.is_eager(better, origin):
-            self._make_eager(better, origin)
-            out.append(Send(better, Graft(None, name)))
+        if not self.trees.is_eager(better, key):
+            self._make_eager(better, key)
+            out.append(Send(better, Graft(None, key)))
             self.counters["graft_sent"] += 1
-        self._make_lazy(parent, origin)
-        out.append(Send(parent, Prune(name)))
+        self._make_lazy(parent, key)
+        out.append(Send(parent, Prune(key)))
         self.counters["prune_sent"] += 1
         seen = self.seen.get(mid)
         if seen is not None:
@@ -631,10 +649,16 @@ class Plumtree:
     def _make_lazy(self, peer: NodeId, origin: str | None) -> None:
         self.trees.make_lazy(peer, origin)
 
-    def _tree_name(self, origin: str) -> str | None:
-        """What a PRUNE or GRAFT names: the origin, or nothing with the
-        single shared tree (the paper's messages, unchanged)."""
-        return origin if self.trees.limit else None
+    def _tree(self, mid: MsgId, topic: str | None) -> str | None:
+        """The tree a message rides, as PRUNE and GRAFT name it: its
+        origin's, or the shared one (None) for the tree-only topics and with
+        the single tree. SWIM's announcements: changes from all over the
+        cluster, most origins' only message, which would cost a flood each
+        (`overlay.trees`) and a tree for every member; they shape the shared
+        tree, as in the paper. Topic unknown (None): the origin's."""
+        if not self.trees.limit or (topic is not None and topic in self.tree_only):
+            return None
+        return mid.origin
 
     def _arm_flush(self, out: list[Output]) -> None:
         if not self._flush_set:

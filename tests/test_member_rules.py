@@ -90,6 +90,9 @@ def test_merge_rule_from_a_live_member(
     [
         (A, "left", 6, Rule.GOODBYE),  # its own goodbye, applied as it is
         (S, "left", 6, Rule.GOODBYE),
+        # The suspicion a relayed copy of this goodbye started: it ends now
+        # (found when arrivals went over the tree: a 6 s leave at 30 nodes).
+        (S, "left", 5, Rule.GOODBYE),
         (A, "left", 5, Rule.VERDICT),
         (A, "suspect", 5, Rule.SUSPECT),
     ],

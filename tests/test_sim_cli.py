@@ -103,6 +103,7 @@ def test_list_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
         "isolate",
         "mass-failure",
         "partition-heal",
+        "senders",
         "steady",
     ]
 

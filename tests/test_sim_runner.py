@@ -120,7 +120,9 @@ def test_steady_with_the_codec() -> None:
     assert 0 <= o["clustering"] <= 1
     assert o["passive"]["degree_mean"] > 5 and o["passive"]["stale_fraction"] == 0
     assert b["sent"] == 10 and b["reliability"] == 1.0 and b["duplicates"] == 0
-    assert 0 <= b["rmr"] < 2 and 1 <= b["ldh_max"] < 30
+    # RMR: each sender's first broadcast floods the links its tree has not
+    # pruned yet (overlay.trees), those added after its join announcement.
+    assert 0 <= b["rmr"] < 4 and 1 <= b["ldh_max"] < 30
     assert 0 < b["latency_p50_s"] <= b["latency_p99_s"] < 5
     assert len(b["reliability_by_broadcast"]) == 10
     assert rep["membership"]["false_positives"] == 0

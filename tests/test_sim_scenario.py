@@ -10,7 +10,7 @@ import pytest
 from sim import scenario
 from sim.scenario import ScenarioError
 
-BUILTINS = ["churn", "isolate", "mass-failure", "partition-heal", "steady"]
+BUILTINS = ["churn", "isolate", "mass-failure", "partition-heal", "senders", "steady"]
 
 FULL = """
 name = "everything"
