@@ -11,9 +11,12 @@ at a time, the order alternating between repetitions, and each is measured
 by the same code, in this order:
 
 1. Join convergence. The N agents start alone; the bench then issues the
-   N-1 joins back to back, as `serf join` does (agent i through a random
-   earlier agent, the same draws for both systems): seconds from the first
-   join issued until every agent lists all N alive. Member lists are
+   N-1 joins back to back, as `serf join` does, each through the first
+   agent (`--join-seeds random`: through a random earlier agent, the same
+   draws for both systems): seconds from the first join issued until every
+   agent lists all N alive. (With random seeds a burst leaves Serf with
+   members that some agents learn of only at a push-pull, tens of seconds
+   later; through one seed it converges in about a second.) Member lists are
    followed through each agent's stream: overlay's `monitor`; for Serf its
    RPC log stream at INFO, whose `EventMemberJoin/Failed/Leave` lines Serf
    writes when it changes the member's state (the agent's member *events*
@@ -37,8 +40,11 @@ by the same code, in this order:
    intervals, so its figure covers the whole intervals inside the window.
    Neither counts IP, UDP or TCP headers, nor the control/RPC connections.
 4. SIGKILL of one agent: seconds until the first agent lists it failed, and
-   until every other agent does.
-5. Graceful leave of another agent (overlay `leave`, Serf `leave`): seconds
+   until every other agent does. On loopback a killed agent's port refuses
+   what is sent to it, which the overlay takes as a hint (issue 11) and
+   memberlist does not; so then SIGSTOP of another (a silent member, the
+   full suspicion path for both), measured the same way.
+5. Graceful leave of a third agent (overlay `leave`, Serf `leave`): seconds
    until every other agent lists it left.
 
 Then, once per repetition and system, on a separate 10-agent cluster: the
@@ -228,6 +234,15 @@ class SerfFrames:
             self._body_for = seq
 
 
+def join_seeds(how: str, n: int, rng: random.Random) -> list[int]:
+    """The agent each agent joins through: the first one ("first", as
+    `serf join ADDR` run on every host with the same address), or a random
+    earlier one ("random", as bench/cluster.py starts its clusters)."""
+    if how == "first":
+        return [0] * n
+    return [0] + [rng.randrange(i) for i in range(1, n)]
+
+
 def median(values: Sequence[float | None]) -> float | None:
     done = [v for v in values if v is not None]
     return statistics.median(done) if done else None
@@ -294,7 +309,7 @@ def pooled_ms(runs: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
     return cluster.ms([x for run in runs for x in run.get(key, [])])
 
 
-def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]]) -> list[Row]:
+def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]], join: str = "first") -> list[Row]:
     """The table's rows for one N: runs[system] is that system's list of
     repetitions (the figures of `run_once`)."""
 
@@ -310,13 +325,19 @@ def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]]) -> list[Row]:
     def both(label: str, *path: str, **kw: Any) -> Row:
         return Row(label, med("overlay", *path), med("serf", *path), **kw)
 
-    rows = [both("join convergence, s", "join", "converge_s")]
+    rows = [both(f"join convergence ({join} seed), s", "join", "converge_s")]
     for rate in ("2", "10"):
         lat = {s: pooled_ms(runs.get(s, []), f"latency_{rate}") for s in SYSTEMS}
         for q in ("p50", "p99", "max"):
             rows.append(
                 Row(f"broadcast {rate}/s {q}, ms", lat["overlay"][q], lat["serf"][q], digits=1)
             )
+        stamped = pooled_ms(runs.get("overlay", []), f"latency_stamped_{rate}")
+        for q in ("p50", "p99"):
+            if stamped[q] == stamped[q]:  # not NaN: the overlay ran
+                rows.append(
+                    Row(f"  overlay's own stamps, {q}", stamped[q], None, target=None, digits=1)
+                )
         rows.append(
             Row(
                 f"broadcast {rate}/s lost deliveries",
@@ -331,6 +352,8 @@ def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]]) -> list[Row]:
     rows += [
         both("SIGKILL -> failed first, s", "kill", "failed_first_s"),
         both("SIGKILL -> failed everywhere, s", "kill", "failed_everywhere_s"),
+        both("SIGSTOP -> failed first, s", "stop", "failed_first_s"),
+        both("SIGSTOP -> failed everywhere, s", "stop", "failed_everywhere_s"),
         both("leave -> left everywhere, s", "leave", "left_everywhere_s"),
         both("RSS per agent, MB", "idle", "rss_mb_mean", target=("<=", 2.0), digits=1),
         both("idle CPU per agent, %", "idle", "cpu_pct_mean"),
@@ -748,6 +771,7 @@ async def latency_phase(run: Run, per_s: float, messages: int, order: list[int])
     delivered = len(latencies)
     out = {
         "latency": latencies,
+        "stamped": stamped,
         "lost": messages * n - delivered,
         "duplicates": duplicates,
         "publish_errors": errors,
@@ -758,12 +782,12 @@ async def latency_phase(run: Run, per_s: float, messages: int, order: list[int])
     return out
 
 
-async def kill_phase(run: Run, victim: Proc) -> dict[str, Any]:
+async def kill_phase(run: Run, victim: Proc, sig: int, gone: set[str]) -> dict[str, Any]:
     views = run.views
-    others = [p.name for p in run.procs if p is not victim]
+    others = [p.name for p in run.procs if p is not victim and p.name not in gone]
     views.first.pop((victim.name, "failed"), None)
     t0 = time.monotonic()
-    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.send_signal(sig)
     everywhere = await views.until(
         lambda: all(views.views.get(a, {}).get(victim.name) == "failed" for a in others),
         CONVERGE_MAX,
@@ -821,7 +845,7 @@ async def run_once(
 ) -> dict[str, Any]:
     """Every phase on N fresh agents of one system. `rng` draws the joins'
     seeds and the origins' order: the caller gives both systems the same."""
-    seeds = [0] + [rng.randrange(i) for i in range(1, n)]
+    seeds = join_seeds(args.join_seeds, n, rng)
     order = list(range(n))
     rng.shuffle(order)
     out: dict[str, Any] = {}
@@ -835,15 +859,22 @@ async def run_once(
         for per_s in (2, 10):
             lat = await latency_phase(run, per_s, args.messages, order)
             out[f"latency_{per_s}"] = lat.pop("latency")
+            out[f"latency_stamped_{per_s}"] = lat.pop("stamped")
             out[f"lost_{per_s}"] = lat["lost"]
             out[f"broadcast_{per_s}"] = lat
             say(system.name, n, f"broadcast {per_s}/s", lat)
         out["idle"] = await idle_phase(run, args.idle_window, args.settle)
         say(system.name, n, "idle", out["idle"])
-        out["kill"] = await kill_phase(run, run.procs[-1])
+        killed, stopped = run.procs[-1], run.procs[-2]
+        out["kill"] = await kill_phase(run, killed, signal.SIGKILL, set())
         say(system.name, n, "SIGKILL", out["kill"])
         await trio.sleep(2.0)  # let the verdict settle
-        out["leave"] = await leave_phase(run, len(run.procs) - 2, {run.procs[-1].name})
+        out["stop"] = await kill_phase(run, stopped, signal.SIGSTOP, {killed.name})
+        say(system.name, n, "SIGSTOP", out["stop"])
+        stopped.proc.kill()  # no refutation to disturb the leave
+        await trio.sleep(2.0)
+        gone = {killed.name, stopped.name}
+        out["leave"] = await leave_phase(run, len(run.procs) - 3, gone)
         say(system.name, n, "leave", out["leave"])
         problems = [line for p in run.procs for line in p.log[:3]]
         if problems:
@@ -858,7 +889,7 @@ async def rate_once(
     from one agent at increasing rates until one is lost or the publisher
     falls behind."""
     n = 10
-    seeds = [0] + [rng.randrange(i) for i in range(1, n)]
+    seeds = join_seeds(args.join_seeds, n, rng)
     results: list[dict[str, Any]] = []
     async with system.run(n) as run:
         join = await join_phase(run, seeds)
@@ -971,7 +1002,7 @@ async def main_async(args: argparse.Namespace, report: dict[str, Any]) -> None:
         table = format_table(
             f"\nN = {n}: {args.repeat} repetition(s) per system, alternating; medians of the "
             "repetitions,\nlatency percentiles over every delivery of every repetition",
-            summary_rows(n, runs),
+            summary_rows(n, runs, args.join_seeds),
         )
         print(table, flush=True)
         if n == 50:
@@ -982,7 +1013,7 @@ async def main_async(args: argparse.Namespace, report: dict[str, Any]) -> None:
             )
         report.setdefault("tables", []).append(table)
         report.setdefault("summary", {})[str(n)] = [
-            {**asdict(r), "ratio": r.ratio} for r in summary_rows(n, runs)
+            {**asdict(r), "ratio": r.ratio} for r in summary_rows(n, runs, args.join_seeds)
         ]
     if not args.skip_rate:
         rates: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
@@ -1013,10 +1044,18 @@ def main() -> None:
     p.add_argument("--idle-window", type=float, default=30.0, help="seconds (20..50)")
     p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the idle window")
     p.add_argument(
-        "--rates", default="10,25,50,100,200,400,1000,2000,4000", help="publish rate steps, per s"
+        "--rates",
+        default="5,10,25,50,100,200,400,1000,2000,4000",
+        help="publish rate steps, per s",
     )
     p.add_argument("--rate-seconds", type=float, default=5.0, help="seconds per rate step")
     p.add_argument("--skip-rate", action="store_true")
+    p.add_argument(
+        "--join-seeds",
+        choices=("first", "random"),
+        default="first",
+        help="each agent joins through the first agent (default), or a random earlier one",
+    )
     p.add_argument("--seed", default="14", help="seed of the joins' and the origins' draws")
     p.add_argument("--quick", action="store_true", help="N=10, one repetition, short phases")
     p.add_argument("--json", action="store_true", help="print the report as JSON at the end")
@@ -1024,14 +1063,14 @@ def main() -> None:
     if args.quick:
         args.sizes, args.repeat, args.messages = "10", 1, 20
         args.idle_window, args.settle = 20.0, 2.0
-        args.rates, args.rate_seconds = "25,100,400,1600", 2.0
+        args.rates, args.rate_seconds = "5,25,100,400,1600", 2.0
     try:
         args.sizes = [int(x) for x in args.sizes.split(",")]
         args.rates = [int(x) for x in args.rates.split(",")]
     except ValueError:
         p.error("--sizes and --rates: comma-separated integers")
-    if any(not 3 <= n <= 200 for n in args.sizes):
-        p.error("--sizes: 3..200 agents (a victim to kill, one to leave, one to watch)")
+    if any(not 4 <= n <= 200 for n in args.sizes):
+        p.error("--sizes: 4..200 agents (one to kill, one to stop, one to leave, one to watch)")
     if not 20 <= args.idle_window <= 50:
         # At least one whole 10-second interval of Serf's counters inside
         # the window, and none older than the minute Serf keeps.

@@ -3,6 +3,8 @@ metrics dump, and the comparison table. (The bench itself is not a test.)"""
 
 from __future__ import annotations
 
+import random
+
 import msgpack
 import pytest
 
@@ -10,6 +12,7 @@ from bench.vs_serf import (
     Row,
     SerfFrames,
     format_table,
+    join_seeds,
     parse_serf_log,
     ratio,
     serf_members,
@@ -138,6 +141,7 @@ def _run(join: float, lat: list[float], rss: float, lost: int = 0) -> dict[str, 
         "join": {"converge_s": join},
         "latency_2": lat,
         "latency_10": lat,
+        "latency_stamped_2": [x / 2 for x in lat],
         "lost_2": lost,
         "lost_10": 0,
         "kill": {"failed_first_s": 1.0, "failed_everywhere_s": 2.0},
@@ -152,11 +156,14 @@ def test_summary_rows_take_medians_and_pool_latencies() -> None:
         "serf": [_run(1.0, [0.100] * 10, 15.0), _run(1.0, [0.200] * 10, 15.0)],
     }
     rows = {r.label: r for r in summary_rows(10, runs)}
-    assert rows["join convergence, s"].overlay == 2.0
-    assert rows["join convergence, s"].ratio == 2.0
+    assert rows["join convergence (first seed), s"].overlay == 2.0
+    assert rows["join convergence (first seed), s"].ratio == 2.0
     p50 = rows["broadcast 2/s p50, ms"]
     assert (p50.overlay, p50.serf) == (10.0, 200.0)
     assert rows["broadcast 2/s max, ms"].overlay == 500.0
+    # The overlay's own delivery stamps: a row of its own, no ratio.
+    own = rows["  overlay's own stamps, p50"]
+    assert (own.overlay, own.serf, own.target) == (5.0, None, None)
     assert rows["broadcast 2/s lost deliveries"].overlay == 2
     assert rows["broadcast 2/s lost deliveries"].target is None
     assert rows["leave -> left everywhere, s"].ratio is None
@@ -190,3 +197,11 @@ def test_format_table_aligns_and_marks_misses() -> None:
 def test_without_samples_drops_only_the_raw_latencies() -> None:
     report = {"runs": {"10": {"serf": [{"latency_2": [0.1], "broadcast_2": {"ms": {}}}]}}}
     assert without_samples(report) == {"runs": {"10": {"serf": [{"broadcast_2": {"ms": {}}}]}}}
+
+
+def test_join_seeds() -> None:
+    assert join_seeds("first", 4, random.Random(1)) == [0, 0, 0, 0]
+    seeds = join_seeds("random", 50, random.Random(1))
+    assert seeds[:2] == [0, 0]
+    assert all(0 <= s < i for i, s in enumerate(seeds) if i)
+    assert seeds == join_seeds("random", 50, random.Random(1))  # same draws for both systems
