@@ -987,6 +987,13 @@ def machine() -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace, report: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vs-serf-"))
+    try:
+        await _main(args, report, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _main(args: argparse.Namespace, report: dict[str, Any], tmp: Path) -> None:
     systems = {"overlay": OverlaySystem(tmp), "serf": SerfSystem(tmp)}
     report["runs"] = {}
     for n in args.sizes:
@@ -1033,7 +1040,6 @@ async def main_async(args: argparse.Namespace, report: dict[str, Any]) -> None:
         )
         print(table, flush=True)
         report.setdefault("tables", []).append(table)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
