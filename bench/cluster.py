@@ -93,16 +93,24 @@ async def _lines(stream: trio.abc.ReceiveStream, on_line: Callable[[str], None])
 
 @asynccontextmanager
 async def cluster(
-    nursery: trio.Nursery, n: int, config: Path, prefix: str, extra: list[str]
+    nursery: trio.Nursery,
+    n: int,
+    config: Path,
+    prefix: str,
+    extra: list[str],
+    *,
+    join: bool = True,
 ) -> AsyncIterator[list[Proc]]:
     """`n` agents started one after the other, each joining through a random
-    earlier one (no single hot seed)."""
+    earlier one (no single hot seed); with `join=False` each starts alone
+    (bench/vs_serf.py then issues the joins back to back, as `serf join`
+    does)."""
     procs: list[Proc] = []
     try:
         for i in range(n):
             args = ["agent", "--bind", "127.0.0.1:0", "--control", "127.0.0.1:0"]
             args += ["--name", f"{prefix}{i}", "--config", str(config), "--log-json", *extra]
-            if procs:
+            if procs and join:
                 args += ["--join", random.choice(procs).peer]
             p = Proc(
                 f"{prefix}{i}",
