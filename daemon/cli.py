@@ -60,11 +60,19 @@ class Parser(argparse.ArgumentParser):
 # overlay agent
 
 
-def _add_agent(sub: Any) -> None:
+def _add_agent(sub: Any, help_texts: bool = True) -> None:
+    """The `agent` subcommand. `help_texts`: read each setting's help from
+    the comments above its field (`field_comments`: the classes' source,
+    parsed); without them, an agent that will only run does not keep that
+    source in its `linecache` for its whole life (issue 14: its RSS)."""
     from daemon.agent import AgentSettings
-    from daemon.settings import PROTOCOL_SECTIONS, field_comments, protocol_fields, transport_fields
+    from daemon.settings import PROTOCOL_SECTIONS, protocol_fields, transport_fields
+    from daemon.settings import field_comments as read_comments
     from daemon.transport import TransportSettings
     from overlay.config import Config
+
+    def field_comments(cls: type) -> dict[str, str]:
+        return read_comments(cls) if help_texts else {}
 
     p = sub.add_parser(
         "agent",
@@ -479,7 +487,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     words = [a for a in (argv or []) if not a.startswith("-")]
     command = words[0] if argv is not None and words else None
     if command in (None, "agent"):
-        _add_agent(sub)
+        wants_help = argv is None or any(a in ("-h", "--help") for a in argv)
+        _add_agent(sub, help_texts=wants_help)
     else:
         sub.add_parser("agent", help="run an agent: join a cluster, serve the control API")
     _add_clients(sub)

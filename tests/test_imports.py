@@ -115,14 +115,17 @@ AGENT_MUST_NOT_LOAD = (
 )
 
 # Runs the CLI as `overlay agent` does; once the agent has started (its
-# control API answers), prints the loaded modules and exits at once.
+# control API answers), prints the loaded modules (and the source files in
+# `linecache`, as source:PATH) and exits at once.
 _AGENT_MODULES = """
 import logging, os, sys
 
 class _Started(logging.Handler):
     def emit(self, record):
         if record.getMessage() == "agent started":
-            sys.stdout.write("\\n".join(sorted(sys.modules)) + "\\n")
+            import linecache
+            cached = ["source:" + name for name in linecache.cache]
+            sys.stdout.write("\\n".join(sorted(sys.modules) + cached) + "\\n")
             sys.stdout.flush()
             os._exit(0)
 
@@ -164,6 +167,9 @@ def test_a_running_agent_loads_no_plotting_graph_or_test_library(tmp_path: Path)
     )
     assert "daemon.agent" in modules and "trio" in modules  # it did run the agent
     assert _heavy(modules) == []
+    # The settings' help texts come from their source, read only for --help:
+    # a running agent keeps no source text of ours in its `linecache`.
+    assert [m for m in modules if m.startswith("source:") and str(ROOT) in m] == []
 
 
 def test_the_agent_and_client_modules_load_nothing_heavy() -> None:
