@@ -684,6 +684,35 @@ class Agent:
         self.metrics.published += 1
         await self._inputs.send(Publish(topic, payload))
 
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[tuple[int, str]]:
+        """Publish each (topic, payload) in order, as `publish` would one by
+        one, and return the refused ones as (index, reason): a refused
+        message costs only itself. Cheaper than as many `publish` calls: the
+        inputs go to the driver without a trip through the scheduler each,
+        unless its queue is full. Raises `AgentError` (nothing published)
+        if the agent is not running or is leaving; if it starts leaving in
+        the middle, the rest are refused with that reason."""
+        self._check_running()
+        refused: list[tuple[int, str]] = []
+        check = self.node.check_publish
+        inputs = self._inputs
+        for index, (topic, payload) in enumerate(messages):
+            if not self._running or self._leaving:
+                refused.append((index, "the agent is leaving"))
+                continue
+            try:
+                check(topic, payload)
+            except PublishError as exc:
+                refused.append((index, str(exc)))
+                continue
+            self.metrics.published += 1
+            try:
+                inputs.send_nowait(Publish(topic, payload))
+            except trio.WouldBlock:
+                await inputs.send(Publish(topic, payload))  # the driver is behind: wait
+        await trio.lowlevel.checkpoint()
+        return refused
+
     def subscribe(self, topic: str) -> Subscription[Delivery]:
         """Deliveries on `topic` from now on."""
         if not topic:
