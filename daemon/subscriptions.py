@@ -85,6 +85,19 @@ class Subscription(Generic[T]):
         self._send.close()
         self._recv.close()
 
+    def take_nowait(self, limit: int) -> list[T]:
+        """Up to `limit` items already queued, without waiting (none if the
+        queue is empty or ended): a reader that keeps up with a busy
+        subscription handles them in bulk."""
+        out: list[T] = []
+        recv = self._recv
+        while len(out) < limit:
+            try:
+                out.append(recv.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        return out
+
     def __aiter__(self) -> Subscription[T]:
         return self
 

@@ -219,3 +219,20 @@ async def test_publishing_to_an_agent_that_left_is_refused_clearly() -> None:
                     await pub.publish("t", b"x")
         finally:
             agent._leaving = False
+
+
+@bounded(TEST_MAX)
+async def test_a_subscription_with_a_count_stops_there_however_many_are_queued() -> None:
+    """Deliveries go to the writer in bulk; a `count` still ends the stream
+    after exactly that many, in order."""
+    async with (
+        _agent("127.0.0.1:0") as service,
+        open_client(service.control_address) as client,
+        client.subscribe("t", count=3) as events,
+        client.subscribe("t") as every,
+    ):
+        assert await client.publish_batch([("t", b"%d" % i) for i in range(100)]) == []
+        with trio.fail_after(WAIT):
+            got = [e["payload"] async for e in events]
+        assert got == [b"0", b"1", b"2"]
+        assert await _collect(every, 100) == [b"%d" % i for i in range(100)]
