@@ -561,9 +561,14 @@ async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
                     with trio.move_on_after(10):
                         while any(len(s) < total for s in got.values()):
                             await trio.sleep(0.05)
+                    c2 = {pid: cpu_seconds(pid) for pid in pids}
                     subs.cancel_scope.cancel()
                 # CPU while publishing, in % of one core.
                 cpu = {pid: (c1[pid] - c0[pid]) / elapsed * 100 for pid in pids}
+                # CPU per message, publishing and delivering it everywhere
+                # included (microseconds): what the machine's cores bound
+                # the rate to, whatever else runs on them.
+                per_msg = {pid: (c2[pid] - c0[pid]) / total * 1e6 for pid in pids}
                 problems = (await totals(clients))["problems"] - before["problems"]
                 lost = sum(total - len(s) for s in got.values())
                 achieved = total / elapsed
@@ -578,6 +583,12 @@ async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
                         "others_mean": round(statistics.mean(cpu[p] for p in pids[1:-1])),
                         "bench": round(cpu[pids[-1]]),
                     },
+                    "cpu_us_per_msg": {
+                        "publisher": round(per_msg[pids[0]]),
+                        "others_mean": round(statistics.mean(per_msg[p] for p in pids[1:-1])),
+                        "all_agents": round(sum(per_msg[p] for p in pids[:-1])),
+                        "bench": round(per_msg[pids[-1]]),
+                    },
                     # Drops and errors in the agents during the step
                     # (drop:subscriber: a subscriber's queue was full).
                     "problems": dict(problems),
@@ -585,7 +596,8 @@ async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
                 results.append(step)
                 print(
                     f"  rate {rate}/s: achieved {achieved:.0f}/s, lost {lost}, "
-                    f"cpu % {step['cpu_pct']}, problems {step['problems']}",
+                    f"cpu % {step['cpu_pct']}, cpu us/msg {step['cpu_us_per_msg']}, "
+                    f"problems {step['problems']}",
                     flush=True,
                 )
                 if lost or achieved < rate * 0.9:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ async def cluster_run(agents_n: int, messages: int, batch: int) -> dict[str, Any
 
                 nursery.start_soon(drain)
             publisher = agents[0]
+            sent_before = sum((a.metrics.sent_messages for a in agents), Counter[str]())
             c0, t0 = time.process_time(), time.monotonic()
             sent = 0
             while sent < messages:
@@ -82,6 +84,7 @@ async def cluster_run(agents_n: int, messages: int, batch: int) -> dict[str, Any
             with trio.move_on_after(30):
                 await done.wait()
             cpu, wall = time.process_time() - c0, time.monotonic() - t0
+            frames = sum((a.metrics.sent_messages for a in agents), Counter[str]()) - sent_before
             nursery.cancel_scope.cancel()
     return {
         "agents": agents_n,
@@ -89,6 +92,9 @@ async def cluster_run(agents_n: int, messages: int, batch: int) -> dict[str, Any
         "wall_rate_per_s": round(messages / wall),
         "cpu_us_per_msg_per_agent": round(cpu / messages / agents_n * 1e6, 1),
         "lost": sum(messages - g for g in got),
+        # Frames sent in the cluster per message published, by type (IHave:
+        # a frame of announcements; Plumtree batches them).
+        "frames_per_msg": {k: round(v / messages, 2) for k, v in sorted(frames.items())},
     }
 
 
