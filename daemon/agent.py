@@ -682,7 +682,15 @@ class Agent:
         # gets the error.
         self.node.check_publish(topic, payload)
         self.metrics.published += 1
-        await self._inputs.send(Publish(topic, payload))
+        # Without a trip through the scheduler when the driver's queue has
+        # room (it would cost more than the publish: issue 14); the driver
+        # runs at the caller's next wait, or when the queue is full.
+        try:
+            self._inputs.send_nowait(Publish(topic, payload))
+        except trio.WouldBlock:
+            await self._inputs.send(Publish(topic, payload))
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[tuple[int, str]]:
         """Publish each (topic, payload) in order, as `publish` would one by
@@ -710,7 +718,7 @@ class Agent:
                 inputs.send_nowait(Publish(topic, payload))
             except trio.WouldBlock:
                 await inputs.send(Publish(topic, payload))  # the driver is behind: wait
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
         return refused
 
     def subscribe(self, topic: str) -> Subscription[Delivery]:

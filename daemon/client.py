@@ -367,7 +367,11 @@ class Publisher:
 
     async def publish(self, topic: str, payload: bytes | str) -> int:
         """Queue one message; returns its number. Waits only while more than
-        `batch_bytes` x 2 wait to be sent (the agent sets the pace)."""
+        `batch_bytes` x 2 wait to be sent (the agent sets the pace). It
+        yields to other tasks only when a batch is full: what is queued goes
+        out at the caller's next wait (a sleep, I/O, `flush`, the block's
+        end), so a caller that publishes then computes for long should
+        `flush()` or sleep(0) if latency matters."""
         if self._failed is not None:
             raise self._failed
         if isinstance(payload, str):
@@ -388,7 +392,14 @@ class Publisher:
         self._queued_bytes += len(payload) + len(topic) * 4 + _PER_MESSAGE
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._wake.set()
-        await trio.lowlevel.checkpoint()
+        if self._queued_bytes >= self.batch_bytes:
+            # A batch is ready: let the sender take it.
+            await trio.lowlevel.checkpoint()
+        else:
+            # A trip through the scheduler per message would cost more than
+            # the message (issue 14): the sender takes what has accumulated
+            # at the caller's next wait, or when a batch is full.
+            await trio.lowlevel.checkpoint_if_cancelled()
         return number
 
     async def flush(self) -> None:

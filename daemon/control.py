@@ -394,7 +394,16 @@ class _Connection:
             scope.cancel()
 
     async def send(self, obj: dict[str, Any]) -> None:
-        await self.out_send.send((pack(obj), None))
+        # No trip through the scheduler while the writer's queue has room:
+        # pipelined requests are answered in a row, the writer sends the
+        # answers together at the reader's next wait.
+        item = (pack(obj), None)
+        try:
+            self.out_send.send_nowait(item)
+        except trio.WouldBlock:
+            await self.out_send.send(item)
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _reader(self) -> None:
         reader = FrameReader(self.stream, MAX_REQUEST)
