@@ -103,9 +103,16 @@ class Subscription(Generic[T]):
 
     async def __anext__(self) -> T:
         try:
-            return await self._recv.receive()
+            # An item already queued is taken without a trip through the
+            # scheduler (it costs more than a delivery: issue 14).
+            try:
+                item = self._recv.receive_nowait()
+            except trio.WouldBlock:
+                return await self._recv.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return item
 
     async def __aenter__(self) -> Subscription[T]:
         return self
