@@ -236,3 +236,23 @@ async def test_a_subscription_with_a_count_stops_there_however_many_are_queued()
             got = [e["payload"] async for e in events]
         assert got == [b"0", b"1", b"2"]
         assert await _collect(every, 100) == [b"%d" % i for i in range(100)]
+
+
+@bounded(TEST_MAX)
+async def test_publishes_wait_for_a_driver_behind_and_lose_nothing() -> None:
+    """Local publishes fill at most half the driver's queue (the rest is the
+    network's): with a queue of 8, a batch of 300 and a pipelined stream
+    wait for the driver again and again, and all arrive, in order."""
+    async with (
+        _agent("127.0.0.1:0", input_queue=8) as service,
+        open_client(service.control_address) as client,
+        client.subscribe("t") as events,
+    ):
+        assert service.agent._publish_room == 4
+        assert await client.publish_batch([("t", b"%d" % i) for i in range(300)]) == []
+        async with client.publisher() as pub:
+            for i in range(300, 600):
+                await pub.publish("t", b"%d" % i)
+        for i in range(600, 620):
+            await service.agent.publish("t", b"%d" % i)
+        assert await _collect(events, 620) == [b"%d" % i for i in range(620)]
