@@ -24,9 +24,13 @@ Prints figures; never fails on time. Phases:
    just this phase (after the cluster converges).
 5. On a separate 10-agent cluster: the highest sustained rate of 1 KiB
    publishes (steps of increasing rate, from one agent) with zero loss at
-   every subscriber (one on every agent).
+   every subscriber (one on every agent), and the CPU each process used.
+   `--publish-mode pipelined` (the default) publishes through the client's
+   `publisher()` (batched, pipelined); `single` sends one `publish` request
+   per message, at most 64 unanswered. `--rate-only` runs just this
+   phase.
 
-Usage: python bench/cluster.py [--nodes 100] [--messages 50] [--skip-rate]
+Usage: python bench/cluster.py [--nodes 100] [--messages 50] [--skip-rate | --rate-only]
                                [--set swim.probe_period=0.5 ...] [--json]
 
 The bench process itself follows N monitor streams and N subscriptions, so
@@ -472,6 +476,10 @@ async def main_phases(args: argparse.Namespace, report: dict[str, Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="overlay-bench-"))
     config = tmp / "agent.toml"
     config.write_text(args.config_text)
+    if args.rate_only:
+        report["publish_rate"] = await rate_phase(args, config)
+        print(f"sustained publish rate: {report['publish_rate']}", flush=True)
+        return
     udp_errors = udp_receive_errors()
     async with trio.open_nursery() as nursery:
         print(f"starting {n} agents ...", flush=True)
@@ -530,30 +538,76 @@ async def rate_phase(args: argparse.Namespace, config: Path) -> dict[str, Any]:
                     got[name].add(struct.unpack(">I", ev["payload"][:4])[0])
 
                 total = int(rate * args.rate_seconds)
+                pids = [p.proc.pid for p in procs] + [os.getpid()]
+                before = await totals(clients)
                 async with trio.open_nursery() as subs:
                     await subscribe_all(subs, clients, topic, on_event)
                     publisher = clients[names[0]]
-                    limiter = trio.CapacityLimiter(64)  # requests in flight
+                    c0 = {pid: cpu_seconds(pid) for pid in pids}
                     t0 = time.monotonic()
-
-                    async with trio.open_nursery() as pubs:
-                        for i in range(total):
-                            delay = t0 + i / rate - time.monotonic()
-                            if delay > 0:
-                                await trio.sleep(delay)
-                            await limiter.acquire_on_behalf_of(i)
-                            pubs.start_soon(_publish_one, publisher, topic, i, limiter)
+                    if args.publish_mode == "single":
+                        # One `publish` request per message, 64 unanswered at most.
+                        limiter = trio.CapacityLimiter(64)
+                        async with trio.open_nursery() as pubs:
+                            for i in range(total):
+                                delay = t0 + i / rate - time.monotonic()
+                                if delay > 0:
+                                    await trio.sleep(delay)
+                                await limiter.acquire_on_behalf_of(i)
+                                pubs.start_soon(_publish_one, publisher, topic, i, limiter)
+                    else:
+                        # The pipelined publisher: batches of whatever is
+                        # queued, acknowledged per batch, several in flight.
+                        async with publisher.publisher() as pub:
+                            for i in range(total):
+                                delay = t0 + i / rate - time.monotonic()
+                                if delay > 0:
+                                    await trio.sleep(delay)
+                                await pub.publish(topic, struct.pack(">I", i) + b"x" * 1020)
                     elapsed = time.monotonic() - t0
+                    c1 = {pid: cpu_seconds(pid) for pid in pids}
                     with trio.move_on_after(10):
                         while any(len(s) < total for s in got.values()):
                             await trio.sleep(0.05)
+                    c2 = {pid: cpu_seconds(pid) for pid in pids}
                     subs.cancel_scope.cancel()
+                # CPU while publishing, in % of one core.
+                cpu = {pid: (c1[pid] - c0[pid]) / elapsed * 100 for pid in pids}
+                # CPU per message, publishing and delivering it everywhere
+                # included (microseconds): what the machine's cores bound
+                # the rate to, whatever else runs on them.
+                per_msg = {pid: (c2[pid] - c0[pid]) / total * 1e6 for pid in pids}
+                problems = (await totals(clients))["problems"] - before["problems"]
                 lost = sum(total - len(s) for s in got.values())
                 achieved = total / elapsed
-                results.append(
-                    {"target_per_s": rate, "achieved_per_s": round(achieved, 1), "lost": lost}
+                step = {
+                    "target_per_s": rate,
+                    "achieved_per_s": round(achieved, 1),
+                    "lost": lost,
+                    # CPU % of one core while publishing: the publishing
+                    # agent, the others (mean), this bench process.
+                    "cpu_pct": {
+                        "publisher": round(cpu[pids[0]]),
+                        "others_mean": round(statistics.mean(cpu[p] for p in pids[1:-1])),
+                        "bench": round(cpu[pids[-1]]),
+                    },
+                    "cpu_us_per_msg": {
+                        "publisher": round(per_msg[pids[0]]),
+                        "others_mean": round(statistics.mean(per_msg[p] for p in pids[1:-1])),
+                        "all_agents": round(sum(per_msg[p] for p in pids[:-1])),
+                        "bench": round(per_msg[pids[-1]]),
+                    },
+                    # Drops and errors in the agents during the step
+                    # (drop:subscriber: a subscriber's queue was full).
+                    "problems": dict(problems),
+                }
+                results.append(step)
+                print(
+                    f"  rate {rate}/s: achieved {achieved:.0f}/s, lost {lost}, "
+                    f"cpu % {step['cpu_pct']}, cpu us/msg {step['cpu_us_per_msg']}, "
+                    f"problems {step['problems']}",
+                    flush=True,
                 )
-                print(f"  rate {rate}/s: achieved {achieved:.0f}/s, lost {lost}", flush=True)
                 if lost or achieved < rate * 0.9:
                     break
         nursery.cancel_scope.cancel()
@@ -580,6 +634,14 @@ def main() -> None:
     p.add_argument("--rates", type=int, nargs="+", default=[100, 200, 400, 800, 1600])
     p.add_argument("--rate-seconds", type=float, default=5.0)
     p.add_argument("--skip-rate", action="store_true")
+    p.add_argument("--rate-only", action="store_true", help="phase 5 only (its own 10 agents)")
+    p.add_argument(
+        "--publish-mode",
+        choices=("pipelined", "single"),
+        default="pipelined",
+        help="phase 5: the client's pipelined publisher (batches, several in flight), or one "
+        "`publish` request per message with 64 unanswered at most",
+    )
     p.add_argument("--kills", type=int, default=1, help="agents SIGKILLed, one at a time")
     p.add_argument("--stops", type=int, default=0, help="agents SIGSTOPped after the kills")
     p.add_argument("--failure-only", action="store_true", help="converge, then failures only")

@@ -167,6 +167,9 @@ _REFUSAL_COUNTERS = {
     ),
     "plumtree": ("conflicts", "invalid", "expired"),
 }
+# How long a local publish waits before it looks again whether the driver
+# has caught up (its queue below `_publish_room`): a few of its batches.
+_PUBLISH_BACKOFF = 0.001
 # Default bound on how long a leaving agent keeps gossiping its "left":
 # this many SWIM probe periods (guess: a few retransmissions' worth).
 _LEAVE_GRACE_PERIODS = 10
@@ -223,6 +226,10 @@ class Agent:
 
             self._frames = Keyring(settings.keys)
         self._inputs, self._inputs_recv = trio.open_memory_channel[_Item](settings.input_queue)
+        # Local publishes may fill the driver's queue up to here, no further:
+        # the rest stays for the network, whose datagrams (SWIM's probes)
+        # are dropped, not awaited, when the queue is full.
+        self._publish_room = max(1, settings.input_queue // 2)
         self._timer_send, self._timer_recv = trio.open_memory_channel[Expired](0)
         self._timers = TimerQueue(self._timer_send)
         self._transport = Transport(
@@ -682,7 +689,49 @@ class Agent:
         # gets the error.
         self.node.check_publish(topic, payload)
         self.metrics.published += 1
-        await self._inputs.send(Publish(topic, payload))
+        # Without a trip through the scheduler when the driver's queue has
+        # room (it would cost more than the publish: issue 14); the driver
+        # runs at the caller's next wait, or when the queue is full.
+        if await self._publish_input(Publish(topic, payload)):
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _publish_input(self, item: Publish) -> bool:
+        """Queue a local publish for the driver; False if that took a wait
+        (the driver is behind: its queue holds `_publish_room` items)."""
+        inputs = self._inputs
+        if inputs.statistics().current_buffer_used < self._publish_room:
+            inputs.send_nowait(item)
+            return True
+        while inputs.statistics().current_buffer_used >= self._publish_room:
+            await trio.sleep(_PUBLISH_BACKOFF)
+        await inputs.send(item)
+        return False
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> list[tuple[int, str]]:
+        """Publish each (topic, payload) in order, as `publish` would one by
+        one, and return the refused ones as (index, reason): a refused
+        message costs only itself. The inputs go to the driver without a
+        trip through the scheduler each; when the driver is behind (its
+        queue half full: the other half stays for the network), this waits
+        for it. Raises `AgentError` (nothing published)
+        if the agent is not running or is leaving; if it starts leaving in
+        the middle, the rest are refused with that reason."""
+        self._check_running()
+        refused: list[tuple[int, str]] = []
+        check = self.node.check_publish
+        for index, (topic, payload) in enumerate(messages):
+            if not self._running or self._leaving:
+                refused.append((index, "the agent is leaving"))
+                continue
+            try:
+                check(topic, payload)
+            except PublishError as exc:
+                refused.append((index, str(exc)))
+                continue
+            self.metrics.published += 1
+            await self._publish_input(Publish(topic, payload))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return refused
 
     def subscribe(self, topic: str) -> Subscription[Delivery]:
         """Deliveries on `topic` from now on."""

@@ -21,7 +21,6 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
@@ -61,11 +60,19 @@ class Parser(argparse.ArgumentParser):
 # overlay agent
 
 
-def _add_agent(sub: Any) -> None:
+def _add_agent(sub: Any, help_texts: bool = True) -> None:
+    """The `agent` subcommand. `help_texts`: read each setting's help from
+    the comments above its field (`field_comments`: the classes' source,
+    parsed); without them, an agent that will only run does not keep that
+    source in its `linecache` for its whole life (issue 14: its RSS)."""
     from daemon.agent import AgentSettings
-    from daemon.settings import PROTOCOL_SECTIONS, field_comments, protocol_fields, transport_fields
+    from daemon.settings import PROTOCOL_SECTIONS, protocol_fields, transport_fields
+    from daemon.settings import field_comments as read_comments
     from daemon.transport import TransportSettings
     from overlay.config import Config
+
+    def field_comments(cls: type) -> dict[str, str]:
+        return read_comments(cls) if help_texts else {}
 
     p = sub.add_parser(
         "agent",
@@ -470,7 +477,8 @@ def _keygen(args: argparse.Namespace) -> int:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser. Plugin subcommands (entry points) are imported only when
     `argv` names them or lists every command: the simulator's imports
-    (networkx) cost more than a client command's whole run."""
+    (networkx) cost more than a client command's whole run. When `argv`
+    names one of our own commands, the entry points are not even listed."""
     parser = Parser(
         prog="overlay",
         description="HyParView + Plumtree + SWIM overlay: agent, control client, simulator.",
@@ -479,10 +487,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     words = [a for a in (argv or []) if not a.startswith("-")]
     command = words[0] if argv is not None and words else None
     if command in (None, "agent"):
-        _add_agent(sub)
+        wants_help = argv is None or any(a in ("-h", "--help") for a in argv)
+        _add_agent(sub, help_texts=wants_help)
     else:
         sub.add_parser("agent", help="run an agent: join a cluster, serve the control API")
     _add_clients(sub)
+    if command is not None and command in sub.choices:
+        # A command of ours: the plugins are not needed, and looking them up
+        # (`importlib.metadata`, with email, zipfile, csv, ...) costs an idle
+        # agent about 3 MB of its RSS for the whole of its life.
+        return parser
+    from importlib.metadata import entry_points
+
     for ep in sorted(entry_points(group="overlay.commands"), key=lambda e: e.name):
         if command is None or command == ep.name:
             register = ep.load()

@@ -96,7 +96,8 @@ def test_agent_help_documents_every_protocol_parameter(
 
 
 def _agent_parser() -> argparse.ArgumentParser:
-    parser = build_parser(["agent"])
+    # The help texts are read (from the settings' source) only when help is asked.
+    parser = build_parser(["agent", "--help"])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     agent: argparse.ArgumentParser = sub.choices["agent"]
     return agent

@@ -10,6 +10,9 @@ or a type-only import is still a circle for a reader."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -90,3 +93,98 @@ def test_the_control_api_and_the_agent_are_composed_not_entangled() -> None:
     assert not graph.has_edge("daemon.control", "daemon.agent")
     assert not graph.has_edge("daemon.agent", "daemon.control")
     assert not nx.has_path(graph, "daemon.control", "daemon.agent")
+
+
+# --------------------------------------------------------------------------
+# What an agent process loads (issue 14: its RSS). The simulator's analysis
+# and plotting libraries, the test tools and the entry-point machinery are
+# megabytes each; an `overlay agent` uses none of them.
+
+# Heavy modules no agent needs; a key is in `sys.modules` once imported.
+AGENT_MUST_NOT_LOAD = (
+    "networkx",
+    "matplotlib",
+    "numpy",
+    "scipy",
+    "pandas",
+    "hypothesis",
+    "rich",
+    "pytest",
+    "sim",
+    "importlib.metadata",  # entry points: only `overlay sim` (or the help) needs them
+)
+
+# Runs the CLI as `overlay agent` does; once the agent has started (its
+# control API answers), prints the loaded modules (and the source files in
+# `linecache`, as source:PATH) and exits at once.
+_AGENT_MODULES = """
+import logging, os, sys
+
+class _Started(logging.Handler):
+    def emit(self, record):
+        if record.getMessage() == "agent started":
+            import linecache
+            cached = ["source:" + name for name in linecache.cache]
+            sys.stdout.write("\\n".join(sorted(sys.modules) + cached) + "\\n")
+            sys.stdout.flush()
+            os._exit(0)
+
+logging.getLogger("overlay.agent").addHandler(_Started())
+from daemon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _loaded_by(script: str, *args: str) -> set[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,  # a guard against a hang, not a measure of speed
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(
+        m for m in modules if any(m == h or m.startswith(h + ".") for h in AGENT_MUST_NOT_LOAD)
+    )
+
+
+def test_a_running_agent_loads_no_plotting_graph_or_test_library(tmp_path: Path) -> None:
+    modules = _loaded_by(
+        _AGENT_MODULES,
+        "agent",
+        "--bind",
+        "127.0.0.1:0",
+        "--control",
+        f"unix:{tmp_path / 'ctl.sock'}",
+        "--log-json",
+    )
+    assert "daemon.agent" in modules and "trio" in modules  # it did run the agent
+    assert _heavy(modules) == []
+    # The settings' help texts come from their source, read only for --help:
+    # a running agent keeps no source text of ours in its `linecache`.
+    assert [m for m in modules if m.startswith("source:") and str(ROOT) in m] == []
+
+
+def test_the_agent_and_client_modules_load_nothing_heavy() -> None:
+    script = (
+        "import sys, daemon.cli, daemon.service, daemon.settings, daemon.client;"
+        "print('\\n'.join(sys.modules))"
+    )
+    assert _heavy(_loaded_by(script)) == []
+
+
+def test_the_sim_command_still_finds_its_plugin() -> None:
+    """The entry points are skipped only for our own commands."""
+    script = (
+        "import sys\nfrom daemon.cli import build_parser\n"
+        "p = build_parser(['sim', '--help'])\n"
+        "print('\\n'.join(sys.modules))"
+    )
+    assert "sim.cli" in _loaded_by(script)
