@@ -168,6 +168,13 @@ class PlumtreeConfig:
     # included (every member is an origin). An origin beyond it starts from a
     # copy of the shared tree again. 0: the paper's single shared tree.
     origin_trees: int = 1024
+    # Build every new origin's tree by flooding its first message (as
+    # Partisan's per-root trees start): the fastest paths at once, at a copy
+    # per link for that message. Off (the default), a new origin's first
+    # message rides a copy of an existing tree and its second one floods:
+    # one-shot senders cost what the paper's tree costs (overlay.trees has
+    # the figures of both).
+    origin_tree_flood: bool = False
     # Keep payloads this long to answer GRAFTs and anti-entropy, and refuse
     # copies older than this (issue: 60 s).
     retention: float = 60.0

@@ -161,6 +161,7 @@ COUNTERS = (
     "trees_created",  # origins' trees started from the shared one (overlay.trees)
     "trees_evicted",  # idle origins' trees dropped to make room (origin_trees)
     "trees_shared",  # messages of an origin left to the shared tree: no room
+    "trees_rebuilt",  # copied trees flooded at their origin's second message
     *ANTI_ENTROPY_COUNTERS,
     "cache_evicted",  # payloads dropped before retention: count/bytes bound
     "seen_evicted",  # ids forgotten before seen_ttl: count bound
@@ -203,7 +204,7 @@ class Plumtree:
         # keeps every pick reproducible).
         # A tree idle for the retention window has no message left that
         # anyone could graft: it may make room for another origin's.
-        self.trees = Trees(config.origin_trees, config.retention)
+        self.trees = Trees(config.origin_trees, config.retention, flood=config.origin_tree_flood)
         self.eager = self.trees.eager
         self.lazy = self.trees.lazy
         self.seen = SeenIds(config.seen_ttl, config.seen_max_ids)
@@ -298,6 +299,7 @@ class Plumtree:
         self.counters["trees_created"] = self.trees.created
         self.counters["trees_evicted"] = self.trees.evicted
         self.counters["trees_shared"] = self.trees.shared
+        self.counters["trees_rebuilt"] = self.trees.rebuilt
         self.counters["seen_evicted"] = self.seen.evicted
         stats = dict(self.counters)
         stats.update(
@@ -433,7 +435,7 @@ class Plumtree:
             self.counters["repair_received"] += 1
         key = self._tree(mid, msg.topic)
         if key is not None:
-            self.trees.touch(key, now)
+            self.trees.touch(key, now, message=True)
         if tree:
             if key is not None and not self.trees.is_eager(sender, key):
                 # It pushes to us along this tree while we hold it lazy (a
@@ -598,7 +600,7 @@ class Plumtree:
         origin = mid.origin
         key = self._tree(mid, topic)
         if key is not None and touch is not None:
-            self.trees.touch(key, touch)
+            self.trees.touch(key, touch, message=True)
         msg: Gossip | None = None
         for peer in self.trees.eager_of(key):
             if peer != sender and peer.name != origin and not (skip and peer in skip):

@@ -18,13 +18,22 @@ Theory of operation
   diameter 7). Riak's and Partisan's Plumtree keep eager/lazy peers per
   root instead; so do we. PRUNE and GRAFT name the origin whose tree they
   change, and a message is pushed along its origin's tree only.
-- A new origin's tree starts with every neighbour eager, as a new
-  neighbour does in the paper: its first message floods the overlay, so it
-  reaches every node by the fastest paths, and the duplicates prune the
-  tree down to those paths, the origin's own shortest-path tree. The first
-  message costs a flood (a copy per link); every later one a copy per node.
-  In the full stack each member's first message is its join announcement,
-  so a publisher's tree is built before it publishes.
+- Building a tree takes a flood: with every neighbour eager, an origin's
+  message reaches every node by the fastest paths, and the duplicates prune
+  the tree down to those paths, the origin's own shortest-path tree (what
+  one sender gets in the paper). A flood costs a copy per link instead of a
+  copy per node, which a one-shot sender does not repay. So a new origin's
+  tree starts as a copy of the oldest tree held (the template: a tree some
+  origin built by flooding, the first one heard, mostly the same at every
+  node), and only its second message floods it (`rebuilt`): a random
+  sender pays what the paper's tree costs and rides an existing
+  shortest-path tree (at most twice its depth); a publisher pays one
+  flood and then rides its own. Measured at 1,000 nodes (bench/sim_scale.py
+  --senders): random senders p99 315 ms against one sender's 169, LDH 16
+  on an overlay of diameter 7, RMR 0.02; a flood for every new origin
+  (`flood`, as Partisan's per-root trees start) gives 170 ms and LDH 10 at
+  RMR 2.96; rotating publishers ride their own trees, p99 as one sender's
+  from their third message. The first origin of all floods (no template).
 - Bounded memory: trees are kept for at most `limit` origins. A tree idle
   for `idle` seconds is evicted to make room, the least recently used
   first (counted in `evicted`); when every tree is in use, the new origin
@@ -32,9 +41,9 @@ Theory of operation
   which the traffic of such origins shapes as the paper says. Churning
   trees in use would flood the overlay at every comeback. A tree stores
   only its lazy peers, as a tuple (eager = active view minus those), so a
-  new neighbour is eager in every tree at no cost and a tree costs ~150
-  bytes. `limit` 0 keeps the shared tree alone: the paper's behaviour,
-  for its reproduction.
+  new neighbour is eager in every tree, as the paper says of a new
+  neighbour, at no cost, and a tree costs ~150 bytes. `limit` 0 keeps the
+  shared tree alone: the paper's behaviour, for its reproduction.
 """
 
 from __future__ import annotations
@@ -46,9 +55,10 @@ from overlay.ids import NodeId
 
 
 class Trees:
-    def __init__(self, limit: int, idle: float) -> None:
+    def __init__(self, limit: int, idle: float, *, flood: bool = False) -> None:
         self.limit = limit
         self.idle = idle
+        self.flood = flood
         # The active view, in the order the neighbours came (every pick
         # reproducible), and the shared tree's split of it.
         self.active: dict[NodeId, None] = {}
@@ -57,7 +67,14 @@ class Trees:
         # origin -> its lazy peers; least recently used first, with when.
         self.origins: OrderedDict[str, tuple[NodeId, ...]] = OrderedDict()
         self.used: dict[str, float] = {}
+        # When each tree was made (a counter): the oldest one held is the
+        # template of new ones (see `touch`).
+        self.born: dict[str, int] = {}
+        # Trees copied from the template that have carried no message yet of
+        # their own beyond the first (see `touch`).
+        self.copied: dict[str, None] = {}
         self.created = 0
+        self.rebuilt = 0
         self.evicted = 0
         self.shared = 0
 
@@ -117,14 +134,20 @@ class Trees:
 
     # --------------------------------------------------------------- changes
 
-    def touch(self, origin: str, now: float) -> None:
-        """A message of `origin` is on its way: its tree becomes the most
-        recently used, created (every neighbour eager) if there is room."""
+    def touch(self, origin: str, now: float, *, message: bool = False) -> None:
+        """A message of `origin` is on its way (`message`), or a PRUNE or
+        GRAFT for its tree: the tree becomes the most recently used, made
+        from the template if there is room; a copied tree's second message
+        floods it (see the theory above)."""
         if self.limit == 0:
             return
         if origin in self.origins:
             self.origins.move_to_end(origin)
             self.used[origin] = now
+            if message and origin in self.copied:
+                del self.copied[origin]
+                self.origins[origin] = ()
+                self.rebuilt += 1
             return
         if len(self.origins) >= self.limit:
             oldest = next(iter(self.origins))
@@ -133,10 +156,22 @@ class Trees:
                 return
             del self.origins[oldest]
             del self.used[oldest]
+            del self.born[oldest]
+            self.copied.pop(oldest, None)
             self.evicted += 1
-        self.origins[origin] = ()
+        self.origins[origin] = self._template()
+        if self.born and not self.flood:
+            self.copied[origin] = None
         self.used[origin] = now
+        self.born[origin] = self.created
         self.created += 1
+
+    def _template(self) -> tuple[NodeId, ...]:
+        """A new tree's lazy peers: none (a flood) with `flood` or with no
+        tree yet, else those of the oldest tree held."""
+        if self.flood or not self.born:
+            return ()
+        return self.origins[next(iter(self.born))]  # born: in creation order
 
     def make_eager(self, peer: NodeId, origin: str | None) -> None:
         """`peer` becomes eager in `origin`'s tree (the shared one if it has none)."""

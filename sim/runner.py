@@ -133,6 +133,8 @@ class Runner:
         self.partition: dict[str, Any] | None = None
         self.cursor = 0.0
         self._payloads: dict[int, bytes] = {}
+        # Each publish step: who sends, and the window its broadcasts start in.
+        self.publish_steps: list[tuple[str, float, float]] = []
 
     # ------------------------------------------------------------ running
 
@@ -285,6 +287,8 @@ class Runner:
         size = step.size
         payload = self._payloads.setdefault(size, b"x" * size)
         state: dict[str, Any] = {"one": None}
+        who = step.sender if isinstance(step.sender, str) else f"{len(step.sender)} named"
+        self.publish_steps.append((who, now, now + step.count * step.interval + 1e-9))
         for k in range(step.count):
             self.sim.call_at(
                 now + k * step.interval, partial(self._publish_round, step, k, payload, state)
@@ -439,6 +443,19 @@ class Runner:
             "complete_after_s": self._watched("members_complete"),
         }
 
+    def _by_step(self, live: list[NodeId]) -> list[dict[str, Any]]:
+        """The broadcast figures of each publish step, when there are
+        several (the `senders` scenario: one sender, random senders,
+        rotating publishers, in one run)."""
+        if len(self.publish_steps) < 2:
+            return []
+        steps = []
+        for who, start, end in self.publish_steps:
+            s = self.broadcasts.summary(live, since=start, until=end)
+            keys = ("sent", "reliability", "rmr", "ldh_max", "latency_p50_s", "latency_p99_s")
+            steps.append({"from": who, **{k: s[k] for k in keys}})
+        return steps
+
     def _outcome(self, wall: float) -> Outcome:
         sim = self.sim
         live = sim.live()
@@ -458,7 +475,11 @@ class Runner:
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             },
             "overlay": analysis.overlay_figures(sim),
-            "broadcast": {**b, "reliability_by_broadcast": by_broadcast},
+            "broadcast": {
+                **b,
+                "reliability_by_broadcast": by_broadcast,
+                "by_step": self._by_step(live),
+            },
             "membership": self._membership(),
             "messages": analysis.message_figures(sim),
         }

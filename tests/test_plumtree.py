@@ -501,13 +501,30 @@ def test_a_prune_changes_only_the_tree_of_its_origin() -> None:
     assert pt.stats()["trees"] == 2
 
 
-def test_a_new_origins_tree_starts_with_every_neighbour_eager() -> None:
-    """Its first message floods; the duplicates prune it to the fastest paths."""
-    pt = with_peers(make(origin_trees=1024), A, B, C, lazy=(C,))
+def test_a_new_origins_tree_is_a_copy_and_its_second_message_floods() -> None:
+    """The first origin's tree floods; the next origins' start as copies of
+    the oldest tree (a one-shot sender pays no flood), and their second
+    message floods (a publisher pays one, then rides its own tree)."""
+    pt = with_peers(make(origin_trees=1024), A, B, C)
     out = rx(pt, A, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.0)
+    assert [o.to for o in out if isinstance(o, Send)] == [B, C]  # no tree yet: flood
+    rx(pt, C, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.1)  # duplicate: C lazy in o's tree
+    assert pt.peers("o") == PeerSets((A, B), (C,))
+    p1, p2 = MsgId("p", 1, 1), MsgId("p", 1, 2)
+    out = rx(pt, A, Gossip(p1, "t", 2, 0.0, b"y"), 2.0)
+    assert [o.to for o in out if isinstance(o, Send)] == [B]  # o's tree, copied
+    assert pt.peers("p") == PeerSets((A, B), (C,))
+    out = rx(pt, A, Gossip(p2, "t", 2, 0.0, b"z"), 3.0)
+    assert [o.to for o in out if isinstance(o, Send)] == [B, C]  # its second: flood
+    assert pt.stats()["trees_created"] == 2 and pt.stats()["trees_rebuilt"] == 1
+
+
+def test_with_origin_tree_flood_every_new_tree_floods() -> None:
+    pt = with_peers(make(origin_trees=1024, origin_tree_flood=True), A, B, C)
+    rx(pt, A, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.0)
+    rx(pt, C, Gossip(oid(1), "t", 2, 0.0, b"x"), 1.1)
+    out = rx(pt, A, Gossip(MsgId("p", 1, 1), "t", 2, 0.0, b"y"), 2.0)
     assert [o.to for o in out if isinstance(o, Send)] == [B, C]
-    assert pt.peers("o") == PeerSets((A, B, C), ())
-    assert pt.stats()["trees_created"] == 1
 
 
 def test_origin_trees_are_bounded_and_idle_ones_make_room() -> None:
