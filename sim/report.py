@@ -150,13 +150,13 @@ def summary(report: dict[str, Any]) -> str:
     )
     steps = b.get("by_step") or []
     for i, step in enumerate(steps):
-        p99, first = _mean(step["latency_p99_s"]), _mean(steps[0]["latency_p99_s"])
+        p99, base = _mean(step["latency_p99_s"]), _mean(steps[0]["latency_p99_s"])
         who = step["from"] if isinstance(step["from"], str) else "?"
         lines.append(
             f"  from {who:<10} {_fmt(step['sent'], _int)} sent,"
             f" RMR {_fmt(step['rmr'], _f3)}, LDH {_fmt(step['ldh_max'], _int)},"
             f" p50 {_fmt(step['latency_p50_s'], _sec)} / p99 {_fmt(step['latency_p99_s'], _sec)}"
-            + (f" ({p99 / first:.2f}x the first step's p99)" if i and first else "")
+            + (f" ({p99 / base:.2f}x the first step's p99)" if i and base else "")
         )
     m = report["membership"]
     enabled = m.get("enabled", True)  # aggregated: {"mean", "min", "max"}
