@@ -7,8 +7,9 @@ Rules of this module: it owns the eager and lazy peer sets, the seen ids,
 the payload cache and the local delivery of broadcasts (the two helper
 modules work on that same state). Its peers are exactly HyParView's active
 view: the node forwards every `NeighborUp`/`NeighborDown` of HyParView as
-an input, a new neighbour starts eager, and a peer is in exactly one of
-`eager`/`lazy` iff it is an active neighbour. It sends only to those peers,
+an input, a new neighbour starts eager, and in every tree (the shared
+`eager`/`lazy` and each origin's, `overlay.trees`) a peer is in exactly one
+of eager/lazy iff it is an active neighbour. It sends only to those peers,
 ignores control messages from anyone else (the node has already told such
 a sender, through HyParView, that the link is gone), and never does I/O.
 
@@ -30,6 +31,14 @@ Theory of operation
   the lazy set and told with PRUNE, which makes the link lazy at both ends.
   The eager links left form a spanning tree; a steady overlay then carries
   each broadcast once per node (RMR 0).
+- Trees per origin (`overlay.trees`, issue 14): the eager/lazy split above
+  is kept per origin, and PRUNE and GRAFT name the origin whose tree they
+  change, so one publisher's duplicates never prune another's links (the
+  paper's single tree, `origin_trees = 0`, lets concurrent publishers cut
+  it into pieces). A new origin's first message rides a copy of the oldest
+  tree held; its second floods, and the duplicates prune its tree to its
+  own fastest paths. SWIM's tree-only topics, changes from all over the
+  cluster and mostly an origin's only message, ride the shared tree.
 - Repair (sec. 3.6): an IHAVE for an id we never received starts a timer
   (`graft_timeout_1`). If it expires first, the first announcer is made eager
   and sent GRAFT(id), which makes it eager too and sends the payload; a
