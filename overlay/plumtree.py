@@ -526,7 +526,7 @@ class Plumtree:
         """PRUNE (Alg. 1): the link becomes lazy in the origin's tree."""
         self.counters["prune_received"] += 1
         if origin is not None:
-            self.trees.touch(origin, now)
+            self.trees.refresh(origin, now)
         self._make_lazy(sender, origin)
 
     def on_graft(
@@ -539,7 +539,7 @@ class Plumtree:
         if mid is not None:
             origin = self._tree(mid, entry.topic if entry is not None else None)
         if origin is not None:
-            self.trees.touch(origin, now)
+            self.trees.refresh(origin, now)
         self._make_eager(sender, origin)
         if mid is None:
             return

@@ -134,11 +134,21 @@ class Trees:
 
     # --------------------------------------------------------------- changes
 
+    def refresh(self, origin: str, now: float) -> None:
+        """A PRUNE or GRAFT names `origin`: its tree, if we hold one, becomes
+        the most recently used. Without one, the change applies to the
+        shared tree, the one this node uses for that origin: a control
+        message never makes a tree, so a neighbour naming made-up origins
+        cannot fill the table (only messages, which it must deliver, can)."""
+        if origin in self.origins:
+            self.origins.move_to_end(origin)
+            self.used[origin] = now
+
     def touch(self, origin: str, now: float, *, message: bool = False) -> None:
-        """A message of `origin` is on its way (`message`), or a PRUNE or
-        GRAFT for its tree: the tree becomes the most recently used, made
-        from the template if there is room; a copied tree's second message
-        floods it (see the theory above)."""
+        """A message of `origin` is on its way (`message`; else a repair
+        naming it): its tree becomes the most recently used, made from the
+        template if there is room; a copied tree's second message floods it
+        (see the theory above)."""
         if self.limit == 0:
             return
         if origin in self.origins:

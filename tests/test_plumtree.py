@@ -566,3 +566,16 @@ def test_a_copy_from_a_peer_held_lazy_grafts_it_back() -> None:
     assert out[0] == Send(B, Graft(None, "o"))
     assert pt.peers("o").eager == (A, B)
     assert pt.stats()["link_graft_back"] == 1
+
+
+def test_prunes_and_grafts_naming_made_up_origins_make_no_tree() -> None:
+    """A neighbour cannot fill the table of trees with control messages:
+    one naming an origin we hold no tree for changes the shared tree, the
+    one we use for that origin."""
+    pt = with_peers(make(origin_trees=8), A, B)
+    for i in range(2000):
+        rx(pt, A, Prune(f"ghost{i}"), 1.0)
+        rx(pt, A, Graft(None, f"ghost{i}"), 1.0)
+    assert pt.stats()["trees"] == 0
+    rx(pt, A, Prune("ghost"), 1.0)
+    assert pt.peers() == PeerSets((B,), (A,))
