@@ -309,6 +309,13 @@ def pooled_ms(runs: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
     return cluster.ms([x for run in runs for x in run.get(key, [])])
 
 
+def _lost(runs: list[dict[str, Any]], key: str) -> float | None:
+    """Lost deliveries summed over the repetitions that measured them (a
+    cluster that never converged skips the later phases)."""
+    counts = [r[key] for r in runs if r.get(key) is not None]
+    return float(sum(counts)) if counts else None
+
+
 def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]], join: str = "first") -> list[Row]:
     """The table's rows for one N: runs[system] is that system's list of
     repetitions (the figures of `run_once`)."""
@@ -342,7 +349,7 @@ def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]], join: str = "fir
             Row(
                 f"broadcast {rate}/s lost deliveries",
                 *(
-                    float(sum(r[f"lost_{rate}"] for r in runs.get(s, []))) if runs.get(s) else None
+                    _lost(runs.get(s, []), f"lost_{rate}")
                     for s in SYSTEMS
                 ),
                 target=None,

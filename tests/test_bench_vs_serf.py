@@ -205,3 +205,13 @@ def test_join_seeds() -> None:
     assert seeds[:2] == [0, 0]
     assert all(0 <= s < i for i, s in enumerate(seeds) if i)
     assert seeds == join_seeds("random", 50, random.Random(1))  # same draws for both systems
+
+
+def test_lost_deliveries_skip_runs_that_never_got_that_far() -> None:
+    """A cluster that never converged measured no broadcast: its table row
+    sums what the other repetitions measured, or shows nothing."""
+    from bench.vs_serf import _lost
+
+    assert _lost([{"lost_2": 1}, {}, {"lost_2": 2}], "lost_2") == 3.0
+    assert _lost([{}], "lost_2") is None
+    assert _lost([], "lost_2") is None
