@@ -348,10 +348,7 @@ def summary_rows(n: int, runs: dict[str, list[dict[str, Any]]], join: str = "fir
         rows.append(
             Row(
                 f"broadcast {rate}/s lost deliveries",
-                *(
-                    _lost(runs.get(s, []), f"lost_{rate}")
-                    for s in SYSTEMS
-                ),
+                *(_lost(runs.get(s, []), f"lost_{rate}") for s in SYSTEMS),
                 target=None,
                 digits=0,
             )
