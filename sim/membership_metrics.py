@@ -67,8 +67,10 @@ API (stable: the simulator's report calls it)
       how long a node's arrival takes to reach every member list: from its
       start until the last of the judges (as for ``converged``) that were
       running before it lists it (read from the list: when the entry was
-      made; entries changed since, at a higher incarnation, are left out);
-      ``join_unheard``: (judge, member) pairs still missing at the end.
+      made; a member that refuted or changed its tags since, at a higher
+      incarnation, is left out: ``join_spread_members`` says how many
+      count); ``join_unheard``: (judge, member) pairs still missing at the
+      end.
 
 The tracker reads the member lists through ``sim.node(id).swim`` for
 ``converged`` and takes everything else from the outputs, so the protocol
@@ -268,6 +270,7 @@ class MembershipTracker:
             "join_spread_p50_s": percentile(spread, 50),
             "join_spread_p99_s": percentile(spread, 99),
             "join_spread_max_s": max(spread, default=None),
+            "join_spread_members": len(spread),
             "join_unheard": unheard,
         }
 
@@ -287,16 +290,19 @@ class MembershipTracker:
             t = started.get(member)
             if t is None:
                 continue
-            last = t
+            last: float | None = t
             for since, members in lists:
                 if since >= t:
                     continue
                 entry = members.get(member)
                 if entry is None or entry.status is not MemberStatus.ALIVE:
                     unheard += 1
-                elif entry.incarnation == 0:
+                elif entry.incarnation > 0:
+                    last = None  # refuted or retagged since: its arrival is lost
+                elif last is not None:
                     last = max(last, entry.since)
-            spread.append(last - t)
+            if last is not None:
+                spread.append(last - t)
         return spread, unheard
 
     def _unconverged(self, observers: list[NodeId], max_judges: int | None) -> tuple[int, int]:
