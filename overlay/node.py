@@ -79,6 +79,11 @@ from overlay.swim_state import SwimTimer
 MEMBERS_TOPIC = "$overlay.members"
 # Topics with this prefix belong to the overlay itself.
 RESERVED_PREFIX = "$overlay."
+# SWIM's announcements made while Plumtree has no neighbour yet (a joiner's
+# arrival: its join exchange is often answered before HyParView's JOIN):
+# the newest this many batches wait for the first neighbour (guess: a node
+# without neighbours originates a batch or two; the rest is piggybacked).
+HELD_ANNOUNCEMENTS = 4
 
 
 _RESERVED = f"topics starting with {RESERVED_PREFIX!r} are the overlay's own"
@@ -121,6 +126,8 @@ class Node:
         # Inputs refused by the rules of where each message may come from.
         self.refused: Counter[str] = Counter()
         self._left = False  # a Leave was handled
+        # Announcements waiting for Plumtree's first neighbour (encoded).
+        self._held: list[bytes] = []
 
     def start(self, now: float) -> list[Output]:
         outs = self.hyparview.start(now) + self.plumtree.start(now)
@@ -175,19 +182,35 @@ class Node:
         for o in outs:
             if isinstance(o, NeighborUp | NeighborDown):
                 extra += self.plumtree.handle(o, now)
+        if self._held and self.plumtree.trees.active:
+            held, self._held = self._held, []
+            for payload in held:
+                extra += self._announce(payload, now)
         return outs + extra if extra else outs
+
+    def _announce(self, payload: bytes, now: float) -> list[Output]:
+        with contextlib.suppress(PublishError):  # left: piggybacking still spreads them
+            return self.plumtree.publish(MEMBERS_TOPIC, payload, now)
+        return []
 
     def _after_swim(self, outs: list[Output], now: float) -> list[Output]:
         """SWIM's verdicts and hints to HyParView (`overlay.coupling`), and
-        the changes SWIM originated broadcast on `MEMBERS_TOPIC`."""
+        the changes SWIM originated broadcast on `MEMBERS_TOPIC`; while
+        Plumtree has no neighbour (a joiner's arrival, announced when its
+        join exchange is answered, mostly comes before HyParView's first
+        link), the newest `HELD_ANNOUNCEMENTS` batches wait for the first
+        one: published to nobody, they would reach nobody."""
         news = [o for o in outs if isinstance(o, Announce)]
         if news:
             outs = [o for o in outs if not isinstance(o, Announce)]
         outs = self._neighbors(self.coupling.after_swim(outs, now), now)
         for announce in news:
             payload = codec.encode(self.me, announce.updates)
-            with contextlib.suppress(PublishError):  # left: piggybacking still spreads them
-                outs += self.plumtree.publish(MEMBERS_TOPIC, payload, now)
+            if self.plumtree.trees.active:
+                outs += self._announce(payload, now)
+            else:
+                self._held.append(payload)
+                del self._held[:-HELD_ANNOUNCEMENTS]
         return outs
 
     def _swim(self, inp: Input, now: float) -> list[Output]:

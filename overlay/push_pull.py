@@ -16,10 +16,12 @@ Theory of operation
   never answered is forgotten after `_EXCHANGE_TIMEOUT`.
 - Joining: push-pull with a seed (one at a time, the next one at once if
   the dial fails), retried with capped exponential backoff
-  (`overlay.backoff`) until a seed answers. The joiner holds the whole
-  list as its seed knew it, but not the members that joined alongside it:
-  while it was new, few members knew it, and their arrivals were gossiped
-  to others. One more exchange once the burst has spread
+  (`overlay.backoff`) until a seed answers. Then, with
+  `announce_arrivals`, our arrival is announced over the tree too
+  (`overlay.dissemination`; it stays queued for piggybacking, the
+  backstop). The joiner holds the whole list as its seed knew it, but
+  not the members that joined alongside it: while it was new, few members
+  knew it, and their arrivals were gossiped to others. One more exchange once the burst has spread
   (`join_followup`), with a member that was there before us (a random one
   could be as new as we are), fills that in; while a follow-up still
   teaches us members, one more with another member (at most
@@ -113,6 +115,7 @@ class Exchanges(Merging):
         if kind is Exchange.JOIN and self.state is not SwimState.JOINED:
             self.state = SwimState.JOINED
             out.append(CancelTimer(JOIN_TIMER))
+            self._announce_arrival()
             # The follow-up, then anti-entropy every (scaled) period (the
             # timer armed at start was scaled for a cluster of one).
             self._arm_followup(out)

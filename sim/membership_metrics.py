@@ -63,6 +63,14 @@ API (stable: the simulator's report calls it)
       nor judged by. ``summary(max_judges=K)`` reads the lists of at most K
       observers, evenly spaced (the check is O(observers x N));
       ``converged_judges`` says how many were read.
+    - ``join_spread_p50_s``, ``join_spread_p99_s``, ``join_spread_max_s``:
+      how long a node's arrival takes to reach every member list: from its
+      start until the last of the judges (as for ``converged``) that were
+      running before it lists it (read from the list: when the entry was
+      made; a member that refuted or changed its tags since, at a higher
+      incarnation, is left out: ``join_spread_members`` says how many
+      count); ``join_unheard``: (judge, member) pairs still missing at the
+      end.
 
 The tracker reads the member lists through ``sim.node(id).swim`` for
 ``converged`` and takes everything else from the outputs, so the protocol
@@ -236,6 +244,7 @@ class MembershipTracker:
                 else:
                     undetected += 1
         unconverged, judged = self._unconverged(observers, max_judges)
+        spread, unheard = self._join_spread(observers, max_judges)
         return {
             "failures": crashes,
             "first_detection_p50_s": percentile(first, 50),
@@ -258,7 +267,43 @@ class MembershipTracker:
             "converged": unconverged == 0,
             "unconverged_pairs": unconverged,
             "converged_judges": judged,
+            "join_spread_p50_s": percentile(spread, 50),
+            "join_spread_p99_s": percentile(spread, 99),
+            "join_spread_max_s": max(spread, default=None),
+            "join_spread_members": len(spread),
+            "join_unheard": unheard,
         }
+
+    def _join_spread(
+        self, observers: list[NodeId], max_judges: int | None
+    ) -> tuple[list[float], int]:
+        """For each live member, how long after its start the last judge
+        that was running before it listed it (see ``summary``)."""
+        started = self._started
+        judges = observers
+        if max_judges is not None and len(observers) > max_judges:
+            judges = observers[:: math.ceil(len(observers) / max_judges)]
+        lists = [(started.get(j, math.inf), self.sim.node(j).swim.members) for j in judges]
+        spread: list[float] = []
+        unheard = 0
+        for member in observers:
+            t = started.get(member)
+            if t is None:
+                continue
+            last: float | None = t
+            for since, members in lists:
+                if since >= t:
+                    continue
+                entry = members.get(member)
+                if entry is None or entry.status is not MemberStatus.ALIVE:
+                    unheard += 1
+                elif entry.incarnation > 0:
+                    last = None  # refuted or retagged since: its arrival is lost
+                elif last is not None:
+                    last = max(last, entry.since)
+            if last is not None:
+                spread.append(last - t)
+        return spread, unheard
 
     def _unconverged(self, observers: list[NodeId], max_judges: int | None) -> tuple[int, int]:
         sim = self.sim

@@ -229,5 +229,11 @@ def _membership_line(m: dict[str, Any]) -> str:
             if complete is not None
             else ""
         )
+        + (
+            f"; an arrival reaches every list in p50 {_fmt(spread, _sec)},"
+            f" p99 {_fmt(m['join_spread_p99_s'], _sec)}"
+            if (spread := m.get("join_spread_p50_s")) is not None
+            else ""
+        )
         + f", {_fmt(m['false_positives'], _int)} false positive(s){detection}"
     )

@@ -12,14 +12,34 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+from overlay import codec
 from overlay.config import Config
 from overlay.ids import NodeId
-from overlay.io import Deliver, Output, Send
-from overlay.messages import SWIM_MESSAGES
+from overlay.io import (
+    ConnectionUp,
+    Deliver,
+    JoinCluster,
+    Output,
+    Received,
+    Send,
+    TimerFired,
+)
+from overlay.messages import (
+    SWIM_MESSAGES,
+    Gossip,
+    Join,
+    MemberState,
+    MemberUpdates,
+    PushPull,
+    WireStatus,
+)
+from overlay.node import MEMBERS_TOPIC, Node
+from overlay.swim_state import ANNOUNCE_TIMER
 from sim.engine import Simulation
 
 OVERLAY = Path(__file__).resolve().parent.parent / "overlay"
@@ -161,3 +181,81 @@ def test_without_swim_a_leave_is_complete_at_once_and_said_once() -> None:
     node.start(0.0)
     assert node.handle(Leave(), 1.0).count(LeaveComplete()) == 1
     assert LeaveComplete() not in node.handle(Leave(), 2.0)
+
+
+# ------------------------------------------------- arrivals over the tree
+
+ME = NodeId("me", "10.0.0.1", 7946)
+SEED = NodeId("seed", "10.0.0.2", 7946)
+ARRIVALS = Config().replace(**{"swim.announce_arrivals": True})
+
+
+def announced(outs: list[Output]) -> list[tuple[NodeId, MemberUpdates]]:
+    """The announcements among `outs`: (peer, decoded batch) per GOSSIP
+    sent on the members topic."""
+    found = []
+    for o in outs:
+        if isinstance(o, Send) and isinstance(o.msg, Gossip) and o.msg.topic == MEMBERS_TOPIC:
+            origin, batch = codec.decode(o.msg.payload, 1 << 20)
+            assert origin == ME and isinstance(batch, MemberUpdates)
+            found.append((o.to, batch))
+    return found
+
+
+def joined(node: Node, now: float) -> list[Output]:
+    """JoinCluster through SEED, and SEED's reply to our join push-pull."""
+    outs = node.handle(JoinCluster((SEED,)), now)
+    assert any(isinstance(o, Send) and isinstance(o.msg, PushPull) for o in outs)
+    reply = PushPull(True, 0, 1, (MemberState(SEED, 0, WireStatus.ALIVE, {}, None),))
+    return node.handle(Received(SEED, reply), now + 0.05)
+
+
+def test_arrival_is_announced_over_the_tree_when_the_join_exchange_completes() -> None:
+    """A node whose join push-pull is answered announces its own alive
+    state on the members topic when the batching window closes; a
+    neighbour already there gets it eagerly."""
+    node = Node(ME, ARRIVALS, random.Random(1))
+    node.start(0.0)
+    node.handle(ConnectionUp(SEED), 0.1)
+    node.handle(Received(SEED, Join()), 0.1)  # SEED is our neighbour first
+    assert SEED in node.plumtree.trees.active
+    before = node.handle(JoinCluster((SEED,)), 0.2)
+    assert announced(before) == []  # nothing before the exchange is answered
+    reply = PushPull(True, 0, 1, (MemberState(SEED, 0, WireStatus.ALIVE, {}, None),))
+    outs = node.handle(Received(SEED, reply), 0.25)
+    assert announced(outs) == []  # the window is open
+    outs = node.handle(TimerFired(ANNOUNCE_TIMER), 0.35)
+    assert announced(outs) == [
+        (SEED, MemberUpdates((MemberState(ME, 0, WireStatus.ALIVE, {}, None),)))
+    ]
+    assert node.swim.stats()["queued_updates"] >= 1  # still piggybacked: the backstop
+
+
+def test_arrival_waits_for_the_first_neighbour() -> None:
+    """Answered before HyParView gave us a neighbour (the common order), the
+    announcement waits for the first one instead of going to nobody."""
+    node = Node(ME, ARRIVALS, random.Random(1))
+    node.start(0.0)
+    joined(node, 0.1)
+    outs = node.handle(TimerFired(ANNOUNCE_TIMER), 0.3)
+    assert announced(outs) == []
+    assert not node.plumtree.trees.active
+    node.handle(ConnectionUp(SEED), 0.4)
+    outs = node.handle(Received(SEED, Join()), 0.4)  # the first neighbour
+    assert announced(outs) == [
+        (SEED, MemberUpdates((MemberState(ME, 0, WireStatus.ALIVE, {}, None),)))
+    ]
+    # Once: the next neighbour does not get it again as a new broadcast.
+    other = NodeId("other", "10.0.0.3", 7946)
+    node.handle(ConnectionUp(other), 0.5)
+    assert announced(node.handle(Received(other, Join()), 0.5)) == []
+
+
+def test_arrival_is_not_announced_with_the_switch_off() -> None:
+    """`swim.announce_arrivals` off (the default): piggybacking alone."""
+    node = Node(ME, Config(), random.Random(1))
+    node.start(0.0)
+    node.handle(ConnectionUp(SEED), 0.1)
+    node.handle(Received(SEED, Join()), 0.1)
+    joined(node, 0.2)
+    assert announced(node.handle(TimerFired(ANNOUNCE_TIMER), 0.4)) == []

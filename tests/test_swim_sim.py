@@ -238,3 +238,36 @@ def test_same_seed_same_membership_trace() -> None:
 
     assert trace(11) == trace(11)
     assert trace(11) != trace(12)
+
+
+def join_burst(announce_arrivals: bool) -> dict[str, object]:
+    """50 nodes settle, then 50 more join within half a second: the
+    membership summary 10 s later."""
+    config = Config().replace(**{"swim.announce_arrivals": announce_arrivals})
+    sim = Simulation(config, 1, network=NetworkModel(), use_codec=False)
+    tracker = MembershipTracker(sim)
+    r = random.Random(1)
+    ids = [sim.add_node(f"n{i}", at=0.05 * i) for i in range(50)]
+    for i, nid in enumerate(ids[1:], start=1):
+        sim.join(nid, [r.choice(ids[:i])], at=0.05 * i)
+    for k in range(50):
+        nid = sim.add_node(f"j{k}", at=15.0 + 0.01 * k)
+        sim.join(nid, [r.choice(ids)], at=15.0 + 0.01 * k)
+    sim.run_until(25.0)
+    summary = tracker.summary()
+    assert summary["converged"] and summary["join_unheard"] == 0
+    assert summary["false_positives"] == 0
+    return summary
+
+
+def test_a_burst_of_joins_reaches_every_member_list_sooner_over_the_tree() -> None:
+    """Each arrival announced over the tree once its join exchange is
+    answered reaches every member list sooner than by piggybacking alone
+    (seed 1: p99 0.94 s against 1.16 s; seeds 2-4: 0.97/0.92/0.89 s
+    against 1.29/1.22/1.16 s). Only ~20% sooner at this size: piggybacking
+    is fast in 100 nodes, and during a burst the shared tree repairs
+    itself by GRAFT (0.5 s) often (docs/membership-over-tree.md)."""
+    over_tree = join_burst(True)["join_spread_p99_s"]
+    alone = join_burst(False)["join_spread_p99_s"]
+    assert isinstance(over_tree, float) and isinstance(alone, float)
+    assert over_tree < 1.05 < 1.1 < alone
