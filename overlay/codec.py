@@ -40,6 +40,7 @@ from overlay.messages import (
     TAGS,
     MemberState,
     Message,
+    WireStatus,
     is_record,
     record_fields,
 )
@@ -650,6 +651,20 @@ def node_size(n: NodeId) -> int:
             _NODE_SIZES.clear()
         _NODE_SIZES[n] = size
     return size
+
+
+def shared_alive_state(node: NodeId, incarnation: int, tags: dict[str, str]) -> MemberState:
+    """The alive state of `node` at `incarnation` with `tags`: the record
+    decoded last for that node when it is this one (shared, as decoded
+    states are), otherwise a new one. A member list keeps one per member,
+    so in a simulation, where every node lists every other, sharing them
+    saves a record per entry (N^2 of them). Only decoded records are in
+    the table: decoding trusts them as checked."""
+    if not tags:
+        s = _STATES.get(node)
+        if s is not None and s[1] == incarnation and s[2] is WireStatus.ALIVE:
+            return s
+    return MemberState(node, incarnation, WireStatus.ALIVE, tags, None)
 
 
 def state_size(s: MemberState) -> int:
