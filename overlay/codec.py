@@ -637,19 +637,19 @@ def int_size(i: int) -> int:
     return 1 if i < 128 else 2 if i < 256 else 3 if i < 65536 else 5 if i < 2**32 else 9
 
 
-_NODE_SIZES: dict[NodeId, int] = {}
+NODE_SIZES: dict[NodeId, int] = {}  # public for hot paths that read it inline
 _NODE_SIZES_MAX = 1 << 16  # the memo starts over when full
 
 
 def node_size(n: NodeId) -> int:
     """Bytes of a NodeId in a frame (memoised: every push-pull and every
     queued update asks it of the same few thousand ids)."""
-    size = _NODE_SIZES.get(n)
+    size = NODE_SIZES.get(n)
     if size is None:
         size = 1 + str_size(n.name) + str_size(n.host) + int_size(n.port)
-        if len(_NODE_SIZES) >= _NODE_SIZES_MAX:
-            _NODE_SIZES.clear()
-        _NODE_SIZES[n] = size
+        if len(NODE_SIZES) >= _NODE_SIZES_MAX:
+            NODE_SIZES.clear()
+        NODE_SIZES[n] = size
     return size
 
 

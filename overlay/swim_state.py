@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from overlay.awareness import Awareness
 from overlay.backoff import Backoff
-from overlay.codec import shared_alive_state, state_size
+from overlay.codec import NODE_SIZES, int_size, node_size, shared_alive_state, state_size
 from overlay.config import SwimConfig
 from overlay.ids import NodeId
 from overlay.io import MemberStatus, Timer
@@ -193,7 +193,12 @@ class SwimBase:
         ):
             state = shared_alive_state(member.node, member.incarnation, member.tags)
             member.wire = state
-        return state, state_size(state)
+        if tags:
+            return state, state_size(state)
+        # state_size without tags, inline (every push-pull asks it of every member).
+        size = NODE_SIZES.get(member.node) or node_size(member.node)
+        inc = state[1]
+        return state, size + (5 if inc < 128 else 4 + int_size(inc))
 
     def _state_of(self, member: MemberEntry) -> MemberState:
         """The wire state of a member as we hold it; a suspect's names its
