@@ -193,6 +193,10 @@ def _enc_strmap(v: Any, cap: int, where: str) -> dict[str, str]:
 # place (see `MemberState`), so sharing is safe.
 _STATES: dict[Any, MemberState] = {}
 _STATES_MAX = 1 << 16  # the table starts over when full
+# The same records by id(): the encoder skips its checks for them (they
+# passed the decoder's, which are the same). Holding the record keeps its
+# id from being reused.
+_DECODED: dict[int, MemberState] = {}
 _NO_TAGS: dict[str, str] = {}
 
 # The hit, at the top of `dec_MemberState` (f0..f4 hold the raw fields). The
@@ -264,6 +268,7 @@ class _Compiler:
             "_float_dec": _float_dec,
             "_node": _node,
             "_states": _STATES,
+            "_decoded": _DECODED,
             "_STATES_MAX": _STATES_MAX,
             "_NO_TAGS": _NO_TAGS,
             "_strmap": _strmap,
@@ -324,7 +329,12 @@ class _Compiler:
                 f"        s = _tuple_new({cls_ref}, (f0, f1, f2, _NO_TAGS, None))",
                 "        if len(_states) >= _STATES_MAX:",
                 "            _states.clear()",
+                "            _decoded.clear()",
+                "        old = _states.get(f0)",
+                "        if old is not None:",
+                "            del _decoded[id(old)]",
                 "        _states[f0] = s",
+                "        _decoded[id(s)] = s",
                 "        return s",
             ]
         if named_tuple:
@@ -484,11 +494,14 @@ class _Compiler:
                 self.record(item)
                 each = f"p_{x}"  # the items' path, joined once for all of them
                 if _passes(item):  # checked in place: the items go as they are
+                    # A member state in the interning table passed the
+                    # decoder's checks, which are these: skip them.
+                    skip = "_decoded.get(id(i)) is not i and " if item is MemberState else ""
                     return [
                         *lines,
                         f"{ind}{each} = {path}",
                         f"{ind}for i in {x}:",
-                        f"{ind}    enc_{item.__name__}(i, {each})",
+                        f"{ind}    {skip}enc_{item.__name__}(i, {each})",
                     ]
                 return [
                     *lines,

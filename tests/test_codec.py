@@ -773,3 +773,17 @@ def test_interned_member_states_are_checked_like_new_ones() -> None:
     ):
         with pytest.raises(DecodeError):
             decode(msgpack.packb([*raw, [bad]]))
+
+
+def test_a_decoded_state_encodes_as_it_came() -> None:
+    """The encoder skips its checks for interned records (they passed the
+    decoder's): the frame is the same, and a lookalike is still checked."""
+    from overlay.messages import MemberState, MemberUpdates, WireStatus
+
+    node = NodeId("n2", "10.0.0.3", 1)
+    frame = encode(SENDER, MemberUpdates((MemberState(node, 0, WireStatus.ALIVE, {}, None),)))
+    _, msg = decode(frame)
+    assert encode(SENDER, msg) == frame
+    lookalike = MemberState(node, 0, 0, {}, None)  # type: ignore[arg-type]  # an int status
+    with pytest.raises(EncodeError, match="status"):
+        encode(SENDER, MemberUpdates((lookalike,)))
