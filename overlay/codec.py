@@ -40,6 +40,7 @@ from overlay.messages import (
     TAGS,
     MemberState,
     Message,
+    WireStatus,
     is_record,
     record_fields,
 )
@@ -93,11 +94,13 @@ _NODES: dict[tuple[str, str, int], NodeId] = {}
 _NODES_MAX = 1 << 16  # distinct ids remembered; the table starts over when full
 
 
-def _node(v: Any, where: str) -> NodeId:
+def _node(v: Any, where: str, suffix: str = "") -> NodeId:
     # The table is keyed by the decoded array itself: a NodeId is a tuple,
     # and equal tuples hash alike. A port of True or 1.0 would equal 1: the
     # type check keeps those out. (A hostile array holding a map is not
-    # hashable: it falls through to the checks.)
+    # hashable: it falls through to the checks.) The error's path is
+    # `where + suffix`, joined only on failure (this runs for every member
+    # state: joining it every time cost a tenth of decoding one).
     try:
         node = _NODES.get(v)
     except TypeError:
@@ -119,7 +122,7 @@ def _node(v: Any, where: str) -> NodeId:
                 _NODES.clear()
             _NODES[v] = node  # the array is (name, host, port) itself
             return node
-    raise _node_fail(v, where)
+    raise _node_fail(v, where + suffix)
 
 
 def _node_fail(v: Any, where: str) -> DecodeError:
@@ -177,6 +180,42 @@ def _enc_strmap(v: Any, cap: int, where: str) -> dict[str, str]:
     return v
 
 
+# Decoded member states, interned: the last one decoded per node, when it
+# has no tags and no accuser (an alive, failed or left state; suspects name
+# their accuser). SWIM sends the same few states over and over (each update
+# piggybacked 4 x ceil(log10 N) times by every node, every member in every
+# push-pull), so most arrive as a state decoded before: one dict lookup and
+# three comparisons give the same checked record, instead of building it
+# (measured in a 1,000-node run, member states were 60% of all decoding).
+# Receivers then share one record (and one empty tags map, `_NO_TAGS`) per
+# state instead of a copy each: a member list holds N of them, and a
+# simulation N lists. Records are immutable and tags are never changed in
+# place (see `MemberState`), so sharing is safe.
+_STATES: dict[Any, MemberState] = {}
+_STATES_MAX = 1 << 16  # the table starts over when full
+# The same records by id(): the encoder skips its checks for them (they
+# passed the decoder's, which are the same). Holding the record keeps its
+# id from being reused.
+_DECODED: dict[int, MemberState] = {}
+_NO_TAGS: dict[str, str] = {}
+
+# The hit, at the top of `dec_MemberState` (f0..f4 hold the raw fields). The
+# table is keyed by the raw node array (a tuple, like the NodeId it equals),
+# so a hit proves the node, the incarnation and the status equal those of a
+# record that passed every check, once three types are checked as well (a
+# port or an int of True or 1.0 would compare equal). An unhashable node
+# (holding a map) falls through to the checks.
+_STATE_HIT = [
+    "    if f4 is None and type(f3) is dict and not f3 and type(f1) is int and type(f2) is int:",
+    "        try:",
+    "            s = _states.get(f0)",
+    "        except TypeError:",
+    "            s = None",
+    "        if s is not None and s[1] == f1 and s[2] == f2 and type(f0[2]) is int:",
+    "            return s",
+]
+
+
 # --------------------------------------------------------------------------
 # The compiler: schema -> source of one decoder and one encoder per class
 
@@ -228,6 +267,10 @@ class _Compiler:
             "_len_fail": _len_fail,
             "_float_dec": _float_dec,
             "_node": _node,
+            "_states": _STATES,
+            "_decoded": _DECODED,
+            "_STATES_MAX": _STATES_MAX,
+            "_NO_TAGS": _NO_TAGS,
             "_strmap": _strmap,
             "_enc_fail": _enc_fail,
             "_enc_type": _enc_type,
@@ -261,6 +304,8 @@ class _Compiler:
         ]
         if n:
             dec.append(f"    {', '.join(f'f{i}' for i in range(n))}{',' if n == 1 else ''} = v")
+        if cls is MemberState:
+            dec += _STATE_HIT
         enc = [f"def enc_{name}(v, where):"]
         named_tuple = issubclass(cls, tuple)
         unpack = named_tuple and n > 0  # one step instead of n attribute reads
@@ -277,6 +322,21 @@ class _Compiler:
                 enc.append(f"    f{i} = v.{fname}")
             enc += self._enc(f"f{i}", hints[fname], meta, path, "    ")
         args = ", ".join(f"f{i}" for i in range(n))
+        if cls is MemberState:
+            # Keep the record for the next time (f0 is the NodeId now).
+            dec += [
+                "    if f4 is None and not f3:",
+                f"        s = _tuple_new({cls_ref}, (f0, f1, f2, _NO_TAGS, None))",
+                "        if len(_states) >= _STATES_MAX:",
+                "            _states.clear()",
+                "            _decoded.clear()",
+                "        old = _states.get(f0)",
+                "        if old is not None:",
+                "            del _decoded[id(old)]",
+                "        _states[f0] = s",
+                "        _decoded[id(s)] = s",
+                "        return s",
+            ]
         if named_tuple:
             # Build it as tuple.__new__ does, without the
             # generated __new__'s extra call (records come by the thousand).
@@ -330,7 +390,8 @@ class _Compiler:
                 f"{ind}    raise _len_fail({path}, {x}, {kind!r}, {cap})",
             ]
         if tp is NodeId:
-            return [f"{ind}{x} = _node({x}, {path})"]
+            base, _, suffix = path.partition(" + ")
+            return [f"{ind}{x} = _node({x}, {base}{', ' + suffix if suffix else ''})"]
         if origin is tuple:
             args = typing.get_args(tp)
             if len(args) != 2 or args[1] is not Ellipsis:
@@ -341,11 +402,21 @@ class _Compiler:
                 f"{ind}    raise _len_fail({path}, {x}, 'tuple', {cap})",
             ]
             item = args[0]
+            # The items' path, joined once for all of them.
+            each = f"p_{x}"
             if item is NodeId:
-                return [*lines, f"{ind}{x} = tuple([_node(i, {path}) for i in {x}])"]
+                return [
+                    *lines,
+                    f"{ind}{each} = {path}",
+                    f"{ind}{x} = tuple([_node(i, {each}) for i in {x}])",
+                ]
             if is_record(item):
                 self.record(item)
-                return [*lines, f"{ind}{x} = tuple([dec_{item.__name__}(i, {path}) for i in {x}])"]
+                return [
+                    *lines,
+                    f"{ind}{each} = {path}",
+                    f"{ind}{x} = tuple([dec_{item.__name__}(i, {each}) for i in {x}])",
+                ]
             lines.append(f"{ind}for i in {x}:")
             return lines + self._dec("i", item, {}, path, ind + "    ")  # already a tuple
         if origin is dict:
@@ -421,13 +492,22 @@ class _Compiler:
             item = typing.get_args(tp)[0]
             if item is not NodeId and is_record(item):
                 self.record(item)
+                each = f"p_{x}"  # the items' path, joined once for all of them
                 if _passes(item):  # checked in place: the items go as they are
+                    # A member state in the interning table passed the
+                    # decoder's checks, which are these: skip them.
+                    skip = "_decoded.get(id(i)) is not i and " if item is MemberState else ""
                     return [
                         *lines,
+                        f"{ind}{each} = {path}",
                         f"{ind}for i in {x}:",
-                        f"{ind}    enc_{item.__name__}(i, {path})",
+                        f"{ind}    {skip}enc_{item.__name__}(i, {each})",
                     ]
-                return [*lines, f"{ind}{x} = [enc_{item.__name__}(i, {path}) for i in {x}]"]
+                return [
+                    *lines,
+                    f"{ind}{each} = {path}",
+                    f"{ind}{x} = [enc_{item.__name__}(i, {each}) for i in {x}]",
+                ]
             if not _passes(item):
                 raise TypeError(f"tuple items must go as they are, not {item!r}")
             return [*lines, f"{ind}for i in {x}:", *self._enc("i", item, {}, path, ind + "    ")]
@@ -570,20 +650,34 @@ def int_size(i: int) -> int:
     return 1 if i < 128 else 2 if i < 256 else 3 if i < 65536 else 5 if i < 2**32 else 9
 
 
-_NODE_SIZES: dict[NodeId, int] = {}
+NODE_SIZES: dict[NodeId, int] = {}  # public for hot paths that read it inline
 _NODE_SIZES_MAX = 1 << 16  # the memo starts over when full
 
 
 def node_size(n: NodeId) -> int:
     """Bytes of a NodeId in a frame (memoised: every push-pull and every
     queued update asks it of the same few thousand ids)."""
-    size = _NODE_SIZES.get(n)
+    size = NODE_SIZES.get(n)
     if size is None:
         size = 1 + str_size(n.name) + str_size(n.host) + int_size(n.port)
-        if len(_NODE_SIZES) >= _NODE_SIZES_MAX:
-            _NODE_SIZES.clear()
-        _NODE_SIZES[n] = size
+        if len(NODE_SIZES) >= _NODE_SIZES_MAX:
+            NODE_SIZES.clear()
+        NODE_SIZES[n] = size
     return size
+
+
+def shared_alive_state(node: NodeId, incarnation: int, tags: dict[str, str]) -> MemberState:
+    """The alive state of `node` at `incarnation` with `tags`: the record
+    decoded last for that node when it is this one (shared, as decoded
+    states are), otherwise a new one. A member list keeps one per member,
+    so in a simulation, where every node lists every other, sharing them
+    saves a record per entry (N^2 of them). Only decoded records are in
+    the table: decoding trusts them as checked."""
+    if not tags:
+        s = _STATES.get(node)
+        if s is not None and s[1] == incarnation and s[2] is WireStatus.ALIVE:
+            return s
+    return MemberState(node, incarnation, WireStatus.ALIVE, tags, None)
 
 
 def state_size(s: MemberState) -> int:

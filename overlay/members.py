@@ -65,8 +65,8 @@ class MemberEntry:
         self.tags = tags
         self.since = since
         self.in_order = False  # in the probe order list
-        # The owner's memo of this member's wire state; it checks that the
-        # memo still matches (incarnation, status, tags) before use.
+        # The owner's memo of this member's alive wire state (a MemberState);
+        # it checks that the memo still matches (incarnation, tags) before use.
         self.wire: Any = None
 
     def __repr__(self) -> str:

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 
 from overlay.awareness import Awareness
 from overlay.backoff import Backoff
-from overlay.codec import state_size
+from overlay.codec import NODE_SIZES, int_size, node_size, shared_alive_state, state_size
 from overlay.config import SwimConfig
 from overlay.ids import NodeId
 from overlay.io import MemberStatus, Timer
 from overlay.member_rules import WIRE_OF_STATUS, check_tags
 from overlay.members import MemberEntry, MemberList
-from overlay.messages import MemberState, WireStatus
+from overlay.messages import MemberState
 from overlay.piggyback import PiggybackQueue
 from overlay.ratelimit import RateLimit
 from overlay.suspicion import Suspicion
@@ -179,15 +179,26 @@ class SwimBase:
         return self.state is SwimState.LEAVING or self.state is SwimState.LEFT
 
     def _alive_state(self, member: MemberEntry) -> tuple[MemberState, int]:
-        """An alive member's wire state and its size, memoised on the member:
-        every push-pull sends the whole list, mostly unchanged."""
-        memo = member.wire
-        if memo is not None and memo[0] == member.incarnation and memo[1] is member.tags:
-            return memo[2], memo[3]
-        state = MemberState(member.node, member.incarnation, WireStatus.ALIVE, member.tags, None)
-        size = state_size(state)
-        member.wire = (member.incarnation, member.tags, state, size)
-        return state, size
+        """An alive member's wire state and its size. The state is memoised
+        on the member (every push-pull sends the whole list, mostly
+        unchanged), and shared with other holders when it was decoded
+        (`codec.shared_alive_state`): a record per member per node was a
+        third of a member list's memory."""
+        state = member.wire
+        tags = member.tags
+        if (
+            state is None
+            or state[1] != member.incarnation
+            or (state[3] is not tags and (tags or state[3]))  # both empty will do
+        ):
+            state = shared_alive_state(member.node, member.incarnation, member.tags)
+            member.wire = state
+        if tags:
+            return state, state_size(state)
+        # state_size without tags, inline (every push-pull asks it of every member).
+        size = NODE_SIZES.get(member.node) or node_size(member.node)
+        inc = state[1]
+        return state, size + (5 if inc < 128 else 4 + int_size(inc))
 
     def _state_of(self, member: MemberEntry) -> MemberState:
         """The wire state of a member as we hold it; a suspect's names its

@@ -79,7 +79,9 @@ class BroadcastTracker:
         # Payload sends and deliveries seen before their publish (cannot
         # happen in one simulation; kept for honesty rather than dropped).
         self.orphans = 0
-        sim.observers.append(self.observe)
+        sim.observers.append(self)
+
+    wants = (Send, Deliver)  # the outputs the engine shows us (see sim.engine)
 
     def observe(self, t: float, node: NodeId, out: Output) -> None:
         if isinstance(out, Send):
@@ -106,6 +108,8 @@ class BroadcastTracker:
             b.duplicates += 1
             return
         b.deliveries[node] = (t, out.hops)
+
+    __call__ = observe
 
     def summary(
         self, live_nodes: Iterable[NodeId], *, since: float = 0.0, until: float = math.inf

@@ -154,6 +154,8 @@ class MembershipTracker:
                 return True
         return False
 
+    wants = (MemberChanged,)  # the outputs the engine shows us (see sim.engine)
+
     def __call__(self, time: float, node: NodeId, out: Output) -> None:
         if out.__class__ is not MemberChanged:
             return

@@ -742,3 +742,48 @@ def test_encode_names_a_wrong_item_in_a_tuple_of_records() -> None:
         EncodeError, match=r"MemberUpdates\.updates: expected MemberState, got tuple"
     ):
         encode(SENDER, MemberUpdates(((SENDER, 1, 0, {}, None),)))  # type: ignore[arg-type]
+
+
+def test_interned_member_states_are_checked_like_new_ones() -> None:
+    """A state decoded before comes back from the interning table: the same
+    record, shared, and only when the raw fields are exactly a valid one's
+    (a port, incarnation or status of True or 1.0 compares equal to 1)."""
+    from overlay.messages import MemberState, MemberUpdates, WireStatus
+
+    node = NodeId("n1", "10.0.0.2", 1)
+    first = decode(
+        encode(SENDER, MemberUpdates((MemberState(node, 1, WireStatus.ALIVE, {}, None),)))
+    )
+    again = decode(
+        encode(SENDER, MemberUpdates((MemberState(node, 1, WireStatus.ALIVE, {}, None),)))
+    )
+    assert again[1].updates[0] is first[1].updates[0]
+    assert again[1].updates[0] == (node, 1, WireStatus.ALIVE, {}, None)
+    newer = decode(
+        encode(SENDER, MemberUpdates((MemberState(node, 2, WireStatus.ALIVE, {}, None),)))
+    )
+    assert newer[1].updates[0].incarnation == 2
+    raw = [1, list(SENDER), 37]
+    for bad in (
+        [["n1", "10.0.0.2", True], 2, 0, {}, None],
+        [["n1", "10.0.0.2", 1.0], 2, 0, {}, None],
+        [["n1", "10.0.0.2", 1], 2.0, 0, {}, None],
+        [["n1", "10.0.0.2", 1], 2, False, {}, None],
+        [["n1", "10.0.0.2", 1], 2, 0, [], None],
+    ):
+        with pytest.raises(DecodeError):
+            decode(msgpack.packb([*raw, [bad]]))
+
+
+def test_a_decoded_state_encodes_as_it_came() -> None:
+    """The encoder skips its checks for interned records (they passed the
+    decoder's): the frame is the same, and a lookalike is still checked."""
+    from overlay.messages import MemberState, MemberUpdates, WireStatus
+
+    node = NodeId("n2", "10.0.0.3", 1)
+    frame = encode(SENDER, MemberUpdates((MemberState(node, 0, WireStatus.ALIVE, {}, None),)))
+    _, msg = decode(frame)
+    assert encode(SENDER, msg) == frame
+    lookalike = MemberState(node, 0, 0, {}, None)  # type: ignore[arg-type]  # an int status
+    with pytest.raises(EncodeError, match="status"):
+        encode(SENDER, MemberUpdates((lookalike,)))
