@@ -16,6 +16,7 @@ from overlay.messages import (
     DigestEntry,
     MemberState,
     MsgId,
+    TreeBit,
     WireStatus,
 )
 from tests.hostile.helpers import frame, prefixed, split_frames
@@ -38,6 +39,8 @@ def _sample(tp: object, name: str) -> object:
         return (Announcement(MID, 2),)
     if "DigestEntry" in text:
         return (DigestEntry("n1", 12345, (1, 4)),)
+    if "TreeBit" in text:
+        return (TreeBit("n1", True),)
     if "MsgId" in text and "tuple" in text:
         return (MID,)
     if "MsgId" in text:
