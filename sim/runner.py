@@ -57,6 +57,7 @@ from sim.scenario import (
     StepBase,
     Wait,
 )
+from sim.timeline import WATCH_GROUP_MAX, Timeline, broadcast_series
 
 WATCH_INTERVAL = 0.25  # simulated seconds between recovery checks
 CHUNK = 1.0  # simulated seconds between progress callbacks otherwise
@@ -82,6 +83,7 @@ class Outcome:
 
     report: dict[str, Any]
     series: dict[str, list[float]] = field(default_factory=dict)
+    marks: list[tuple[str, float, float]] = field(default_factory=list)  # sim.timeline
 
 
 def network_of(sc: Scenario, seed: int) -> NetworkModel:
@@ -121,6 +123,7 @@ class Runner:
         self.rng = random.Random(f"scenario-{seed}")
         self.broadcasts = BroadcastTracker(self.sim)
         self.membership = MembershipTracker(self.sim)
+        self.timeline = Timeline(self.sim)
         self.progress = progress
         self.created: list[NodeId] = []
         self.by_name: dict[str, NodeId] = {}
@@ -147,6 +150,7 @@ class Runner:
                 self.advance(self.cursor)
                 self.do(step)
             self.advance(self.cursor)
+        self.timeline.sample()
         wall = time.perf_counter() - started
         return self._outcome(wall)
 
@@ -157,6 +161,7 @@ class Runner:
             chunk = WATCH_INTERVAL if any(not w.closed for w in self.watches) else CHUNK
             sim.run_until(min(t, sim.now + chunk))
             self._check_watches()
+            self.timeline.maybe_sample()
             if self.progress is not None:
                 self.progress(sim.now, self.total, sim.events)
         sim.run_until(t)
@@ -278,6 +283,7 @@ class Runner:
             contact = (pool[0] if first else self.rng.choice(pool)) if pool else None
             pool.append(self._new_node(now + (i / rate if rate > 0 else 0.0), contact))
         self.cursor = now + scenario.step_length(step)
+        self.timeline.mark("joins", now, now + max(0, step.count - 1) / rate if rate > 0 else now)
         last = now + (step.count - 1) / rate if rate > 0 else now
         if self.sim.config.swim.enabled:
             self._watch("members_complete", lambda: analysis.members_merged(self.sim), start=last)
@@ -289,6 +295,7 @@ class Runner:
         state: dict[str, Any] = {"one": None}
         who = step.sender if isinstance(step.sender, str) else f"{len(step.sender)} named"
         self.publish_steps.append((who, now, now + step.count * step.interval + 1e-9))
+        self.timeline.mark(f"publish from {who}", now, now + max(0, step.count - 1) * step.interval)
         for k in range(step.count):
             self.sim.call_at(
                 now + k * step.interval, partial(self._publish_round, step, k, payload, state)
@@ -334,6 +341,7 @@ class Runner:
             "fraction": step.fraction if step.fraction is not None else len(victims) / max(1, pool),
             "crashed": len(victims),
         }
+        self.timeline.mark(f"crash of {len(victims)}", now)
         self.advance(now)  # the crashes happen before the first check
         self._watch("failure", lambda: analysis.overlay_whole(self.sim))
 
@@ -382,6 +390,9 @@ class Runner:
         else:
             self.sim.partition(cut)
         self._cut = {n: i + 1 for i, g in enumerate(cut) for n in g}
+        self.timeline.mark("cut", self.sim.now, math.inf)
+        small = min(cut, key=len)
+        self.timeline.cut_off = small if 0 < len(small) <= WATCH_GROUP_MAX else []
         self.membership.note_partition(self._cut, self.sim.now, math.inf)
         self.partition = {
             "at_s": self.sim.now,
@@ -393,6 +404,8 @@ class Runner:
     def _heal(self) -> None:
         self.sim.heal()
         self.groups = []
+        self.timeline.close_mark("cut", self.sim.now)
+        self.timeline.mark("heal", self.sim.now)
         if self.partition is not None:
             self.partition["healed_at_s"] = self.sim.now
             self.membership.note_partition(self._cut, self.partition["at_s"], self.sim.now)
@@ -403,6 +416,7 @@ class Runner:
         self._disrupt()
         start = self.sim.now
         end = start + step.duration
+        self.timeline.mark("churn", start, end)
         scale = len(self.healthy()) if step.relative else 1
         events: list[tuple[float, int]] = []
         for kind, per_second in enumerate((step.join_rate, step.crash_rate, step.leave_rate)):
@@ -502,7 +516,13 @@ class Runner:
                 "reliability_during": during["reliability"] if during["sent"] else None,
                 **self._heal_figures(p["healed_at_s"]),
             }
-        return Outcome(report, {"latency_cdf_s": self._latency_cdf()})
+        series = {
+            "latency_cdf_s": self._latency_cdf(),
+            **self.timeline.series,
+            **broadcast_series(self.broadcasts, live),
+        }
+        marks = [(k, a, sim.now if b == math.inf else b) for k, a, b in self.timeline.marks]
+        return Outcome(report, series, marks)
 
     def _heal_figures(self, healed_at: float | None) -> dict[str, Any]:
         """How the cluster came back together after the heal: from the heal
