@@ -333,11 +333,33 @@ def _print_json(obj: Any) -> None:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    """Columns by rich (imported here: the agent never loads it). On a
+    terminal the header is bold and a row too wide for it wraps within its
+    cells; elsewhere (a pipe, a file) plain text, never wrapped or cut, two
+    spaces between columns, no trailing blanks."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    tty = sys.stdout.isatty()
+    table = Table(box=None, pad_edge=False, header_style="bold" if tty else "")
+    for h in header:
+        table.add_column(Text(h), no_wrap=not tty)
     for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+        table.add_row(*(Text(str(c)) for c in row))  # Text: no markup read in names or tags
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        width=None if tty else sum(widths) + 2 * len(widths),
+        force_terminal=tty,
+        no_color=not tty,
+        highlight=False,
+    )
+    console.print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").split("\n"))
 
 
 async def _members(client: Any, args: argparse.Namespace) -> int:
