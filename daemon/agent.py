@@ -29,7 +29,9 @@ Embedding::
                 ...
 
 Leaving the `async with` normally leaves the cluster gracefully; leaving it
-with an exception stops the agent at once.
+with an exception stops the agent at once. A publish made before the agent
+has joined waits in it and goes out once joined (`joined`, `wait_joined`;
+examples/embedded.py runs as is).
 """
 
 from __future__ import annotations

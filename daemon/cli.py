@@ -146,7 +146,7 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
         help="keep the members seen in FILE and rejoin through them on restart",
     )
     agent_comments = field_comments(AgentSettings)
-    for key in ("leave_grace", "leave_timeout", "input_queue", "subscriber_queue"):
+    for key in ("leave_grace", "leave_timeout", "input_queue", "subscriber_queue", "publish_queue"):
         default = getattr(AgentSettings(), key)
         shown = "10 SWIM probe periods" if default is None else str(default)
         a.add_argument(
@@ -211,6 +211,7 @@ def _agent_settings(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, 
         "event_handlers": args.event_handler,
         "event_handler_timeout": args.event_handler_timeout,
         "snapshot": args.snapshot,
+        "publish_queue": args.publish_queue,
     }
     assert set(flags) <= set(AGENT_KEYS)
     proto = {

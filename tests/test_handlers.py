@@ -223,3 +223,58 @@ async def test_a_flood_is_bounded_and_never_blocks_the_agent(
         assert lines == ["start", "stop"] * (n - stats["dropped"])
         assert a.stats()["handlers"][0]["runs"] == n - stats["dropped"]
         nursery.cancel_scope.cancel()
+
+
+def test_handlers_and_snapshot_from_the_file_and_flags(tmp_path: Path) -> None:
+    from daemon.settings import build
+
+    file = {
+        "agent": {
+            "event_handlers": ["member=./m.sh", "user:deploy=./d.sh"],
+            "event_handler_timeout": 5,
+            "snapshot": str(tmp_path / "s.json"),
+            "publish_queue": 16,
+        }
+    }
+    settings, _ = build(file, {}, {})
+    assert settings.event_handlers == ("member=./m.sh", "user:deploy=./d.sh")
+    assert settings.event_handler_timeout == 5.0
+    assert settings.snapshot == str(tmp_path / "s.json")
+    assert settings.publish_queue == 16
+    # Flags replace the file's list.
+    settings, _ = build(file, {"event_handlers": ["user=./u.sh"]}, {})
+    assert settings.event_handlers == ("user=./u.sh",)
+
+
+@pytest.mark.parametrize(
+    ("agent", "message"),
+    [
+        ({"event_handlers": ["member-jion=./h.sh"]}, "unknown event type 'member-jion'"),
+        ({"event_handlers": [1]}, "event_handlers must be a list"),
+        ({"event_handler_timeout": 0}, "event_handler_timeout: must be above 0"),
+        ({"snapshot": 3}, "snapshot must be a file path"),
+    ],
+)
+def test_bad_handler_settings_are_one_clear_error(agent: dict[str, object], message: str) -> None:
+    from daemon.settings import SettingsError, build
+
+    with pytest.raises(SettingsError, match=message):
+        build({"agent": agent}, {}, {})
+
+
+def test_the_cli_refuses_a_bad_handler_with_a_usage_error() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "agent", "--event-handler", "user:=x"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "no script" not in done.stderr
+    assert "unknown event type 'user:'" in done.stderr
