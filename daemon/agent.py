@@ -761,6 +761,7 @@ class Agent:
         self.node.check_publish(topic, payload)
         self.metrics.published += 1
         if not self._joined.is_set() and await self._publish_early(topic, payload):
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         # Without a trip through the scheduler when the driver's queue has
         # room (it would cost more than the publish: issue 14); the driver

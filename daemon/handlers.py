@@ -29,8 +29,8 @@ with tags as `k=v,k=v` (sorted; a tab, newline or backslash in them written
 `\\t`, `\\n`, `\\\\`, as Serf cleans them); for a user event, the payload.
 
 Member events, from the member list's changes (`overlay.io.MemberChanged`):
-alive for a member not live before (new, or back after failed/left) is a
-join; alive with other tags an update; failed a failure; left a leave.
+alive (or suspect) for a member not live before (new, or back after
+failed/left) is a join; alive with other tags an update; failed a failure; left a leave.
 Suspicion is no event (Serf has none either: a suspect member is still a
 member); neither is alive again after a suspicion. This agent is a member
 like the others: its own start is a join, its tag changes updates.
@@ -243,14 +243,13 @@ class EventHandlers:
             held = self._live.get(key)
             self._live[key] = m.tags
             if held is None:
-                kind = "member-join" if m.status == "alive" else ""
+                kind = "member-join"  # (first heard of as suspect: a member all the same)
             else:
                 kind = "member-update" if dict(held) != dict(m.tags) else ""
         else:
             known = self._live.pop(key, None) is not None
-            kind = "member-failed" if m.status == "failed" else "member-leave"
-            if not known and m.status == "failed":
-                kind = ""  # a verdict about one we never held live: no news here
+            # About one we never held live (learnt dead): no news here.
+            kind = ("member-failed" if m.status == "failed" else "member-leave") if known else ""
         if not kind:
             return
         line = member_line(m)

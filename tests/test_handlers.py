@@ -278,3 +278,37 @@ def test_the_cli_refuses_a_bad_handler_with_a_usage_error() -> None:
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "no script" not in done.stderr
     assert "unknown event type 'user:'" in done.stderr
+
+
+def test_member_changes_become_serf_s_events() -> None:
+    """Which change is which event, and member events of one type that
+    wait together coalesce into one run (the newest line per member)."""
+    spec = parse_handler("member=true")
+    h = handlers_mod.EventHandlers([spec], 1.0, lambda: ("me", "127.0.0.1:1", {}))
+    runner = h._runners[0]
+
+    def m(name: str, status: str, **tags: str) -> Member:
+        return Member(name, f"127.0.0.1:{ord(name[0])}", status, 0, tags)
+
+    for change in [
+        m("a", "alive"),
+        m("b", "alive"),  # coalesces with a's join
+        m("a", "suspect"),  # no event
+        m("a", "alive"),  # refuted: no event
+        m("a", "alive", role="db"),  # update
+        m("a", "failed"),
+        m("b", "left"),
+        m("c", "failed"),  # never held live: nothing
+        m("a", "alive", role="db"),  # back: a join again
+        m("d", "suspect"),  # first heard of as suspect: a member (coalesces)
+    ]:
+        h.member_changed(change)
+    got = [(e.kind, [line.split("\t")[0] for line in e.members.values()]) for e in runner.pending]
+    assert got == [
+        ("member-join", ["a", "b"]),
+        ("member-update", ["a"]),
+        ("member-failed", ["a"]),
+        ("member-leave", ["b"]),
+        ("member-join", ["a", "d"]),
+    ]
+    assert runner.counters["coalesced"] == 2
