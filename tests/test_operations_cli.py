@@ -77,7 +77,8 @@ async def test_a_killed_agent_restarted_with_its_snapshot_rejoins(tmp_path: Path
     cfg.write_text(CONFIG)
     snapshot = tmp_path / "c.snapshot.json"
     joins = tmp_path / "joins.txt"
-    handler = f'member-join=echo "$OVERLAY_SELF_NAME $(cut -f1)" >> {joins}'
+    # One line per member: "<this agent> <member>" (a run may carry several).
+    handler = f'member-join=cut -f1 | sed "s/^/$OVERLAY_SELF_NAME /" >> {joins}'
     procs: list[Proc] = []
     try:
         async with trio.open_nursery() as nursery:
