@@ -62,7 +62,7 @@ from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, prometheus_text, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
 from daemon.snapshot import Snapshot
-from daemon.snapshot import encode as encode_snapshot
+from daemon.snapshot import State as SnapshotState
 
 # Re-exported: the embedded API's types, long imported from here.
 from daemon.subscriptions import Delivery as Delivery
@@ -863,11 +863,11 @@ class Agent:
         """(name, addr, tags) of this member, for the event handlers."""
         return self.me.name, self.me.addr, self.tags
 
-    def _snapshot_state(self) -> bytes:
+    def _snapshot_state(self) -> SnapshotState:
         me = self.me
         members = self.members()
         mine = next((m.incarnation for m in members if (m.name, m.addr) == (me.name, me.addr)), 0)
-        return encode_snapshot(me.name, me.addr, mine, members)
+        return me.name, me.addr, mine, members
 
     def subscribe(self, topic: str) -> Subscription[Delivery]:
         """Deliveries on `topic` from now on."""
