@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon import handlers as handlers_mod
 from daemon.agent import Agent, AgentSettings
@@ -312,3 +314,20 @@ def test_member_changes_become_serf_s_events() -> None:
         ("member-join", ["a", "d"]),
     ]
     assert runner.counters["coalesced"] == 2
+
+
+@given(st.text(max_size=30), st.dictionaries(st.text(max_size=10), st.text(max_size=10)))
+def test_a_member_line_is_always_one_line_of_three_fields(name: str, tags: dict[str, str]) -> None:
+    line = member_line(Member(name, "127.0.0.1:1", "alive", 0, tags))
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert line.count("\t") == 2
+
+
+@given(st.text(max_size=40))
+def test_any_handler_text_parses_or_is_one_value_error(text: str) -> None:
+    try:
+        spec = parse_handler(text)
+    except ValueError as exc:
+        assert "\n" not in str(exc) or "\n" in text
+        return
+    assert spec.script.strip()

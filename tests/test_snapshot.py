@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon import snapshot as snap
 from daemon.agent import Agent, AgentSettings
@@ -255,3 +257,43 @@ def test_the_cli_warns_about_a_corrupt_snapshot_and_runs(tmp_path: Path) -> None
     assert warned[0]["msg"].startswith("snapshot file corrupt") and warned[0]["snapshot"] == str(
         bad
     )
+
+
+@given(st.binary(max_size=2000) | st.text(max_size=2000).map(str.encode))
+@settings(max_examples=300, deadline=None)
+def test_any_bytes_parse_or_raise_value_error(data: bytes) -> None:
+    """Whatever is in the file, reading it raises ValueError or gives valid members."""
+    try:
+        saved = snap.parse(data)
+    except ValueError:
+        return
+    assert all(m.status in ("alive", "suspect", "failed") for m in saved.members)
+
+
+_records = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=20) | st.integers(),
+        "addr": st.sampled_from(["127.0.0.1:7946", "[::1]:1", "x", "h:0", ""]) | st.none(),
+        "status": st.sampled_from(["alive", "suspect", "failed", "left", 1]),
+        "incarnation": st.integers(-5, 2**70) | st.booleans() | st.text(max_size=3),
+    }
+)
+
+
+@given(st.lists(_records | st.integers() | st.none(), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_member_records_of_any_shape_are_kept_or_skipped(records: list[object]) -> None:
+    obj = {"format": 1, "name": "a", "addr": "127.0.0.1:1", "incarnation": 0, "members": records}
+    saved = snap.parse(json.dumps(obj).encode())
+    assert len(saved.members) <= len(records)
+    # What is kept round-trips.
+    again = snap.parse(snap.encode("a", "127.0.0.1:1", 0, list(saved.members)))
+    assert [(m.name, m.addr) for m in again.members] == [
+        (m.name, m.addr) for m in saved.members if m.addr != "127.0.0.1:1" or m.name != "a"
+    ]
+
+
+def test_the_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    snap.write_atomically(str(path), b"{}")
+    assert path.stat().st_mode & 0o077 == 0  # the member list: readable by the agent's user only
