@@ -422,12 +422,19 @@ class Agent:
         nursery = await self._cm_nursery.__aenter__()
         try:
             await nursery.start(self.run)
-            wait = self.settings.wait_joined
-            if wait is not False:
-                await self.joined(None if wait is True else float(wait))
         except BaseException as exc:
             await self._cm_nursery.__aexit__(type(exc), exc, exc.__traceback__)
             raise
+        wait = self.settings.wait_joined
+        if wait is not False:
+            try:
+                await self.joined(None if wait is True else float(wait))
+            except BaseException:
+                # Not joined in time (or cancelled): stop, and raise the
+                # error itself, not wrapped in the nursery's group.
+                self.stop()
+                await self._cm_nursery.__aexit__(None, None, None)
+                raise
         return self
 
     async def __aexit__(

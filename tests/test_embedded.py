@@ -176,3 +176,12 @@ async def _lines(stream: trio.abc.ReceiveStream) -> AsyncIterator[str]:
         if not chunk:
             return
         buf += chunk
+
+
+@bounded(30)
+async def test_wait_joined_raises_too_slow_and_stops_the_agent() -> None:
+    agent = Agent(_settings("lonely", (f"127.0.0.1:{_dead_port()}",), wait_joined=0.3))
+    with pytest.raises(trio.TooSlowError):
+        async with agent:
+            raise AssertionError("not joined: the block must not run")
+    assert not agent.running
