@@ -331,3 +331,22 @@ def test_any_handler_text_parses_or_is_one_value_error(text: str) -> None:
         assert "\n" not in str(exc) or "\n" in text
         return
     assert spec.script.strip()
+
+
+@bounded(30)
+async def test_a_running_script_is_killed_when_the_agent_stops(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    async with trio.open_nursery() as nursery:
+        a = _agent("a", event_handlers=(f"user:t=echo $$ > {pid_file}; exec sleep 300",))
+        await nursery.start(a.run)
+        await a.publish("t", b"x")
+        with trio.fail_after(WAIT):
+            while not _text(pid_file).strip():
+                await trio.sleep(0.02)
+        pid = int(_text(pid_file))
+        assert _alive(pid)
+        a.stop()
+        await a.wait_stopped()
+    with trio.fail_after(5):
+        while _alive(pid):
+            await trio.sleep(0.02)
