@@ -14,10 +14,19 @@ its own, under an address-space cap (--max-gb, default 8: the issue's
 budget) so that a size that does not fit stops with a line saying so rather
 than swapping a shared machine to a halt. `make bench` runs the defaults.
 
+--entry-bytes N measures what SWIM's lists cost without simulating the
+joins: N nodes each merge every member's alive state, decoded from real
+push-pull frames (their own copy, as in a run), and answer one push-pull;
+it prints the RSS growth per member entry (N^2 of them), the figure that
+decides whether N nodes with SWIM on fit (issue 14: 413 bytes at 1,000
+before the wire states were shared, 171 after; 195 at 3,000, where the
+dicts are emptier).
+
     .venv/bin/python bench/sim_scale.py [--sizes 1000,10000] [--huge]
         [--scenario steady] [--seed 1] [--no-codec] [--set KEY=VALUE ...]
         [--max-gb 8] [--swim-max 2000] [--timeout SECONDS]
         [--profile FILE.txt]   # pyinstrument, first size only
+    .venv/bin/python bench/sim_scale.py --entry-bytes 1000 [--max-gb 8]
 """
 
 from __future__ import annotations
@@ -55,6 +64,56 @@ def one(name: str, sets: list[str], nodes: int, seed: int, codec: bool, profile:
         bar.close()
 
 
+def _rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def entry_bytes(n: int) -> str:
+    """Full member lists on `n` nodes (see the module notes): bytes per entry."""
+    import gc
+
+    from overlay import codec
+    from overlay.config import Config
+    from overlay.messages import MemberState, PushPull, WireStatus
+    from sim.engine import Simulation
+
+    gc.disable()  # nothing to collect: the lists are what is measured
+    sim = Simulation(Config(), 1)
+    ids = [sim.add_node(f"n{i}") for i in range(n)]
+    sim.run_until(0.0)
+    big = 1 << 30
+    frames = [
+        codec.encode(
+            ids[0],
+            PushPull(
+                True, 0, 1, tuple(MemberState(x, 0, WireStatus.ALIVE, {}, None) for x in chunk)
+            ),
+            big,
+        )
+        for chunk in (ids[k : k + 1000] for k in range(0, n, 1000))
+    ]
+    base = _rss()
+    started = time.perf_counter()
+    for i, nid in enumerate(ids):
+        swim = sim.node(nid).swim
+        out: list[Any] = []
+        for frame in frames:
+            msg = codec.decode(frame, big)[1]
+            assert isinstance(msg, PushPull)
+            swim._merge_all(msg.states, ids[1 if i == 0 else 0], 1.0, out, joining=True, ours=True)
+        swim._state_parts(reply=True)
+    entries = sum(len(sim.node(x).swim.members) for x in ids)
+    grown = _rss() - base
+    return (
+        f"{n:,} nodes: {entries:,} member entries, RSS +{grown / 2**20:,.0f} MB, "
+        f"{grown / entries:.0f} bytes per entry ({time.perf_counter() - started:.0f} s)"
+    )
+
+
 def row(n: int, swim: bool, rep: dict[str, Any]) -> str:
     r, m = rep["run"], rep["messages"]
     size = m["bytes_per_node_per_s"]
@@ -86,7 +145,22 @@ def main() -> int:
         "--timeout", type=float, default=0.0, help="wall seconds per size (default: no limit)"
     )
     p.add_argument("--profile", default="", metavar="FILE.txt")
+    p.add_argument(
+        "--entry-bytes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only measure bytes per member entry with full lists on N nodes",
+    )
     args = p.parse_args()
+    if args.entry_bytes:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1, initializer=_cap, initargs=(args.max_gb,)) as pool:
+            try:
+                print(pool.apply(entry_bytes, (args.entry_bytes,)), flush=True)
+            except MemoryError:
+                print(f"{args.entry_bytes:,} nodes: out of memory (over {args.max_gb:g} GB)")
+        return 0
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.huge:
         sizes.append(100_000)

@@ -29,7 +29,9 @@ Embedding::
                 ...
 
 Leaving the `async with` normally leaves the cluster gracefully; leaving it
-with an exception stops the agent at once.
+with an exception stops the agent at once. A publish made before the agent
+has joined waits in it and goes out once joined (`joined`, `wait_joined`;
+examples/embedded.py runs as is).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import random
 import socket as stdsocket
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -52,9 +56,13 @@ from daemon.addresses import format_addr
 from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
 from daemon.errors import naming
 from daemon.framing import FrameCodec, PlainFrames
+from daemon.handlers import EventHandlers
+from daemon.handlers import build as build_handlers
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, prometheus_text, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
+from daemon.snapshot import Snapshot
+from daemon.snapshot import State as SnapshotState
 
 # Re-exported: the embedded API's types, long imported from here.
 from daemon.subscriptions import Delivery as Delivery
@@ -136,6 +144,19 @@ class AgentSettings:
     seed: int | None = None
     # Name servers for SRV queries ("1.2.3.4", "1.2.3.4#5353"); None: the system's.
     dns_servers: tuple[str, ...] | None = None
+    # Scripts run on member and user events, `[TYPE=]SCRIPT` (daemon.handlers).
+    event_handlers: tuple[str, ...] = ()
+    # An event handler running longer than this is killed (guess: Serf's
+    # handlers are short scripts; a minute is plenty and bounds a hung one).
+    event_handler_timeout: float = 60.0
+    # A file keeping the members seen, to rejoin through on restart (daemon.snapshot).
+    snapshot: str | None = None
+    # `async with Agent(...)` returns once joined (`Agent.joined`): True
+    # waits as long as it takes, a number of seconds at most that long.
+    wait_joined: bool | float = False
+    # Publishes made before the agent joined, waiting to be sent once it
+    # has (guess; more wait for room).
+    publish_queue: int = 1024
 
 
 class _Call:
@@ -262,6 +283,17 @@ class Agent:
         # Called with (now, output) for every output the node produces, after
         # it is executed: for tests and instrumentation. Must not block.
         self.observers: list[Callable[[float, Output], None]] = []
+        # Event handlers and the snapshot, when configured (issue 15).
+        self._handlers: EventHandlers | None = build_handlers(
+            settings.event_handlers, settings.event_handler_timeout, self._self_info
+        )
+        self._snapshot = Snapshot(settings.snapshot) if settings.snapshot else None
+        # Set once the node has its first neighbour, or founds a cluster
+        # (`joined`); publishes before that wait in `_early` (bounded).
+        self._joined = trio.Event()
+        self._join_news = trio.Event()  # joined, or stopped
+        self._early: deque[tuple[str, bytes]] = deque()
+        self._early_room = trio.Event()
 
     # ------------------------------------------------------------- identity
 
@@ -301,7 +333,13 @@ class Agent:
         self._transport.me = self._me
         try:
             seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
-            self._node = Node(self._me, s.config, random.Random(seed), dict(s.tags))
+            incarnation = 0
+            if self._snapshot is not None:
+                self._snapshot.load()
+                incarnation = self._snapshot.incarnation_for(self._me.name, self._me.addr)
+            self._node = Node(
+                self._me, s.config, random.Random(seed), dict(s.tags), incarnation=incarnation
+            )
         except BaseException:
             await self._transport.close_sockets()
             raise
@@ -338,10 +376,19 @@ class Agent:
                 nursery.start_soon(self._forward_timers)
                 nursery.start_soon(sample_forever, self.metrics)
                 self._started_at = trio.current_time()
+                if self._handlers is not None:
+                    nursery.start_soon(self._handlers.run)
+                if self._snapshot is not None:
+                    nursery.start_soon(self._snapshot.run, self._snapshot_state)
                 self._execute(node.start(self._started_at), self._started_at)
                 self._running = True
-                if s.join:
-                    self._start_discovery(list(s.join))
+                seeds = list(s.join)
+                if self._snapshot is not None:
+                    seeds += self._snapshot.rejoin_seeds(me.addr, random.Random())
+                if seeds:
+                    self._start_discovery(seeds)
+                else:
+                    self._found()
                 event(
                     log,
                     logging.INFO,
@@ -358,6 +405,8 @@ class Agent:
                 await self._drive()
         finally:
             self._running = False
+            self._join_news.set()
+            self._early_room.set()
             for subs in self._subs.values():
                 for sub in list(subs.values()):
                     sub._end()
@@ -376,6 +425,16 @@ class Agent:
         except BaseException as exc:
             await self._cm_nursery.__aexit__(type(exc), exc, exc.__traceback__)
             raise
+        wait = self.settings.wait_joined
+        if wait is not False:
+            try:
+                await self.joined(None if wait is True else float(wait))
+            except BaseException:
+                # Not joined in time (or cancelled): stop, and raise the
+                # error itself, not wrapped in the nursery's group.
+                self.stop()
+                await self._cm_nursery.__aexit__(None, None, None)
+                raise
         return self
 
     async def __aexit__(
@@ -422,10 +481,19 @@ class Agent:
 
     async def _leave(self) -> None:
         event(log, logging.INFO, "leaving the cluster")
+        s = self.settings
+        if self._early:
+            # Publishes made before the agent joined go out first: wait for
+            # the join as long as a leave may take (the grace), no longer.
+            grace = s.leave_grace if s.leave_grace is not None else 10 * s.config.swim.probe_period
+            with trio.move_on_after(grace):
+                await self._joined.wait()
+            if self._early:
+                event(log, logging.WARNING, "not joined: publishes lost", count=len(self._early))
+                self._early.clear()
         if self._discovery is not None:
             self._discovery.cancel()
         await self._inputs.send(Leave())
-        s = self.settings
         # The node says when the leave is complete (`LeaveComplete`: SWIM
         # has spread our "left"). The grace is a safety bound only, for a
         # node that never says so (a network that swallows every ping).
@@ -464,6 +532,8 @@ class Agent:
                 batch = 0
             batch += 1
             self._step(item, trio.current_time())
+            if self._early and self._joined.is_set():
+                self._flush_early(trio.current_time())
 
     def _step(self, item: _Item, now: float) -> None:
         node = self.node
@@ -546,6 +616,7 @@ class Agent:
                 case Isolated(isolated):
                     if not isolated:
                         self._alone = trio.Event()
+                        self._set_joined()
                     elif not self._alone.is_set():
                         self._alone.set()
             for observer in self.observers:
@@ -574,6 +645,8 @@ class Agent:
 
     def _deliver(self, d: Deliver) -> None:
         self.metrics.delivered += 1
+        if self._handlers is not None:
+            self._handlers.delivered(d.topic, d.payload, d.origin, d.seq)
         subs = self._subs.get(d.topic)
         if not subs:
             return
@@ -602,6 +675,10 @@ class Agent:
         for watcher in list(self._watchers.values()):
             if not watcher._push(member):
                 self.metrics.drops["watcher"] += 1
+        if self._handlers is not None:
+            self._handlers.member_changed(member)
+        if self._snapshot is not None:
+            self._snapshot.changed()
 
     # ------------------------------------------------------------ discovery
 
@@ -664,6 +741,7 @@ class Agent:
                     await self._inputs.send(JoinCluster(tuple(seed_id(h, p) for h, p in addrs)))
                 elif not addrs and not errors:
                     event(log, logging.INFO, "no seed besides this agent: starting a cluster")
+                    self._found()
                     return
                 if last is not None and not resolving:
                     return
@@ -689,6 +767,9 @@ class Agent:
         # gets the error.
         self.node.check_publish(topic, payload)
         self.metrics.published += 1
+        if not self._joined.is_set() and await self._publish_early(topic, payload):
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
         # Without a trip through the scheduler when the driver's queue has
         # room (it would cost more than the publish: issue 14); the driver
         # runs at the caller's next wait, or when the queue is full.
@@ -729,9 +810,71 @@ class Agent:
                 refused.append((index, str(exc)))
                 continue
             self.metrics.published += 1
+            if not self._joined.is_set() and await self._publish_early(topic, payload):
+                continue
             await self._publish_input(Publish(topic, payload))
         await trio.lowlevel.checkpoint_if_cancelled()
         return refused
+
+    # ------------------------------------------------- joined (issue 15)
+
+    async def joined(self, timeout: float | None = None) -> None:
+        """Return once the agent has joined: its first neighbour is up
+        (HyParView's active view is no longer empty: `Isolated(False)`, the
+        signal that a broadcast now reaches the cluster), or it found a
+        cluster (no seed but itself). It does not wait again if the agent
+        is later isolated. `trio.TooSlowError` after `timeout` seconds;
+        `AgentError` if the agent stops first."""
+        with trio.fail_after(math.inf if timeout is None else timeout):
+            await self._join_news.wait()
+        if not self._joined.is_set():
+            raise AgentError("the agent stopped before it joined")
+
+    @property
+    def is_joined(self) -> bool:
+        return self._joined.is_set()
+
+    def _set_joined(self) -> None:
+        if not self._joined.is_set():
+            event(log, logging.INFO, "joined", queued_publishes=len(self._early))
+            self._joined.set()
+            self._join_news.set()
+
+    def _found(self) -> None:
+        """No seed but this agent: it founds the cluster, it is joined."""
+        self._set_joined()
+
+    async def _publish_early(self, topic: str, payload: bytes) -> bool:
+        """Queue a publish made before the agent joined (waiting for room
+        when `publish_queue` are waiting); False once it has joined: then
+        it goes as any other."""
+        while not self._joined.is_set():
+            self._check_running()
+            if len(self._early) < self.settings.publish_queue:
+                self._early.append((topic, payload))
+                return True
+            await self._early_room.wait()
+        return False
+
+    def _flush_early(self, now: float) -> None:
+        """The publishes made before the agent joined, in order, right
+        after the input that joined it (and before any publish made after)."""
+        node = self.node
+        while self._early:
+            topic, payload = self._early.popleft()
+            self._execute(node.handle(Publish(topic, payload), now), now)
+        self._early_room.set()
+        self._early_room = trio.Event()
+
+    def _self_info(self) -> tuple[str, str, Mapping[str, str]]:
+        """(name, addr, tags) of this member, for the event handlers."""
+        return self.me.name, self.me.addr, self.tags
+
+    def _snapshot_state(self) -> SnapshotState:
+        me = self.me
+        members = self.members()
+        mine = next((m.incarnation for m in members if (m.name, m.addr) == (me.name, me.addr)), 0)
+        return me.name, me.addr, mine, members
 
     def subscribe(self, topic: str) -> Subscription[Delivery]:
         """Deliveries on `topic` from now on."""
@@ -819,6 +962,12 @@ class Agent:
                 "subscribers": sum(len(s) for s in self._subs.values()),
             },
             **self.metrics.snapshot(now),
+            **({"handlers": self._handlers.stats()} if self._handlers is not None else {}),
+            **(
+                {"snapshot": {"writes": self._snapshot.writes, "errors": self._snapshot.errors}}
+                if self._snapshot is not None
+                else {}
+            ),
         }
 
     def prometheus(self) -> str:

@@ -82,7 +82,8 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
             "       [--join HOST:PORT|DNSNAME ...] [--control ADDR] [--config FILE.toml]\n"
             "       [--key-file FILE] [--tag K=V ...] [--metrics HOST:PORT] [--log-json]\n"
             "       [--log-level LEVEL] [--leave-grace SECONDS] [--leave-timeout SECONDS]\n"
-            "       [--input-queue N] [--subscriber-queue N] [--SECTION.PARAMETER VALUE ...]"
+            "       [--input-queue N] [--subscriber-queue N] [--SECTION.PARAMETER VALUE ...]\n"
+            "       [--event-handler [TYPE=]SCRIPT ...] [--snapshot FILE]"
         ),
         description=(
             "Run an overlay agent. Settings come from --config FILE.toml, "
@@ -126,8 +127,26 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
         choices=("debug", "info", "warning", "error"),
         help="least severe log records written (default info)",
     )
+    a.add_argument(
+        "--event-handler",
+        metavar="[TYPE=]SCRIPT",
+        action="append",
+        help="run SCRIPT on events (repeatable); TYPE: member-join, member-leave, "
+        "member-failed, member-update, member, user, user:TOPIC, * (comma-separated; "
+        "default all): see docs/operations.md",
+    )
+    a.add_argument(
+        "--event-handler-timeout",
+        metavar="SECONDS",
+        help="kill an event handler running longer (default 60)",
+    )
+    a.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="keep the members seen in FILE and rejoin through them on restart",
+    )
     agent_comments = field_comments(AgentSettings)
-    for key in ("leave_grace", "leave_timeout", "input_queue", "subscriber_queue"):
+    for key in ("leave_grace", "leave_timeout", "input_queue", "subscriber_queue", "publish_queue"):
         default = getattr(AgentSettings(), key)
         shown = "10 SWIM probe periods" if default is None else str(default)
         a.add_argument(
@@ -189,6 +208,10 @@ def _agent_settings(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, 
         "input_queue": args.input_queue,
         "subscriber_queue": args.subscriber_queue,
         "tags": args.tag,
+        "event_handlers": args.event_handler,
+        "event_handler_timeout": args.event_handler_timeout,
+        "snapshot": args.snapshot,
+        "publish_queue": args.publish_queue,
     }
     assert set(flags) <= set(AGENT_KEYS)
     proto = {

@@ -18,6 +18,10 @@ File layout (every key optional)::
     leave_timeout = 5.0
     input_queue = 4096
     subscriber_queue = 1024
+    event_handlers = ["member-join,member-leave=/etc/overlay/members.sh", "user:deploy=./deploy.sh"]
+    event_handler_timeout = 60.0
+    snapshot = "/var/lib/overlay/snapshot.json"
+    publish_queue = 1024
 
     [agent.tags]
     role = "web"
@@ -70,6 +74,10 @@ AGENT_KEYS = (
     "input_queue",
     "subscriber_queue",
     "tags",
+    "event_handlers",
+    "event_handler_timeout",
+    "snapshot",
+    "publish_queue",
 )
 DEFAULT_BIND = "0.0.0.0:7946"
 
@@ -80,6 +88,8 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
     "leave_timeout": float,
     "input_queue": int,
     "subscriber_queue": int,
+    "event_handler_timeout": float,
+    "publish_queue": int,
 }
 
 
@@ -239,6 +249,35 @@ def _tags(value: Any, what: str) -> dict[str, str]:
     raise SettingsError(f"{what}: expected a table or a list of K=V")
 
 
+def _handlers_and_snapshot(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """event_handlers (each checked: `daemon.handlers.parse_handler`),
+    event_handler_timeout (above 0) and snapshot, for AgentSettings."""
+    from daemon.handlers import parse_handler
+
+    kw: dict[str, Any] = {}
+    handlers = merged.get("event_handlers") or []
+    if isinstance(handlers, str):
+        handlers = [handlers]
+    if not isinstance(handlers, list) or not all(isinstance(h, str) for h in handlers):
+        raise SettingsError("event_handlers must be a list of [TYPE=]SCRIPT strings")
+    for text in handlers:
+        try:
+            parse_handler(text)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    if handlers:
+        kw["event_handlers"] = tuple(handlers)
+    # (A number already: `_number` checked it.)
+    if "event_handler_timeout" in merged and not float(merged["event_handler_timeout"]) > 0:
+        raise SettingsError("event_handler_timeout: must be above 0 seconds")
+    snapshot = merged.get("snapshot")
+    if snapshot is not None:
+        if not isinstance(snapshot, str) or not snapshot:
+            raise SettingsError("snapshot must be a file path")
+        kw["snapshot"] = snapshot
+    return kw
+
+
 def build(
     file: Mapping[str, Any] | None,
     flags: Mapping[str, Any],
@@ -321,6 +360,7 @@ def build(
     for key, kind in _NUMBERS.items():
         if key in merged:
             kw[key] = _number(merged[key], kind, key)
+    kw.update(_handlers_and_snapshot(merged))
     extra = {
         "log_json": bool(merged.get("log_json", False)),
         "log_level": str(merged.get("log_level", "info")),

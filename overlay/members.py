@@ -111,7 +111,10 @@ class MemberList:
         self.by_id: Mapping[NodeId, MemberEntry] = self._members
         self._order: list[MemberEntry] = []
         self._next = 0
-        self._counts = dict.fromkeys(MemberStatus, 0)
+        # Members per status, keyed by the status's value: an Enum member
+        # hashes in Python (its __hash__), a str in C with its hash cached,
+        # and `live` is read for every piggybacked message.
+        self._counts = {status.value: 0 for status in MemberStatus}
         self._tombstones: dict[NodeId, MemberEntry] = {}
         # The member each name belongs to (the last one added under it).
         self._names: dict[str, MemberEntry] = {}
@@ -139,12 +142,13 @@ class MemberList:
         return self._names.get(name)
 
     def count(self, status: MemberStatus) -> int:
-        return self._counts[status]
+        return self._counts[status._value_]
 
     @property
     def live(self) -> int:
         """Alive and suspect members, this node included: SWIM's N."""
-        return self._counts[MemberStatus.ALIVE] + self._counts[MemberStatus.SUSPECT]
+        counts = self._counts
+        return counts["alive"] + counts["suspect"]
 
     def snapshot(self) -> tuple[MemberSnapshot, ...]:
         return tuple(
@@ -160,7 +164,7 @@ class MemberList:
             raise ValueError(f"{member.node} is already a member")
         self._members[member.node] = member
         self._names[member.node.name] = member
-        self._counts[member.status] += 1
+        self._counts[member.status._value_] += 1
         if member.status in LIVE:
             self._enter_order(member)
         else:
@@ -175,8 +179,8 @@ class MemberList:
         member.incarnation = incarnation
         if old is status:
             return
-        self._counts[old] -= 1
-        self._counts[status] += 1
+        self._counts[old._value_] -= 1
+        self._counts[status._value_] += 1
         member.status = status
         member.since = now
         if status in LIVE and old in DEAD:
@@ -200,7 +204,7 @@ class MemberList:
             del self._members[node]
             if self._names.get(node.name) is member:
                 del self._names[node.name]
-            self._counts[member.status] -= 1
+            self._counts[member.status._value_] -= 1
             reaped.append(node)
         return reaped
 

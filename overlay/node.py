@@ -100,9 +100,12 @@ class Node:
         config: Config,
         rng: random.Random,
         tags: Mapping[str, str] | None = None,
+        *,
+        incarnation: int = 0,
     ) -> None:
         """`tags`: this member's metadata; `overlay.member_rules.TagsTooLarge`
-        if over `swim.max_tags_bytes`."""
+        if over `swim.max_tags_bytes`. `incarnation`: SWIM's starting one
+        (a restarted node's, past its old self's: see `overlay.swim_state`)."""
         self.me = me
         self.config = config
         self.hyparview = HyParView(me, config.hyparview, random.Random(rng.getrandbits(64)))
@@ -117,7 +120,14 @@ class Node:
             random.Random(rng.getrandbits(64)),
             tree_only=frozenset({MEMBERS_TOPIC}),
         )
-        self.swim = Swim(me, config.swim, random.Random(rng.getrandbits(64)), tags, announce=True)
+        self.swim = Swim(
+            me,
+            config.swim,
+            random.Random(rng.getrandbits(64)),
+            tags,
+            announce=True,
+            incarnation=incarnation,
+        )
         self.coupling = SwimHyParView(self.swim, self.hyparview, config.hyparview.passive_size)
         # Without SWIM (`swim.enabled = false`) the node is HyParView and
         # Plumtree alone, as in the papers: connection loss is the only

@@ -280,7 +280,7 @@ class Plumtree:
         self.counters["published"] += 1
         self.counters["delivered"] += 1
         out.append(Deliver(topic, mid.origin, mid.seq, 0, payload, mid))
-        self._forward(mid, topic, payload, 1, 0.0, None, out, touch=now)
+        self._forward(mid, self._tree(mid, topic), topic, payload, 1, 0.0, None, out, touch=now)
         return out
 
     def check_publish(self, topic: str, payload: bytes) -> None:
@@ -457,7 +457,7 @@ class Plumtree:
         hops = min(msg.hops + 1, MAX_HOPS)
         # Peers that announced it have it: neither push nor announce to them.
         skip = {peer for peer, _ in announcers} if announcers else None
-        self._forward(mid, msg.topic, msg.payload, hops, msg.age, sender, out, skip)
+        self._forward(mid, key, msg.topic, msg.payload, hops, msg.age, sender, out, skip)
         if tree and announcers:
             # Paper sec. 3.8: an announcer on a much shorter path replaces
             # the eager link this copy came by.
@@ -594,6 +594,7 @@ class Plumtree:
     def _forward(
         self,
         mid: MsgId,
+        key: str | None,
         topic: str,
         payload: bytes,
         hops: int,
@@ -604,10 +605,9 @@ class Plumtree:
         touch: float | None = None,
     ) -> None:
         """Eager push to the eager peers, announcements queued for the lazy
-        ones, in the message's tree (made the most recent one at `touch`);
-        never back to the sender, to the origin, nor to `skip`."""
+        ones, in the message's tree `key` (made the most recent one at
+        `touch`); never back to the sender, to the origin, nor to `skip`."""
         origin = mid.origin
-        key = self._tree(mid, topic)
         if key is not None and touch is not None:
             self.trees.touch(key, touch, message=True)
         msg: Gossip | None = None

@@ -30,7 +30,7 @@ from overlay.codec import NODE_SIZES, int_size, node_size, shared_alive_state, s
 from overlay.config import SwimConfig
 from overlay.ids import NodeId
 from overlay.io import MemberStatus, Timer
-from overlay.member_rules import WIRE_OF_STATUS, check_tags
+from overlay.member_rules import INCARNATION_MAX, WIRE_OF_STATUS, check_tags
 from overlay.members import MemberEntry, MemberList
 from overlay.messages import MemberState
 from overlay.piggyback import PiggybackQueue
@@ -124,19 +124,22 @@ class SwimBase:
         tags: Mapping[str, str] | None = None,
         *,
         announce: bool = False,
+        incarnation: int = 0,
     ) -> None:
         """`announce`: a broadcast layer carries the changes this node
         originates (`overlay.io.Announce` outputs); off, they only
         piggyback. `tags`: this member's metadata (TagsTooLarge if over
-        `max_tags_bytes`)."""
+        `max_tags_bytes`). `incarnation`: where ours starts (a restarted
+        node starts past its old self's, from its snapshot: its alive state
+        then wins at once, without a refutation round)."""
         self.me = me
         self.cfg = config
         self.rng = rng
         my_tags = check_tags(tags or {}, config.max_tags_bytes)
         self.state = SwimState.IDLE
-        self.incarnation = 0
+        self.incarnation = min(max(incarnation, 0), INCARNATION_MAX)
         self.members = MemberList(me, random.Random(rng.getrandbits(64)))
-        self._self = MemberEntry(me, 0, MemberStatus.ALIVE, my_tags, 0.0)
+        self._self = MemberEntry(me, self.incarnation, MemberStatus.ALIVE, my_tags, 0.0)
         self.members.add(self._self)
         self.awareness = Awareness(config.awareness_max if config.lifeguard else 1)
         self.queue: PiggybackQueue[NodeId, MemberState] = PiggybackQueue()

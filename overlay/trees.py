@@ -84,11 +84,14 @@ class Trees:
     # ------------------------------------------------------------ neighbours
 
     def up(self, peer: NodeId) -> None:
-        """A new neighbour: eager in every tree (paper sec. 3.6)."""
+        """A new neighbour: eager in every tree (paper sec. 3.6). A peer that
+        went `down` is in no tree already; only one that comes up again
+        while still active can be lazy somewhere."""
+        if peer in self.active:
+            self._forget(peer)
         self.active[peer] = None
         self.lazy.pop(peer, None)
         self.eager[peer] = None
-        self._forget(peer)
 
     def down(self, peer: NodeId) -> None:
         """A neighbour gone: out of every tree."""
@@ -104,18 +107,22 @@ class Trees:
 
     # ----------------------------------------------------------------- reads
 
+    def _lazy(self, origin: str | None) -> tuple[NodeId, ...] | None:
+        """`origin`'s own tree (its lazy peers), or None: the shared tree."""
+        return self.origins.get(origin) if origin is not None else None
+
     def is_neighbor(self, peer: NodeId) -> bool:
         return peer in self.active
 
     def is_eager(self, peer: NodeId, origin: str | None) -> bool:
         """Is `peer` eager in `origin`'s tree (the shared one if it has none)?"""
-        lazy = self.origins.get(origin) if origin is not None else None
+        lazy = self._lazy(origin)
         if lazy is None:
             return peer in self.eager
         return peer in self.active and peer not in lazy
 
     def eager_of(self, origin: str | None) -> Iterator[NodeId]:
-        lazy = self.origins.get(origin) if origin is not None else None
+        lazy = self._lazy(origin)
         if lazy is None:
             return iter(self.eager)
         if not lazy:
@@ -123,7 +130,7 @@ class Trees:
         return (p for p in self.active if p not in lazy)
 
     def lazy_of(self, origin: str | None) -> Iterator[NodeId]:
-        lazy = self.origins.get(origin) if origin is not None else None
+        lazy = self._lazy(origin)
         if lazy is None:
             return iter(self.lazy)
         return iter(lazy)
@@ -187,7 +194,7 @@ class Trees:
         """`peer` becomes eager in `origin`'s tree (the shared one if it has none)."""
         if peer not in self.active:
             return
-        lazy = self.origins.get(origin) if origin is not None else None
+        lazy = self._lazy(origin)
         if lazy is None:
             if peer in self.lazy:
                 del self.lazy[peer]
@@ -199,7 +206,7 @@ class Trees:
         """`peer` becomes lazy in `origin`'s tree (the shared one if it has none)."""
         if peer not in self.active:
             return
-        lazy = self.origins.get(origin) if origin is not None else None
+        lazy = self._lazy(origin)
         if lazy is None:
             if peer in self.eager:
                 del self.eager[peer]

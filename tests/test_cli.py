@@ -121,9 +121,11 @@ def test_every_parameter_has_a_documented_flag() -> None:
     ]
     wanted += [f"--transport.{name.replace('_', '-')}" for name, _ in transport_fields()]
     wanted += [
-        "--" + key.replace("_", "-") for key in AGENT_KEYS if key not in ("tags", "key_file")
+        "--" + key.replace("_", "-")
+        for key in AGENT_KEYS
+        if key not in ("tags", "key_file", "event_handlers")
     ]
-    wanted += ["--tag", "--key-file"]
+    wanted += ["--tag", "--key-file", "--event-handler"]
     for flag in wanted:
         assert flag in helps, flag
         text = helps[flag]

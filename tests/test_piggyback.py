@@ -81,3 +81,23 @@ def test_take_cost_is_bounded_by_misses() -> None:
     q.put(-1, -1, 10)  # oldest-but-one... newest: fits
     got = q.take(100, limit=5)
     assert got == [-1]
+
+
+def test_buckets_give_their_memory_back_once_emptied() -> None:
+    # A burst of updates about 2,000 members passes through every bucket; a
+    # dict emptied by deletes keeps its table (~74 KB here) unless cleared,
+    # in each bucket of every node, for good.
+    import sys
+
+    q: PiggybackQueue[int, int] = PiggybackQueue()
+    limit = 4
+    for key in range(2000):
+        q.put(key, key, 20)
+    for key in range(0, 2000, 2):
+        q.drop(key)  # replaced or forgotten, as members change
+    for _ in range(1000):
+        if not q.take(1000, limit):
+            break
+    assert len(q) == 0
+    empty = sys.getsizeof({})
+    assert all(sys.getsizeof(b) == empty for b in q._buckets)
