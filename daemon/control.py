@@ -524,10 +524,6 @@ async def _join(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     seeds = args.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, str) for s in seeds):
         raise ValueError("seeds must be a non-empty list of strings")
-    if "wait" in args:  # each seed's outcome (`overlay join`)
-        from daemon.control_operator import join_and_wait
-
-        return await join_and_wait(conn.agent, seeds, args["wait"])
     await conn.agent.join(*seeds)
     return {}
 
@@ -671,7 +667,3 @@ async def _leave(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     await conn.out_send.send((pack({"seq": seq, "ok": True, "result": {"left": True}}), written))
     await written.wait()
     return _STREAMING
-
-
-# The operator's ops (`info`, `force_leave`, `logs`): registered in `_OPS`.
-import daemon.control_operator  # noqa: E402, F401

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 
-from daemon.control import _EVENT_BATCH, _STREAMING, _op, _str_arg, pack
+from daemon.control import _EVENT_BATCH, _OPS, _STREAMING, _op, _str_arg, pack
 from daemon.monitor import HUB, parse_level
 from daemon.subscriptions import Member
 
@@ -90,6 +90,20 @@ async def _logs(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
 
     conn.start_stream(seq, body)
     return _STREAMING
+
+
+_plain_join = _OPS["join"]
+
+
+@_op("join")
+async def _join(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    """`join` as it was; with `wait`, each seed's outcome (`overlay join`)."""
+    if "wait" not in args:
+        return await _plain_join(conn, seq, args)
+    seeds = args.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, str) for s in seeds):
+        raise ValueError("seeds must be a non-empty list of strings")
+    return await join_and_wait(conn.agent, seeds, args["wait"])
 
 
 async def join_and_wait(agent: Any, seeds: list[str], wait: object) -> dict[str, Any]:

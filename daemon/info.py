@@ -12,10 +12,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from daemon.agent import Agent
+from typing import Any
 
 # Settings that are not the agent's but the process's (`daemon.service`,
 # logging): `overlay agent` records their values in `origins["process"]`.
@@ -72,10 +69,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def effective_settings(agent: Agent) -> dict[str, dict[str, Any]]:
-    """{key: {value, source}} for every setting of `agent`."""
-    from daemon.agent import AgentSettings
-
+def effective_settings(agent: Any) -> dict[str, dict[str, Any]]:
+    """{key: {value, source}} for every setting of `agent` (a `daemon.agent.Agent`)."""
     s = agent.settings
     origins = s.origins or {}
     sources: Mapping[str, str] = origins.get("sources", {})
@@ -87,7 +82,7 @@ def effective_settings(agent: Agent) -> dict[str, dict[str, Any]]:
         return "default" if given or value == default else "code"
 
     out: dict[str, dict[str, Any]] = {}
-    defaults = AgentSettings()
+    defaults = type(s)()
     for key in AGENT_FIELDS:
         value, default = getattr(s, key), getattr(defaults, key)
         out[key] = {"value": _plain(value), "source": source(key, value, default)}
@@ -141,7 +136,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def agent_info(agent: Agent, uptime: float) -> dict[str, Any]:
+def agent_info(agent: Any, uptime: float) -> dict[str, Any]:
     me = agent.me
     origins = agent.settings.origins or {}
     return {

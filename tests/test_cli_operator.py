@@ -17,8 +17,8 @@ import trio
 
 from daemon import logs
 from daemon.agent import Agent, AgentSettings
-from daemon.cli import build_parser
 from daemon.cli import _agent_settings as agent_settings
+from daemon.cli import build_parser
 from daemon.client import open_client
 from daemon.control import ControlError
 from daemon.monitor import HUB, LogHub
@@ -233,7 +233,8 @@ async def test_info_shows_each_setting_with_its_source(
 ) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text(
-        "[agent]\nleave_timeout = 3.0\n[swim]\nprobe_period = 0.3\nprobe_timeout = 0.1\nsuspicion_mult = 5\n"
+        "[agent]\nleave_timeout = 3.0\n"
+        "[swim]\nprobe_period = 0.3\nprobe_timeout = 0.1\nsuspicion_mult = 5\n"
     )
     args = build_parser(["agent"]).parse_args(
         ["agent", "--bind", "127.0.0.1:0", "--config", str(cfg), "--name", "inf",
@@ -324,6 +325,7 @@ async def test_monitor_streams_logs_to_several_clients(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(emit_later)
             code, out, err = await _cli(["monitor", "--log-level", "error", *ctl(a)], capsys)
+        assert code == 1 and "closed the control connection" in err  # the agent stopped
         assert "for the cli" in out and "k=v" in out and "ERROR" in out
 
 
