@@ -347,3 +347,55 @@ async def test_a_slow_monitor_drops_and_counts_never_blocks() -> None:
     slow.close()
     other.close()
     assert hub.monitors == [] and hub._handler not in logger.handlers
+
+
+@bounded(TEST_MAX)
+async def test_operator_commands_against_agent_processes(tmp_path: Path) -> None:
+    """`overlay agent` processes (the CLI as installed: `python -m
+    daemon.cli`), and the commands as separate processes: join two
+    agents, read `info`'s sources, filter members, force a killed member
+    out."""
+    from tests.test_cli_cluster import agent_processes, overlay_cmd
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        with trio.fail_after(WAIT):
+            done = await trio.run_process(
+                overlay_cmd(*args), capture_stdout=True, capture_stderr=True, check=False
+            )
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+    code, out, _ = await run("--version")
+    assert code == 0 and out.startswith("overlay 0.") and "protocol 1" in out
+    async with trio.open_nursery() as nursery, agent_processes(nursery, tmp_path, 3) as agents:
+        p0, p1, p2 = agents
+        code, out, err = await run("info", "--json", "--control", p1.control)
+        assert code == 0, err
+        s = json.loads(out)["settings"]
+        assert s["swim.probe_period"] == {"value": 0.2, "source": "file"}
+        assert s["name"] == {"value": "p1", "source": "flag"}
+        assert s["tags"] == {"value": {"index": "1"}, "source": "flag"}
+        assert s["swim.indirect_k"]["source"] == "default"
+
+        async def members(*args: str) -> list[dict[str, object]]:
+            code, out, err = await run("members", "--json", "--control", p0.control, *args)
+            assert code == 0, err
+            return list(json.loads(out))
+
+        with trio.fail_after(WAIT):
+            while len(await members("--status", "alive")) < 3:
+                await trio.sleep(0.2)
+        assert [m["name"] for m in await members("--tag", "index=[12]")] == ["p1", "p2"]
+        p2.proc.kill()
+        with trio.fail_after(WAIT):
+            while [m["name"] for m in await members("--status", "failed")] != ["p2"]:
+                await trio.sleep(0.2)
+        code, out, err = await run("force-leave", "p2", "--control", p0.control)
+        assert code == 0 and out.strip() == "p2: left", err
+        with trio.fail_after(WAIT):
+            while True:
+                code, out, _ = await run(
+                    "members", "--json", "--status", "left", "--control", p1.control
+                )
+                if [m["name"] for m in json.loads(out)] == ["p2"]:
+                    break
+                await trio.sleep(0.2)
