@@ -8,11 +8,14 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
-from overlay.io import MemberChanged, MemberStatus, Received, Send
+from overlay.io import MemberChanged, MemberStatus, Received, Send, Timer, TimerFired
 from overlay.member_rules import ForceLeaveRefused, force_leave_rule
 from overlay.messages import MemberState, MemberUpdates, Ping, WireStatus
 from overlay.swim import Swim
+from overlay.swim_state import SwimTimer
 from tests.test_swim_rules import HELD_AT, ME, TRUSTED, X, node_holding
 
 A, S, F, L = MemberStatus.ALIVE, MemberStatus.SUSPECT, MemberStatus.FAILED, MemberStatus.LEFT
@@ -122,3 +125,56 @@ def test_a_replayed_force_leave_cannot_evict_a_live_member() -> None:
         victim_view.handle(Received(TRUSTED, forced), 2.5 + 0.5 * k)
         assert victim_view.members.by_id[X].status is A
     assert victim_view.members.by_id[X].incarnation == HELD_AT + 1
+
+
+OTHER = TRUSTED
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["alive", "suspect", "failed", "left", "force", "prune", "timer"]),
+            st.integers(min_value=0, max_value=8),
+        ),
+        max_size=25,
+    )
+)
+def test_force_leave_never_touches_a_live_member_and_incarnations_only_grow(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Any mix of received states about X and force-leaves: a force-leave
+    changes only a member held failed (to left), never this node, and
+    X's incarnation never goes down."""
+    s = node_holding("alive")
+    codes = {"alive": WireStatus.ALIVE, "suspect": WireStatus.SUSPECT}
+    codes |= {"failed": WireStatus.FAILED, "left": WireStatus.LEFT}
+    now = 2.0
+    last = HELD_AT
+    for kind, inc in steps:
+        now += 0.3
+        before = s.members.get(X)
+        held = None if before is None else (before.status, before.incarnation)
+        if kind == "timer":  # the suspicion we hold runs out
+            if before is not None and before.status is S:
+                timer = Timer(SwimTimer.SUSPICION, (X, before.incarnation))
+                s.handle(TimerFired(timer), now)
+        elif kind in ("force", "prune"):
+            try:
+                s.force_leave(X.name, kind == "prune", now)
+            except ForceLeaveRefused:
+                assert held is None or held[0] in (A, S)
+            else:
+                assert held is not None and held[0] in (F, L)
+                event(f"forced from {held[0].value}")
+                after = s.members.get(X)
+                assert after is None or (after.status, after.incarnation) == (L, held[1])
+        else:
+            accuser = OTHER if kind == "suspect" else None
+            state = MemberState(X, inc, codes[kind], {}, accuser)
+            s.handle(Received(OTHER, MemberUpdates((state,))), now)
+        member = s.members.get(X)
+        if member is not None:
+            assert member.incarnation >= last or before is None
+            last = member.incarnation
+        assert s.members.by_id[ME].status is A
