@@ -157,6 +157,9 @@ class AgentSettings:
     # Publishes made before the agent joined, waiting to be sent once it
     # has (guess; more wait for room).
     publish_queue: int = 1024
+    # Where each setting came from, for `overlay info` (`daemon.info`):
+    # {"sources": {key: "file"|"flag"}, "config_file": path, "process": {...}}.
+    origins: Mapping[str, Any] = field(default_factory=dict)
 
 
 class _Call:
@@ -912,6 +915,20 @@ class Agent:
             new.pop(key, None)
         await self._call(lambda now: self.node.set_tags(new, now))
         return self.tags
+
+    async def force_leave(self, name: str, prune: bool = False) -> None:
+        """Force the member `name`, which this agent holds failed, to left
+        (spread to the cluster); `prune`: forget it here once that is
+        spread. Raises `overlay.member_rules.ForceLeaveRefused` (a
+        ValueError) for an unknown name, this agent, or a live member."""
+        self._check_running()
+        await self._call(lambda now: self.node.force_leave(name, prune, now))
+
+    def info(self) -> dict[str, Any]:
+        """Effective settings with their sources, versions, uptime (`daemon.info`)."""
+        from daemon.info import agent_info
+
+        return agent_info(self, trio.current_time() - self._started_at)
 
     async def _call(self, fn: Callable[[float], list[Output]]) -> None:
         """Run `fn(now)` in the driver, between two inputs; re-raise its error."""

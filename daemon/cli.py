@@ -219,7 +219,10 @@ def _agent_settings(args: argparse.Namespace) -> tuple[AgentSettings, dict[str, 
         for key, value in vars(args).items()
         if key.startswith("proto:") and value is not None
     }
-    return build(file, flags, proto)
+    settings, extra = build(file, flags, proto)
+    from daemon.info import remember_origins
+
+    return remember_origins(settings, extra, args.config, file, flags, proto), extra
 
 
 def _cmd_agent(args: argparse.Namespace) -> int:
@@ -292,7 +295,10 @@ def _add_clients(sub: Any) -> None:
     p = sub.add_parser("members", help="list the members the agent knows")
     _control_flag(p)
     p.add_argument("--json", action="store_true", help="JSON: list of {name, addr, status, ...}")
-    p.set_defaults(func=_client(_members))
+    from daemon.cli_operator import add_member_filters
+
+    add_member_filters(p)
+    p.set_defaults(func=lambda args: _client(_members)(_with_member_filter(args)))
 
     p = sub.add_parser("publish", help="broadcast a message on a topic")
     p.add_argument("topic", metavar="TOPIC")
@@ -321,6 +327,10 @@ def _add_clients(sub: Any) -> None:
     p = sub.add_parser("keygen", help="print a new cluster key (base64, AES-256)")
     p.add_argument("--json", action="store_true", help="print {key}")
     p.set_defaults(func=_keygen)
+
+    from daemon.cli_operator import add_operator_commands
+
+    add_operator_commands(sub, sys.modules[__name__])
 
 
 def _request_timeout() -> float:
@@ -385,8 +395,17 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in out.getvalue().rstrip("\n").split("\n"))
 
 
+def _with_member_filter(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with `keep`, the --status/--tag/--name predicate (a usage
+    error for a bad pattern, before the agent is asked anything)."""
+    from daemon.cli_operator import member_filter
+
+    args.keep = member_filter(sys.modules[__name__], args)
+    return args
+
+
 async def _members(client: Any, args: argparse.Namespace) -> int:
-    members = await client.members()
+    members = [m for m in await client.members() if args.keep(m)]
     if args.json:
         _print_json(members)
         return 0
@@ -528,6 +547,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         prog="overlay",
         description="HyParView + Plumtree + SWIM overlay: agent, control client, simulator.",
     )
+    from daemon.cli_operator import VersionAction
+
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     words = [a for a in (argv or []) if not a.startswith("-")]
     command = words[0] if argv is not None and words else None
@@ -567,6 +589,11 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # without listing the plugins' commands
+        from daemon.cli_operator import version_text
+
+        print(version_text())
+        return 0
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     func: Handler = args.func

@@ -287,8 +287,31 @@ class ControlClient:
         `raise_refused`, as `PublishRefused` when the block ends."""
         return _publisher(self, window, batch_bytes, on_refused, raise_refused)
 
-    async def join(self, seeds: Sequence[str]) -> None:
-        await self.request("join", seeds=list(seeds))
+    async def join(self, seeds: Sequence[str], wait: float | None = None) -> list[dict[str, Any]]:
+        """Join through `seeds`. With `wait` (seconds), wait for each seed
+        to answer and return each one's outcome: {seed, ok, addrs, member,
+        error}; without, return [] at once (the agent keeps trying)."""
+        if wait is None:
+            await self.request("join", seeds=list(seeds))
+            return []
+        result: dict[str, Any] = await self.request("join", seeds=list(seeds), wait=wait)
+        return list(result["seeds"])
+
+    async def force_leave(self, name: str, prune: bool = False) -> dict[str, Any]:
+        """Force a failed member to left (`overlay force-leave`): {name, status, pruned}."""
+        result: dict[str, Any] = await self.request("force_leave", name=name, prune=prune)
+        return result
+
+    async def info(self) -> dict[str, Any]:
+        """Effective settings with their sources, versions, uptime, name and address."""
+        result: dict[str, Any] = await self.request("info")
+        return result
+
+    def logs(self, level: str = "info") -> contextlib.AbstractAsyncContextManager[Stream]:
+        """The agent's log records at or above `level`, as maps (`ts`,
+        `level`, `logger`, `msg`, fields; `dropped` when records were
+        dropped before one because this client read too slowly)."""
+        return self._open_stream("logs", level=level)
 
     async def tags(
         self, set: Mapping[str, str] | None = None, delete: Sequence[str] = ()

@@ -34,6 +34,7 @@ from typing import Any
 
 import trio
 
+import daemon.control_operator  # noqa: F401  (registers the operator's control ops)
 from daemon.addresses import format_addr
 from daemon.agent import Agent
 from daemon.control import ControlServer

@@ -54,6 +54,14 @@ Theory of operation
   push a member to where it could not refute any more. A member restarted
   after 2**32 refutations would need two exchanges to catch up with its
   old incarnation; nothing else changes.
+- Forced leaves (`overlay force-leave`, as Serf's): an operator may turn
+  a member this node holds *failed* into *left* (no more reconnect tries;
+  `force_leave_rule`). It spreads as left(i) at the failed incarnation:
+  a node that holds the member failed at i or below, hearing it from a
+  member it holds live, turns the tombstone left (`FORCED_LEFT`); a node
+  that still holds it live treats it as any relayed verdict (a suspicion at
+  the minimum, the member told), and the member itself refutes. So
+  replaying a force-leave cannot evict a live member.
 - Seeds: a contact known only by its address (`overlay.io.seed_id`) is
   never a member; states about one are ignored.
 
@@ -127,6 +135,7 @@ class Rule(enum.Enum):
     CONFIRM_VERDICT = "confirm_verdict"  # a verdict on the suspicion we hold
     GOODBYE = "goodbye"  # left above what we hold, from the member itself
     RELAYED_GOODBYE = "relayed_goodbye"  # the same, relayed: a suspicion ending as left
+    FORCED_LEFT = "forced_left"  # left about a member we hold failed: the tombstone turns left
 
 
 Held = tuple[MemberStatus, int]
@@ -181,6 +190,13 @@ def merge_rule(
         return Rule.PASS_ON if accusation_applies(held, incarnation) else Rule.IGNORE
     if status is WireStatus.SUSPECT:
         return suspect_rule(held, incarnation)
+    if (
+        status is WireStatus.LEFT
+        and held is not None
+        and held[0] is MemberStatus.FAILED
+        and incarnation >= held[1]
+    ):
+        return Rule.FORCED_LEFT
     if not accusation_applies(held, incarnation):
         return Rule.IGNORE
     assert held is not None
@@ -197,6 +213,30 @@ def merge_rule(
     if held[0] is MemberStatus.SUSPECT and incarnation == held[1]:
         return Rule.CONFIRM_VERDICT
     return Rule.VERDICT
+
+
+class ForceLeaveRefused(ValueError):
+    """Local misuse: a force-leave this node must not carry out."""
+
+
+def force_leave_rule(name: str, held: Held | None, *, about_me: bool) -> bool:
+    """May an operator force the member `name` (held `held`) to left here?
+    True: do it; False: nothing to do (it has left already). Serf's rule:
+    only a member held failed; a live one (alive or suspect) would refute
+    anyway, and must be stopped, or left to fail, first."""
+    if about_me:
+        raise ForceLeaveRefused(f"{name!r} is this agent: use `overlay leave`")
+    if held is None:
+        raise ForceLeaveRefused(f"no member named {name!r}")
+    status = held[0]
+    if status is MemberStatus.LEFT:
+        return False
+    if status is not MemberStatus.FAILED:
+        raise ForceLeaveRefused(
+            f"{name!r} is {status.value}: only a failed member can be forced to leave "
+            "(stop that agent, or wait until the cluster declares it failed)"
+        )
+    return True
 
 
 def covers(theirs: MemberState, mine: MemberState) -> bool:

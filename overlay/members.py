@@ -190,6 +190,9 @@ class MemberList:
             self._tombstones[member.node] = member
             if status is MemberStatus.FAILED:
                 self._deaths.append(member)
+        elif status in DEAD:  # failed to left: kept in the order of `since`
+            self._tombstones.pop(member.node, None)
+            self._tombstones[member.node] = member
 
     def reap(self, now: float, after: float) -> list[NodeId]:
         """Forget failed and left members dead for `after` seconds or more."""
@@ -207,6 +210,18 @@ class MemberList:
             self._counts[member.status._value_] -= 1
             reaped.append(node)
         return reaped
+
+    def forget(self, node: NodeId) -> bool:
+        """Remove a tombstone now (a pruned force-leave); False if `node`
+        is not a failed or left member."""
+        member = self._tombstones.pop(node, None)
+        if member is None:
+            return False
+        del self._members[node]
+        if self._names.get(node.name) is member:
+            del self._names[node.name]
+        self._counts[member.status] -= 1
+        return True
 
     # ------------------------------------------------------------ picking
 

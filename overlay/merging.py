@@ -136,6 +136,9 @@ class Merging(Dissemination):
                     self._on_relayed_goodbye(node, state.incarnation, sender, now, out)
                 case Rule.CONFIRM_VERDICT | Rule.VERDICT:
                     self._on_verdict(node, state.incarnation, sender, now, out)
+                case Rule.FORCED_LEFT:
+                    assert member is not None
+                    self._forced_left(member, state.incarnation, now, out, local=False)
 
     # ------------------------------------------------------------ alive
 
@@ -395,6 +398,18 @@ class Merging(Dissemination):
         out.append(MemberChanged(node, status, incarnation, member.tags))
         if status is FAILED:
             self._reconnect[node] = now
+        self._spread(self._state_of(member), local=local)
+
+    def _forced_left(
+        self, member: MemberEntry, incarnation: int, now: float, out: list[Output], *, local: bool
+    ) -> None:
+        """A failed member becomes left (`overlay force-leave`, here or
+        relayed: `Rule.FORCED_LEFT`): no more reconnect tries, and the left
+        state spreads. `local`: the operator asked this node."""
+        self.members.set_state(member, LEFT, incarnation, now)
+        self._reconnect.pop(member.node, None)
+        self.counters["forced_leaves"] += 1
+        out.append(MemberChanged(member.node, LEFT, incarnation, member.tags))
         self._spread(self._state_of(member), local=local)
 
     def _end_suspicion(self, member: MemberEntry, out: list[Output]) -> None:

@@ -172,6 +172,13 @@ class Node:
         check_tags(tags, self.config.swim.max_tags_bytes)
         return self._internal(self._after_swim(self.swim.handle(SetTags(tags), now), now), now)
 
+    def force_leave(self, name: str, prune: bool, now: float) -> list[Output]:
+        """`overlay force-leave NAME [--prune]`: see `Swim.force_leave`
+        (`overlay.member_rules.ForceLeaveRefused`, nothing changed, when
+        the member is unknown, this node, or not failed)."""
+        outs = self.swim.force_leave(name, prune, now)
+        return self._internal(self._after_swim(outs, now), now)
+
     def publish(self, topic: str, payload: bytes, now: float) -> list[Output]:
         """Broadcast on `topic`. Raises `overlay.plumtree.PublishError`, with
         nothing sent, if the payload is over `max_payload`, the topic is not

@@ -86,7 +86,7 @@ from overlay.io import (
     Timer,
     TimerFired,
 )
-from overlay.member_rules import check_tags
+from overlay.member_rules import check_tags, force_leave_rule
 from overlay.members import MemberSnapshot
 from overlay.messages import Ack, MemberUpdates, Message, Nack, Ping, PingReq, PushPull
 from overlay.probing import Probing
@@ -160,6 +160,8 @@ class Swim(Probing):
         if from_driver:
             self._arm_round(out)
         self._emit_announcements(out)
+        if self._pruning:
+            self._forget_pruned()
         if self.state is SwimState.LEAVING and (
             self.me not in self.queue or self.members.live == 0
         ):
@@ -311,6 +313,42 @@ class Swim(Probing):
         self.members.set_state(self._self, MemberStatus.ALIVE, self.incarnation, now)
         self._spread(self._state_of(self._self), local=True)
         out.append(MemberChanged(self.me, MemberStatus.ALIVE, self.incarnation, new))
+
+    def force_leave(self, name: str, prune: bool, now: float) -> list[Output]:
+        """An operator's `force-leave NAME`: the member held failed under
+        `name` becomes left here and the left state spreads (see
+        `overlay.member_rules`); with `prune`, it is forgotten here once that
+        state has been sent as often as any update (others reap it after
+        `reap_after`: the wire has no prune flag). Raises
+        `ForceLeaveRefused` (nothing changed) for an unknown name, this
+        node, or a member that is not failed."""
+        member = self.members.named(name)
+        held = None if member is None else (member.status, member.incarnation)
+        out: list[Output] = []
+        apply = force_leave_rule(name, held, about_me=member is self._self)
+        assert member is not None
+        if apply and not self.gone:
+            self._forced_left(member, member.incarnation, now, out, local=True)
+            self._announce_now = True
+        if prune and member.node not in self._pruning:
+            self._pruning.append(member.node)
+        self._arm_announce(out, now)
+        self._emit_announcements(out)
+        self._forget_pruned()
+        return out
+
+    def _forget_pruned(self) -> None:
+        """Forget the pruned members whose left state has been spread."""
+        keep: list[NodeId] = []
+        for node in self._pruning:
+            member = self.members.get(node)
+            if member is None or member.status not in (MemberStatus.LEFT, MemberStatus.FAILED):
+                continue  # reaped, or back alive: nothing to prune
+            if node in self.queue:
+                keep.append(node)
+            elif self.members.forget(node):
+                self.counters["pruned"] += 1
+        self._pruning = keep
 
     def handle_leave(self, now: float, out: list[Output]) -> None:
         """Graceful leave: left at a higher incarnation, pushed to a few

@@ -159,6 +159,7 @@ class SwimBase:
         # Push-pull exchanges we started, by address (seeds are known by it).
         self._exchanges: dict[tuple[str, int], tuple[Exchange, NodeId, float]] = {}
         self._reconnect: dict[NodeId, float] = {}  # failed member -> when, oldest first
+        self._pruning: list[NodeId] = []  # forced out with prune: forgotten once spread
         self.seeds: list[NodeId] = []
         self._seed_index = 0
         self._join_backoff = Backoff(config.join_retry_initial, config.join_retry_max)

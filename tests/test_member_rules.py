@@ -69,7 +69,14 @@ FROM_A_LIVE_MEMBER: list[tuple[MemberStatus | None, str, int, Rule]] = [
     (S, "failed", 6, Rule.VERDICT),
     (S, "left", 5, Rule.CONFIRM_VERDICT),
     (S, "left", 6, Rule.RELAYED_GOODBYE),
-    *[(F, r, i, Rule.IGNORE) for r in W for i in (4, 5, 6) if (r, i) != ("alive", 6)],
+    *[
+        (F, r, i, Rule.IGNORE)
+        for r in W
+        for i in (4, 5, 6)
+        if (r, i) not in (("alive", 6), ("left", 5), ("left", 6))
+    ],
+    (F, "left", 5, Rule.FORCED_LEFT),  # a force-leave: the tombstone turns left
+    (F, "left", 6, Rule.FORCED_LEFT),
     *[(L, r, i, Rule.IGNORE) for r in W for i in (4, 5, 6) if (r, i) != ("alive", 6)],
     (F, "alive", 6, Rule.TAKE_ALIVE),  # only a higher alive revives a tombstone
     (L, "alive", 6, Rule.TAKE_ALIVE),

@@ -123,7 +123,15 @@ TABLE: list[tuple[Status | None, Status, int, tuple[str | None, int, float | Non
     ("suspect", "left", 5, ("suspect", 5, 3.0, False)),
     ("suspect", "left", 6, ("suspect", 6, MIN, True)),
     # Failed at 5: only a higher alive brings it back.
-    *[("failed", r, i, ("failed", 5, None, False)) for r in CODES for i in (4, 5, 6)],
+    *[
+        ("failed", r, i, ("failed", 5, None, False))
+        for r in CODES
+        for i in (4, 5, 6)
+        if (r, i) not in (("left", 5), ("left", 6))
+    ],
+    # ... but a force-leave (left at or above) turns it left (no more reconnects).
+    ("failed", "left", 5, ("left", 5, None, False)),
+    ("failed", "left", 6, ("left", 6, None, False)),
     # Left at 5: the same.
     *[("left", r, i, ("left", 5, None, False)) for r in CODES for i in (4, 5, 6)],
 ]

@@ -66,8 +66,20 @@ FAKE_NET = ipaddress.ip_network("127.99.0.0/16")
 TOPICS = ("news", "t", "$overlay.members", "a" * 256, "")
 # Control API operations the junk may name: none that changes the agent
 # (leave, join, tags, keys...), whatever arguments it is given.
-CONTROL_OPS = ("members", "stats", "handshake", "publish", "subscribe", "unsubscribe", "monitor")
-CONTROL_FORBIDDEN = frozenset({"leave", "join", "tags", "keys", "force-leave", "query", "rtt"})
+CONTROL_OPS = (
+    "members",
+    "stats",
+    "handshake",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "monitor",
+    "info",
+    "logs",
+)
+CONTROL_FORBIDDEN = frozenset(
+    {"leave", "join", "tags", "keys", "force-leave", "force_leave", "query", "rtt"}
+)
 
 
 def _pack(obj: Any) -> bytes:
@@ -417,6 +429,8 @@ def control_junk(rng: random.Random) -> bytes:
                     {"stream": "s"},
                     {"version": -1},
                     {"count": -5, "topic": "t"},
+                    {"level": 5},
+                    {"level": "loud"},
                 ]
             ),
         }
