@@ -35,6 +35,7 @@ with an exception stops the agent at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import os
@@ -44,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -53,7 +54,7 @@ from daemon.discovery import SeedSpec, parse_seed, resolve_seeds
 from daemon.errors import naming
 from daemon.framing import FrameCodec, PlainFrames
 from daemon.logs import Throttle, event
-from daemon.metrics import Metrics, prometheus_text, sample_forever
+from daemon.metrics import Metrics, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
 
 # Re-exported: the embedded API's types, long imported from here.
@@ -95,6 +96,9 @@ from overlay.io import (
 )
 from overlay.node import Node
 from overlay.plumtree import PublishError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("overlay.agent")
 
@@ -821,17 +825,20 @@ class Agent:
             **self.metrics.snapshot(now),
         }
 
+    @functools.cached_property
+    def prometheus_registry(self) -> CollectorRegistry:
+        """This agent's Prometheus registry (its own, not the process-wide
+        one), made at the first scrape: prometheus_client is imported only
+        then (`daemon.prometheus`)."""
+        from daemon.prometheus import agent_registry
+
+        return agent_registry(self.stats, self._refusals)
+
     def prometheus(self) -> str:
-        stats = self.stats()
-        gauges: dict[str, Any] = {
-            "members": stats["members"],
-            "active_view_size": len(stats["views"]["active"]),
-            "passive_view_size": stats["views"]["passive"],
-            "streams": stats["transport"]["streams"],
-            "input_queue_used": stats["queues"]["inputs"],
-            "uptime_seconds": stats["uptime"],
-        }
-        return prometheus_text(self.metrics, gauges, self._refusals(stats))
+        """The Prometheus text exposition of this agent."""
+        from daemon.prometheus import text
+
+        return text(self.prometheus_registry)
 
     @staticmethod
     def _refusals(stats: Mapping[str, Any]) -> dict[str, int]:
