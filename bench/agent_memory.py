@@ -139,11 +139,17 @@ def smaps(pid: int) -> dict[str, float]:
     }
 
 
-def agent_process(idle: float, key: bool) -> dict[str, float]:
+def agent_process(
+    idle: float, key: bool, metrics: bool = False, join: str | None = None
+) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory(prefix="overlay-mem-") as tmp:
         args = [sys.executable, "-m", "daemon.cli", "agent", "--bind", "127.0.0.1:0"]
         args += ["--control", f"unix:{tmp}/ctl.sock", "--log-json"]
+        if metrics:
+            args += ["--metrics", "127.0.0.1:0"]
+        if join:
+            args += ["--join", join]
         if key:
             from daemon.security import generate_key
 
@@ -168,6 +174,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--idle", type=float, default=5.0, help="seconds idle before measuring")
     p.add_argument("--key", action="store_true", help="with a cluster key (cryptography)")
+    p.add_argument(
+        "--metrics", action="store_true", help="the process with --metrics (prometheus_client)"
+    )
+    p.add_argument(
+        "--join",
+        metavar="SEED",
+        help="the process with --join SEED (a DNS name loads dnspython; try localhost:1)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     rows = breakdown(args.idle, args.key)
@@ -177,8 +191,10 @@ def main() -> None:
             f"{r['stage']:<62} {r['rss_mb']:>6} {r['delta_mb']:>6} "
             f"{r['delta_anon_mb']:>6} {r['delta_file_mb']:>6}"
         )
-    real = agent_process(args.idle, args.key)
-    print(f"`overlay agent` process, idle {args.idle:g} s: {real}")
+    real = agent_process(args.idle, args.key, args.metrics, args.join)
+    flags = [("--metrics", args.metrics), (f"--join {args.join}", args.join)]
+    extra = "".join(f" {flag}" for flag, on in flags if on)
+    print(f"`overlay agent{extra}` process, idle {args.idle:g} s: {real}")
     if args.json:
         print(json.dumps({"breakdown": rows, "agent_process": real}, indent=2))
 

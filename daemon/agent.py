@@ -37,6 +37,7 @@ examples/embedded.py runs as is).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import math
@@ -48,7 +49,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -59,7 +60,7 @@ from daemon.framing import FrameCodec, PlainFrames
 from daemon.handlers import EventHandlers
 from daemon.handlers import build as build_handlers
 from daemon.logs import Throttle, event
-from daemon.metrics import Metrics, prometheus_text, sample_forever
+from daemon.metrics import Metrics, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
 from daemon.snapshot import Snapshot
 from daemon.snapshot import State as SnapshotState
@@ -103,6 +104,9 @@ from overlay.io import (
 )
 from overlay.node import Node
 from overlay.plumtree import PublishError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("overlay.agent")
 
@@ -987,17 +991,20 @@ class Agent:
             ),
         }
 
+    @functools.cached_property
+    def prometheus_registry(self) -> CollectorRegistry:
+        """This agent's Prometheus registry (its own, not the process-wide
+        one), made at the first scrape: prometheus_client is imported only
+        then (`daemon.prometheus`)."""
+        from daemon.prometheus import agent_registry
+
+        return agent_registry(self.stats, self._refusals)
+
     def prometheus(self) -> str:
-        stats = self.stats()
-        gauges: dict[str, Any] = {
-            "members": stats["members"],
-            "active_view_size": len(stats["views"]["active"]),
-            "passive_view_size": stats["views"]["passive"],
-            "streams": stats["transport"]["streams"],
-            "input_queue_used": stats["queues"]["inputs"],
-            "uptime_seconds": stats["uptime"],
-        }
-        return prometheus_text(self.metrics, gauges, self._refusals(stats))
+        """The Prometheus text exposition of this agent."""
+        from daemon.prometheus import text
+
+        return text(self.prometheus_registry)
 
     @staticmethod
     def _refusals(stats: Mapping[str, Any]) -> dict[str, int]:

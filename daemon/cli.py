@@ -61,18 +61,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def _add_agent(sub: Any, help_texts: bool = True) -> None:
-    """The `agent` subcommand. `help_texts`: read each setting's help from
-    the comments above its field (`field_comments`: the classes' source,
-    parsed); without them, an agent that will only run does not keep that
-    source in its `linecache` for its whole life (issue 14: its RSS)."""
+    """The `agent` subcommand. Its help is one page: the agent's flags, then
+    the protocol and transport parameters by name and default only; their
+    explanations (the comments above each field) are in docs/agent.md,
+    generated from the code by `daemon.agent_docs`. `help_texts`: build that
+    list of parameters (only for --help)."""
     from daemon.agent import AgentSettings
-    from daemon.settings import PROTOCOL_SECTIONS, protocol_fields, transport_fields
-    from daemon.settings import field_comments as read_comments
-    from daemon.transport import TransportSettings
-    from overlay.config import Config
-
-    def field_comments(cls: type) -> dict[str, str]:
-        return read_comments(cls) if help_texts else {}
+    from daemon.settings import protocol_fields, transport_fields
 
     p = sub.add_parser(
         "agent",
@@ -86,13 +81,10 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
             "       [--event-handler [TYPE=]SCRIPT ...] [--snapshot FILE]"
         ),
         description=(
-            "Run an overlay agent. Settings come from --config FILE.toml, "
-            "overridden by flags; every protocol parameter and transport setting "
-            "can be set with --SECTION.NAME VALUE (or in the file's [SECTION] "
-            "table), every agent setting with its flag (or in the file's [agent] "
-            "table, tags in [agent.tags]). "
-            "SIGTERM/SIGINT (or `overlay leave`) leave the cluster gracefully; "
-            "a second signal exits at once."
+            "Run an overlay agent: join a cluster, serve the control API.\n"
+            "Settings: defaults, then --config FILE.toml, then flags. SIGTERM/SIGINT\n"
+            "(or `overlay leave`) leave gracefully; a second signal exits at once.\n"
+            "Every flag and parameter, with the reason for its default: docs/agent.md."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -109,7 +101,7 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
         metavar="SEED",
         nargs="+",
         action="extend",
-        help="seeds: HOST:PORT, DNS names (A/AAAA), _service._proto.name (SRV)",
+        help="seeds: HOST:PORT, DNS name[:PORT], _service._proto.name (SRV)",
     )
     a.add_argument(
         "--control",
@@ -145,47 +137,62 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
         metavar="FILE",
         help="keep the members seen in FILE and rejoin through them on restart",
     )
-    agent_comments = field_comments(AgentSettings)
-    for key in ("leave_grace", "leave_timeout", "input_queue", "subscriber_queue", "publish_queue"):
-        default = getattr(AgentSettings(), key)
-        shown = "10 SWIM probe periods" if default is None else str(default)
+    defaults = AgentSettings()
+    short = {
+        "leave_grace": "on leave, wait at most this long for the goodbye to spread",
+        "leave_timeout": "then at most this long for the streams to flush",
+        "input_queue": "inputs waiting for the protocol, at most",
+        "subscriber_queue": "deliveries waiting per subscriber, at most",
+        "publish_queue": "publishes made before the join, waiting for it, at most",
+    }
+    for key, text in short.items():
+        default = getattr(defaults, key)
+        shown = "10 probe periods" if default is None else str(default)
         a.add_argument(
             "--" + key.replace("_", "-"),
             dest=key,
             metavar="SECONDS" if "leave" in key else "N",
-            help=f"{agent_comments.get(key, '')} (default {shown})".replace("%", "%%").strip(),
+            help=f"{text} (default {shown})",
         )
-    titles = {
-        "hyparview": "HyParView parameters (connectivity)",
-        "plumtree": "Plumtree parameters (broadcast)",
-        "swim": "SWIM parameters (membership, failure detection)",
-    }
-    comments = {
-        section: field_comments(type(getattr(Config(), section))) for section in PROTOCOL_SECTIONS
-    }
-    comments[""] = field_comments(Config)
-    groups = {section: p.add_argument_group(title) for section, title in titles.items()}
-    groups[""] = p.add_argument_group("codec")
-    transport = p.add_argument_group("transport (the [transport] table of the file)")
-    transport_comments = field_comments(TransportSettings)
+    # The parameters: flags that parse, listed in the epilog by name.
+    listed: dict[str, list[str]] = {}
     for name, default in transport_fields():
-        transport.add_argument(
+        p.add_argument(
             f"--transport.{name.replace('_', '-')}",
             dest=f"proto:transport.{name}",
             metavar=type(default).__name__.upper(),
-            help=f"{transport_comments.get(name, '')} (default {default})".replace("%", "%%"),
+            help=argparse.SUPPRESS,
         )
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        listed.setdefault("transport", []).append(f"{name.replace('_', '-')}={shown}")
     for key, _field, default in protocol_fields():
         section, _, name = key.rpartition(".")
         flag = "--" + (f"{section}." if section else "") + name.replace("_", "-")
-        text = comments.get(section, {}).get(name, "")
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
-        groups[section].add_argument(
+        p.add_argument(
             flag,
             dest=f"proto:{key}",
             metavar=type(default).__name__.upper(),
-            help=f"{text} (default {shown})".replace("%", "%%").strip(),
+            help=argparse.SUPPRESS,
         )
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        listed.setdefault(section or "codec", []).append(f"{name.replace('_', '-')}={shown}")
+    if help_texts:
+        import textwrap
+
+        lines = [
+            "protocol and transport parameters:",
+            "  --SECTION.NAME VALUE (or NAME = VALUE in the file's [SECTION] table;",
+            "  codec: --NAME, top level). Defaults below; each explained in docs/agent.md.",
+        ]
+        for section in ("hyparview", "plumtree", "swim", "transport", "codec"):
+            lines += textwrap.wrap(
+                " ".join(listed.get(section, [])),
+                width=79,
+                initial_indent=f"  {section + ':':<11}",
+                subsequent_indent=" " * 13,
+                break_on_hyphens=False,
+            )
+        p.epilog = "\n".join(lines).replace("%", "%%")
     p.set_defaults(func=_cmd_agent)
 
 

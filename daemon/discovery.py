@@ -6,10 +6,16 @@ Three forms:
 - `NAME[:PORT]`: a DNS name, resolved to every A/AAAA address with the
   system resolver (`trio.socket.getaddrinfo`); the port defaults to the
   agent's own;
-- `_SERVICE._PROTO.NAME`: an SRV query (`daemon.dns`); each record gives a
-  target and a port, the target resolved like a name (or from the answer's
-  additional section). A Kubernetes headless service works as is:
-  `_gossip._tcp.overlay.default.svc.cluster.local`.
+- `_SERVICE._PROTO.NAME`: an SRV query (`daemon.dns`, dnspython); each
+  record gives a target and a port, the target's addresses taken from the
+  answer's additional section, else asked of the same name servers (A/AAAA)
+  when servers are configured, else resolved like a name. A Kubernetes
+  headless service works as is: `_gossip._tcp.overlay.default.svc.cluster.local`.
+
+Names go to the system resolver because it is what an operator configured
+(/etc/hosts, nsswitch); DNS proper (SRV, and any query to configured name
+servers) goes through dnspython, imported only then: an agent joining by
+address or by name never loads it.
 
 Names are resolved again every round while the agent is alone (see
 `daemon.agent`), so a seed that moves, or a service whose pods are not ready
@@ -24,7 +30,6 @@ from dataclasses import dataclass
 
 import trio
 
-from daemon import dns
 from overlay.ids import parse_addr
 
 Addr = tuple[str, int]
@@ -101,38 +106,37 @@ async def resolve_seed(
         return [(spec.host, spec.port)]
     if spec.kind == "dns":
         return await resolve_name(spec.host, spec.port, family)
-    names = [spec.host]
-    if servers is None:
-        names += [f"{spec.host}.{d}" for d in dns.search_domains()]
-    last = "no answer"
-    for name in names:
-        # The error names the query only when it is not the seed itself
-        # (a search domain appended).
-        prefix = "" if name == spec.host else f"{name}: "
-        try:
-            answer = await dns.query_srv(name, servers=servers, timeout=timeout)
-        except dns.DnsError as exc:
-            last = f"{prefix}{exc}"
-            continue
-        if not answer.records:
-            last = f"{prefix}no SRV records"
-            continue
-        out: list[Addr] = []
-        for rec in answer.records:
-            known = answer.addresses.get(rec.target.lower())
-            if known:
-                hosts = [h for h in known if not family or _family(h) == family]
-                addrs = [(h, rec.port) for h in hosts]
-            else:
-                try:
-                    addrs = await resolve_name(rec.target, rec.port, family)
-                except SeedError:
-                    continue
-            out.extend(a for a in addrs if a not in out)
-        if out:
-            return out
-        last = f"{prefix}no SRV target resolves"
-    raise SeedError(f"{spec.text}: {last}")
+    from daemon import dns  # dnspython: only for a seed that needs DNS
+
+    try:
+        answer = await dns.query_srv(spec.host, servers=servers, timeout=timeout)
+    except dns.DnsError as exc:
+        raise SeedError(f"{spec.text}: {exc}") from None
+    if not answer.records:
+        raise SeedError(f"{spec.text}: no SRV records")
+    out: list[Addr] = []
+    for rec in answer.records:
+        known = answer.addresses.get(rec.target.lower())
+        if known:
+            hosts = [h for h in known if not family or _family(h) == family]
+            addrs = [(h, rec.port) for h in hosts]
+        elif servers is not None:
+            try:
+                found = await dns.query_addresses(
+                    rec.target, family=family, servers=servers, timeout=timeout
+                )
+            except dns.DnsError:
+                continue
+            addrs = [(h, rec.port) for h in found]
+        else:
+            try:
+                addrs = await resolve_name(rec.target, rec.port, family)
+            except SeedError:
+                continue
+        out.extend(a for a in addrs if a not in out)
+    if not out:
+        raise SeedError(f"{spec.text}: no SRV target resolves")
+    return out
 
 
 def _family(host: str) -> int:

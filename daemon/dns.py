@@ -1,35 +1,37 @@
-"""A small DNS client for SRV records (RFC 2782), over UDP with EDNS0 and a
-TCP retry when the answer is truncated.
+"""DNS queries for seeds: SRV (RFC 2782), and A/AAAA at configured servers,
+with dnspython's resolver on trio's event loop.
 
-Why not a library: the agent needs one query type, and SRV answers are the
-simple part of DNS (the A/AAAA lookups go through the system resolver with
-`trio.socket.getaddrinfo`). A Kubernetes headless service answers
-`_port._proto.service.namespace.svc.cluster.local` with one SRV record per
-ready pod, often with the pods' addresses in the additional section; with
-hundreds of pods the answer exceeds 512 bytes, hence EDNS0 (4096) and TCP.
+dnspython does the protocol: EDNS0, a TCP retry when the UDP answer is
+truncated (a Kubernetes headless service with hundreds of ready pods
+answers with one SRV record per pod, the pods' addresses in the additional
+section), response ids and question matching, name compression, the search
+list and `ndots` of /etc/resolv.conf. This module only chooses the servers,
+bounds the time and turns every failure into one `DnsError` whose text an
+operator reads in the "seed not resolved" log line.
 
-Everything read from the network is checked: a malformed answer raises
-`DnsError`, never anything else.
+Imported only when a seed needs DNS (`daemon.discovery` imports it lazily):
+an agent that joins by address, or by a name the system resolver answers,
+never loads dnspython.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-import random
-import socket as stdsocket
-import struct
+import socket
 from dataclasses import dataclass
 
+import dns.asyncbackend
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
 import trio
 
-TYPE_A = 1
-TYPE_AAAA = 28
-TYPE_SRV = 33
-TYPE_OPT = 41
-CLASS_IN = 1
-EDNS_PAYLOAD = 4096
 DNS_PORT = 53
+# The UDP payload we accept (EDNS0). 1232 bytes is the DNS flag day 2020
+# value: no IP fragmentation on any usual path; bigger answers come over TCP.
+EDNS_PAYLOAD = 1232
 
 
 class DnsError(Exception):
@@ -52,206 +54,153 @@ class SrvAnswer:
     addresses: dict[str, tuple[str, ...]]
 
 
-def nameservers(path: str = "/etc/resolv.conf") -> list[str]:
-    """The system's name servers (127.0.0.1 when none is configured)."""
-    servers: list[str] = []
+def split_server(server: str) -> tuple[str, int]:
+    """`1.2.3.4`, `1.2.3.4#5353`, `1.2.3.4:5353`, `::1` or `[::1]:5353`."""
+    host, port = server, DNS_PORT
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    servers.append(parts[1].split("%")[0])
-    except OSError:
-        pass
-    return servers or ["127.0.0.1"]
+        if "#" in server:
+            host, _, text = server.partition("#")
+            port = int(text)
+        elif server.startswith("["):
+            host, _, rest = server[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else DNS_PORT
+        elif server.count(":") == 1:
+            host, _, text = server.partition(":")
+            port = int(text)
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise DnsError(
+            f"bad name server {server!r}: want an IP address, optionally a port"
+        ) from None
+    if not 0 < port < 65536:
+        raise DnsError(f"bad name server {server!r}: port out of range")
+    return host, port
 
 
-def search_domains(path: str = "/etc/resolv.conf") -> list[str]:
-    domains: list[str] = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if parts and parts[0] in ("search", "domain"):
-                    domains = parts[1:]
-    except OSError:
-        pass
-    return domains
+def _resolver(servers: list[str] | None, timeout: float) -> dns.asyncresolver.Resolver:
+    """A resolver asking `servers`, or the system's (/etc/resolv.conf, read
+    again at every call: a changed configuration is seen at the next round)."""
+    if servers is None:
+        try:
+            resolver = dns.asyncresolver.Resolver(configure=True)
+        except dns.resolver.NoResolverConfiguration:
+            # No usable /etc/resolv.conf: what the C library does.
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = ["127.0.0.1"]
+    elif not servers:
+        raise DnsError("no name server")
+    else:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(*split_server(s)) for s in servers]
+    resolver.use_edns(0, 0, EDNS_PAYLOAD)
+    # `timeout` bounds one attempt at one server; the whole query may try
+    # each server, or one server twice, within the lifetime.
+    resolver.timeout = timeout
+    resolver.lifetime = timeout * 2
+    return resolver
 
 
-def encode_name(name: str) -> bytes:
-    out = bytearray()
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("idna") if label else b""
-        if not raw or len(raw) > 63:
-            raise DnsError(f"bad DNS name {name!r}")
-        out.append(len(raw))
-        out += raw
-    out.append(0)
-    if len(out) > 255:
-        raise DnsError(f"DNS name too long: {name!r}")
-    return bytes(out)
+def _describe(exc: Exception) -> str:
+    """One clause for the log, without the name (the caller knows it)."""
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        return "no such name"
+    if isinstance(exc, dns.resolver.NoNameservers):
+        parts = [
+            f"{str(err[0]).removeprefix('Do53:')}: {err[3]}" for err in exc.kwargs.get("errors", [])
+        ]
+        return "; ".join(parts) or "no name server answered"
+    if isinstance(exc, dns.resolver.NoResolverConfiguration):
+        return "no name server configured"
+    text = str(exc).strip()
+    return text or type(exc).__name__
 
 
-def build_query(qid: int, name: str, qtype: int) -> bytes:
-    # Header: id, flags (RD), 1 question, 0 answers, 0 authority, 1 additional (OPT).
-    header = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 1)
-    question = encode_name(name) + struct.pack(">HH", qtype, CLASS_IN)
-    # EDNS0 OPT pseudo-record: root name, type OPT, class = UDP payload size.
-    opt = b"\x00" + struct.pack(">HHIH", TYPE_OPT, EDNS_PAYLOAD, 0, 0)
-    return header + question + opt
-
-
-def _read_name(msg: bytes, pos: int) -> tuple[str, int]:
-    """The (possibly compressed) name at `pos`, and the position after it."""
-    labels: list[str] = []
-    end = -1
-    jumps = 0
-    while True:
-        if pos >= len(msg):
-            raise DnsError("name runs past the message")
-        length = msg[pos]
-        if length & 0xC0 == 0xC0:
-            if pos + 1 >= len(msg):
-                raise DnsError("truncated compression pointer")
-            if end < 0:
-                end = pos + 2
-            jumps += 1
-            if jumps > 64:
-                raise DnsError("compression loop")
-            pos = ((length & 0x3F) << 8) | msg[pos + 1]
-            continue
-        if length & 0xC0:
-            raise DnsError("unsupported label type")
-        pos += 1
-        if length == 0:
-            break
-        if pos + length > len(msg):
-            raise DnsError("label runs past the message")
-        labels.append(msg[pos : pos + length].decode("ascii", "replace"))
-        pos += length
-    return ".".join(labels).lower(), (end if end >= 0 else pos)
-
-
-def parse_response(msg: bytes, qid: int) -> tuple[bool, SrvAnswer]:
-    """(truncated?, answer) of a response to query `qid`."""
-    if len(msg) < 12:
-        raise DnsError("response shorter than a header")
-    rid, flags, qd, an, ns, ar = struct.unpack_from(">HHHHHH", msg, 0)
-    if rid != qid:
-        raise DnsError("response id does not match the query")
-    if not flags & 0x8000:
-        raise DnsError("not a response")
-    truncated = bool(flags & 0x0200)
-    rcode = flags & 0x000F
-    if rcode == 3:
-        raise DnsError("no such name (NXDOMAIN)")
-    if rcode != 0:
-        raise DnsError(f"server error (rcode {rcode})")
-    pos = 12
-    for _ in range(qd):
-        _, pos = _read_name(msg, pos)
-        pos += 4
-    records: list[SrvRecord] = []
-    addresses: dict[str, list[str]] = {}
-    for index in range(an + ns + ar):
-        owner, pos = _read_name(msg, pos)
-        if pos + 10 > len(msg):
-            raise DnsError("record header runs past the message")
-        rtype, rclass, _ttl, rdlen = struct.unpack_from(">HHIH", msg, pos)
-        pos += 10
-        rdata_at = pos
-        pos += rdlen
-        if pos > len(msg):
-            raise DnsError("record data runs past the message")
-        if rtype == TYPE_SRV and index < an:
-            if rdlen < 7:
-                raise DnsError("SRV record too short")
-            prio, weight, port = struct.unpack_from(">HHH", msg, rdata_at)
-            target, _ = _read_name(msg, rdata_at + 6)
-            if target and port:
-                records.append(SrvRecord(prio, weight, port, target))
-        elif rclass == CLASS_IN and rtype in (TYPE_A, TYPE_AAAA):
-            raw = msg[rdata_at:pos]
-            if rtype == TYPE_A and rdlen == 4:
-                addresses.setdefault(owner, []).append(str(ipaddress.IPv4Address(raw)))
-            elif rtype == TYPE_AAAA and rdlen == 16:
-                addresses.setdefault(owner, []).append(str(ipaddress.IPv6Address(raw)))
-    answer = SrvAnswer(
-        tuple(sorted(records, key=lambda r: (r.priority, -r.weight, r.target, r.port))),
-        {k: tuple(v) for k, v in addresses.items()},
+def _servers_text(resolver: dns.asyncresolver.Resolver) -> str:
+    return ", ".join(
+        f"{ns.answer_nameserver()}#{ns.answer_port()}"
+        if ns.answer_port() != DNS_PORT
+        else ns.answer_nameserver()
+        for ns in resolver.nameservers
+        if isinstance(ns, dns.nameserver.Nameserver)
     )
-    return truncated, answer
 
 
-async def _query_tcp(host: str, port: int, query: bytes, timeout: float) -> bytes:
-    with trio.fail_after(timeout):
-        stream = await trio.open_tcp_stream(host, port)
-        async with stream:
-            await stream.send_all(struct.pack(">H", len(query)) + query)
-            buf = b""
-            while len(buf) < 2 or len(buf) < 2 + struct.unpack(">H", buf[:2])[0]:
-                chunk = await stream.receive_some(65535)
-                if not chunk:
-                    raise DnsError("TCP answer cut short")
-                buf += chunk
-            return buf[2 : 2 + struct.unpack(">H", buf[:2])[0]]
+async def _resolve(
+    resolver: dns.asyncresolver.Resolver, name: str, rdtype: str, search: bool
+) -> dns.resolver.Answer | None:
+    """The answer, None when the name has no record of that type, or
+    DnsError. Bounded by the resolver's lifetime on trio's clock (dnspython
+    checks it only between attempts, after a backoff)."""
+    lifetime = float(resolver.lifetime)
+    try:
+        with trio.fail_after(lifetime):
+            return await resolver.resolve(
+                name,
+                rdtype,
+                search=search,
+                raise_on_no_answer=False,
+                backend=dns.asyncbackend.get_backend("trio"),
+            )
+    except dns.resolver.NoAnswer:
+        return None
+    except (trio.TooSlowError, dns.resolver.LifetimeTimeout):
+        raise DnsError(f"{_servers_text(resolver)}: no answer within {lifetime:g} s") from None
+    except (dns.exception.DNSException, ValueError, OSError) as exc:
+        # DNSException: every failure of the query, a malformed name
+        # included; ValueError and OSError: a bad server address.
+        raise DnsError(_describe(exc)) from None
 
 
-def _split_server(server: str) -> tuple[str, int]:
-    """`1.2.3.4`, `1.2.3.4#5353` or `[::1]:5353` style server specs."""
-    if "#" in server:
-        host, _, port = server.partition("#")
-        return host, int(port)
-    if server.startswith("["):
-        host, _, rest = server[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else DNS_PORT
-    if server.count(":") == 1:
-        host, _, port = server.partition(":")
-        return host, int(port)
-    return server, DNS_PORT
+def _owner(name: dns.name.Name) -> str:
+    return str(name.to_text(omit_final_dot=True)).lower()
 
 
 async def query_srv(
-    name: str,
-    *,
-    servers: list[str] | None = None,
-    timeout: float = 2.0,
-    rng: random.Random | None = None,
+    name: str, *, servers: list[str] | None = None, timeout: float = 2.0
 ) -> SrvAnswer:
-    """The SRV records of `name`, asking each server in turn. The error
-    says what went wrong, without the name (the caller knows it)."""
-    rng = rng or random.Random(os.urandom(8))
-    errors: list[str] = []
-    for server in servers if servers is not None else nameservers():
-        host, port = _split_server(server)
-        qid = rng.getrandbits(16)
-        query = build_query(qid, name, TYPE_SRV)
+    """The SRV records of `name`, sorted by priority then weight (highest
+    first), with the addresses the additional section gives. With `servers`
+    None the system's servers and search list are used; else the name is
+    asked as is, of these servers only."""
+    resolver = _resolver(servers, timeout)
+    answer = await _resolve(resolver, name, "SRV", search=servers is None)
+    if answer is None or answer.rrset is None:
+        return SrvAnswer((), {})
+    records: list[SrvRecord] = []
+    for rdata in answer.rrset:
+        target = _owner(rdata.target)
+        if target and rdata.port:  # "." is "no such service here" (RFC 2782)
+            records.append(SrvRecord(rdata.priority, rdata.weight, rdata.port, target))
+    addresses: dict[str, list[str]] = {}
+    for rrset in answer.response.additional:
+        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            found = addresses.setdefault(_owner(rrset.name), [])
+            found.extend(r.address for r in rrset if r.address not in found)
+    return SrvAnswer(
+        tuple(sorted(records, key=lambda r: (r.priority, -r.weight, r.target, r.port))),
+        {k: tuple(v) for k, v in addresses.items()},
+    )
+
+
+async def query_addresses(
+    name: str, *, family: int = 0, servers: list[str] | None = None, timeout: float = 2.0
+) -> list[str]:
+    """The A (family AF_INET), AAAA (AF_INET6) or both (0) addresses of
+    `name`, asked of `servers` (the system's when None). DnsError when
+    there is no answer at all; an empty list when the name has none of
+    these records."""
+    resolver = _resolver(servers, timeout)
+    kinds = {int(socket.AF_INET): ["A"], int(socket.AF_INET6): ["AAAA"]}.get(family, ["A", "AAAA"])
+    out: list[str] = []
+    error: DnsError | None = None
+    for kind in kinds:
         try:
-            data = await _udp_exchange(host, port, query, timeout)
-            truncated, answer = parse_response(data, qid)
-            if truncated:
-                data = await _query_tcp(host, port, query, timeout)
-                _, answer = parse_response(data, qid)
-            return answer
-        except trio.TooSlowError:
-            errors.append(f"{server}: no answer within {timeout:g} s")
-        except OSError as exc:
-            errors.append(f"{server}: {exc.strerror or exc}")
+            answer = await _resolve(resolver, name, kind, search=servers is None)
         except DnsError as exc:
-            if "NXDOMAIN" in str(exc):
-                raise DnsError("no such name") from None
-            errors.append(f"{server}: {exc}")
-    raise DnsError("; ".join(errors or ["no name server"]))
-
-
-async def _udp_exchange(host: str, port: int, query: bytes, timeout: float) -> bytes:
-    family = stdsocket.AF_INET6 if ":" in host else stdsocket.AF_INET
-    with trio.socket.socket(family, stdsocket.SOCK_DGRAM) as sock:
-        await sock.connect((host, port))
-        await sock.send(query)
-        with trio.fail_after(timeout):
-            while True:
-                data = await sock.recv(65535)
-                if data[:2] == query[:2]:
-                    return data
+            error = exc
+            continue
+        if answer is not None and answer.rrset is not None:
+            out.extend(r.address for r in answer.rrset if r.address not in out)
+    if not out and error is not None:
+        raise error
+    return out

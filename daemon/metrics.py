@@ -6,10 +6,11 @@ queue, connection events. Rates are computed over a sliding window of
 periodic samples (`sample`), so `overlay stats` shows what the agent is
 doing now, not an average since it started.
 
-The Prometheus endpoint (`--metrics HOST:PORT`, `MetricsServer`) is a
-minimal HTTP/1.0 server that answers any GET with the text exposition format
-(version 0.0.4) of whatever its `render` function returns: it knows nothing
-of the agent (`daemon.service` gives it `Agent.prometheus`).
+The Prometheus endpoint (`--metrics HOST:PORT`, `MetricsServer`) is a small
+HTTP/1.0 server on trio that answers any GET with whatever its `answer`
+function returns: it knows nothing of the agent nor of the exposition
+format (`daemon.service` gives it `daemon.prometheus.answer` over the
+agent's registry).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,136 +119,65 @@ async def sample_forever(metrics: Metrics) -> None:
 
 
 # --------------------------------------------------------------------------
-# Prometheus text format
+# The Prometheus endpoint
+
+# Scrapes answered at once (guess: a Prometheus server or two, and an
+# operator's curl); a connection beyond that is answered 503 and closed.
+MAX_SCRAPES = 8
+# A request's head (request line and headers) is at most this many bytes,
+# and must arrive within REQUEST_TIMEOUT seconds.
+MAX_REQUEST = 16384
+REQUEST_TIMEOUT = 5.0
+# How long an answered connection waits for the client to close.
+LINGER = 1.0
+
+# What answers a GET: (target, headers with lower-case names) -> (body, headers).
+Answer = Callable[[str, Mapping[str, str]], tuple[bytes, list[tuple[str, str]]]]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    head = [f"HTTP/1.0 {status}", *(f"{k}: {v}" for k, v in headers)]
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-    return "{" + inner + "}"
+def parse_request(raw: bytes) -> tuple[str, str, dict[str, str]] | None:
+    """(method, target, headers) of an HTTP request head, or None."""
+    lines = raw.decode("latin-1").replace("\r\n", "\n").split("\n")
+    parts = lines[0].split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1], headers
 
 
-class _Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[Mapping[str, str], float]],
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            number = repr(float(value)) if isinstance(value, float) else str(value)
-            self.lines.append(f"{name}{_labels(labels)} {number}")
-
-
-def prometheus_text(
-    metrics: Metrics, gauges: Mapping[str, Any], refused: Mapping[str, int] | None = None
-) -> str:
-    """The exposition text: the counters of `metrics` plus `gauges`, a map of
-    gauge name to a number or to {label value: number} (label `status`), and
-    `refused`: what the protocol refused, by reason (issue 12)."""
-    out = _Exposition()
-    out.family(
-        "overlay_protocol_refused_total",
-        "counter",
-        "Inputs the protocol refused (out of place, rate-limited, out of range), by reason.",
-        [({"reason": k}, v) for k, v in sorted((refused or {}).items())],
-    )
-
-    def by(label: str, counter: Counter[str]) -> list[tuple[Mapping[str, str], float]]:
-        return [({label: k}, v) for k, v in sorted(counter.items())]
-
-    out.family(
-        "overlay_messages_sent_total",
-        "counter",
-        "Protocol messages sent, by type.",
-        by("type", metrics.sent_messages),
-    )
-    out.family(
-        "overlay_bytes_sent_total",
-        "counter",
-        "Frame bytes sent, by message type.",
-        by("type", metrics.sent_bytes),
-    )
-    out.family(
-        "overlay_messages_received_total",
-        "counter",
-        "Protocol messages received, by type.",
-        by("type", metrics.recv_messages),
-    )
-    out.family(
-        "overlay_bytes_received_total",
-        "counter",
-        "Frame bytes received, by message type.",
-        by("type", metrics.recv_bytes),
-    )
-    out.family(
-        "overlay_bad_frames_total",
-        "counter",
-        "Frames refused (malformed, oversized, unauthenticated), by transport and reason.",
-        [
-            ({"transport": k.partition(":")[0], "reason": k.partition(":")[2]}, v)
-            for k, v in sorted(metrics.bad_frames.items())
-        ],
-    )
-    out.family(
-        "overlay_queue_drops_total",
-        "counter",
-        "Items dropped because a bounded queue was full, by queue.",
-        by("queue", metrics.drops),
-    )
-    out.family(
-        "overlay_connection_events_total",
-        "counter",
-        "Stream connection events, by event.",
-        by("event", metrics.connections),
-    )
-    out.family(
-        "overlay_errors_total",
-        "counter",
-        "Inputs the protocol failed on (dropped; a bug worth reporting), by kind.",
-        by("kind", metrics.errors),
-    )
-    out.family(
-        "overlay_published_total",
-        "counter",
-        "Broadcasts published here.",
-        [({}, metrics.published)],
-    )
-    out.family(
-        "overlay_delivered_total",
-        "counter",
-        "Broadcasts delivered to local subscribers' topics.",
-        [({}, metrics.delivered)],
-    )
-    for name, value in gauges.items():
-        if isinstance(value, Mapping):
-            samples = [({"status": str(k)}, float(v)) for k, v in sorted(value.items())]
-        else:
-            samples = [({}, float(value))]
-        out.family(f"overlay_{name}", "gauge", f"Current {name.replace('_', ' ')}.", samples)
-    return "\n".join(out.lines) + "\n"
+async def _linger(stream: trio.SocketStream) -> None:
+    """After the answer: half-close, and read what the client still sends
+    (bounded) until it closes, so that unread input does not make the close
+    a reset that destroys the answer in flight."""
+    await stream.send_eof()
+    with trio.move_on_after(LINGER):
+        left = MAX_REQUEST * 4
+        while left > 0 and (chunk := await stream.receive_some(4096)):
+            left -= len(chunk)
 
 
 class MetricsServer:
-    """The Prometheus endpoint. `await MetricsServer.open(addr)` binds it
-    (errors such as an address in use come out there); `serve(render)`
-    answers every HTTP request with `render()` until cancelled."""
+    """The Prometheus endpoint, an HTTP/1.0 server on trio. `await
+    MetricsServer.open(addr)` binds it (errors such as an address in use
+    come out there); `serve(answer)` answers every GET with `answer(target,
+    headers)` until cancelled (`daemon.prometheus.answer`: this module
+    knows nothing of the agent nor of prometheus_client)."""
 
     def __init__(self, listeners: list[trio.SocketListener]) -> None:
         self.listeners = listeners
         sockname = listeners[0].socket.getsockname()
         self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        self._scrapes = trio.Semaphore(MAX_SCRAPES)
 
     @classmethod
     async def open(cls, addr: tuple[str, int]) -> MetricsServer:
@@ -259,38 +189,27 @@ class MetricsServer:
 
     async def serve(
         self,
-        render: Callable[[], str],
+        answer: Answer,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Answer every HTTP request with `render()`, until cancelled."""
+        """Answer every HTTP GET with `answer`, until cancelled."""
 
         async def handler(stream: trio.SocketStream) -> None:
             try:
-                with trio.move_on_after(5):
-                    request = b""
-                    while b"\r\n\r\n" not in request and b"\n\n" not in request:
-                        chunk = await stream.receive_some(4096)
-                        if not chunk:
-                            break
-                        request += chunk
-                        if len(request) > 16384:
-                            break
-                    line = request.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-                    if line.startswith("GET "):
-                        body = render().encode()
-                        head = (
-                            "HTTP/1.0 200 OK\r\n"
-                            "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                            f"Content-Length: {len(body)}\r\n\r\n"
-                        ).encode()
-                    else:
-                        body = b"only GET\n"
-                        head = (
-                            "HTTP/1.0 405 Method Not Allowed\r\n"
-                            f"Content-Length: {len(body)}\r\n\r\n"
-                        ).encode()
-                    await stream.send_all(head + body)
+                try:
+                    self._scrapes.acquire_nowait()
+                except trio.WouldBlock:
+                    body = b"too many scrapes at once\n"
+                    await stream.send_all(_response("503 Service Unavailable", [], body))
+                    await _linger(stream)
+                    return
+                try:
+                    with trio.move_on_after(REQUEST_TIMEOUT):
+                        await stream.send_all(await self._respond(stream, answer))
+                        await _linger(stream)
+                finally:
+                    self._scrapes.release()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 log.debug("metrics client went away: %s", exc)
             finally:
@@ -298,3 +217,22 @@ class MetricsServer:
 
         task_status.started()
         await trio.serve_listeners(handler, self.listeners)
+
+    @staticmethod
+    async def _respond(stream: trio.SocketStream, answer: Answer) -> bytes:
+        raw = b""
+        while b"\r\n\r\n" not in raw and b"\n\n" not in raw:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            raw += chunk
+            if len(raw) > MAX_REQUEST:
+                return _response("431 Request Header Fields Too Large", [], b"")
+        request = parse_request(raw)
+        if request is None:
+            return _response("400 Bad Request", [], b"not an HTTP request\n")
+        method, target, headers = request
+        if method != "GET":
+            return _response("405 Method Not Allowed", [("Allow", "GET")], b"only GET\n")
+        body, out = answer(target, headers)
+        return _response("200 OK", out, body)

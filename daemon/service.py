@@ -3,7 +3,8 @@
 Rules of this module: it composes, and decides nothing. The agent
 (`daemon.agent`) knows nothing of the control API (`daemon.control`) nor of
 the metrics endpoint (`daemon.metrics`); those know the agent only through
-what they call (`control.ControlledAgent`, a render function). This module
+what they call (`control.ControlledAgent`, an answer function over the
+agent's Prometheus registry, `daemon.prometheus`). This module
 runs the three in one nursery, so that nothing imports in a circle.
 
 Theory of operation
@@ -101,7 +102,10 @@ class Service:
             if self.control is not None:
                 await nursery.start(self.control.serve, agent)
             if self.metrics is not None:
-                await nursery.start(self.metrics.serve, agent.prometheus)
+                from daemon.prometheus import answer  # prometheus_client: only with --metrics
+
+                scrape = functools.partial(answer, agent.prometheus_registry)
+                await nursery.start(self.metrics.serve, scrape)
             servers = {
                 "control": self.control_address,
                 "metrics": format_addr(self.metrics_address) if self.metrics_address else None,

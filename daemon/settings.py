@@ -39,8 +39,9 @@ File layout (every key optional)::
 Every protocol parameter (`overlay.config`) and transport setting has a flag
 too, `--SECTION.NAME VALUE` (`--swim.probe-period 0.5`,
 `--transport.dial-timeout 2`), and so has every `[agent]` key; `overlay agent
---help` documents them all, from the comments in `overlay/config.py`,
-`daemon/limits.py` and `daemon/agent.py`.
+--help` lists them with their defaults, and docs/agent.md explains them all,
+generated from the comments in `overlay/config.py`, `daemon/limits.py` and
+`daemon/agent.py` (`daemon.agent_docs`).
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def protocol_fields() -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
 
 def field_comments(cls: type) -> dict[str, str]:
     """The comment block above each field of a dataclass, from its source:
-    the reason for each default becomes its `--help` text."""
+    the reason for each default becomes its entry in docs/agent.md
+    (`daemon.agent_docs`)."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):

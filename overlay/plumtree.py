@@ -156,6 +156,7 @@ COUNTERS = (
     "not_neighbor",  # control messages from a peer outside the active view
     "eager_sent",  # payloads pushed along the tree
     "ihave_sent",  # announcements sent (one IHAVE carries many)
+    "ihave_received",  # announcements received from neighbours
     "ihave_dropped",  # announcements dropped: a lazy peer's queue was full
     "missing_dropped",  # announcements ignored: too many ids already missing
     "prune_sent",
@@ -495,6 +496,7 @@ class Plumtree:
         """IHAVE (Alg. 1): for each id never received, remember the
         announcer and start the GRAFT timer if it is the first. For an id we
         already have, check the tree optimisation."""
+        self.counters["ihave_received"] += len(items)
         for ann in items:
             mid = ann.id
             seen = self.seen.get(mid)

@@ -119,6 +119,7 @@ class Probing(Exchanges):
         probe = self._probes.get(seq)
         if probe is None:
             return
+        self.counters["probes_direct_failed"] += 1
         probe.asked = tuple(self.members.random_alive(self.cfg.indirect_k, (probe.target,)))
         for helper in probe.asked:
             req = PingReq(seq, probe.target, self.cfg.lifeguard, self._piggyback())

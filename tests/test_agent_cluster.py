@@ -4,6 +4,7 @@ re-checked after each output of any agent (`daemon.testing.Changes`)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -156,8 +157,10 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
     async with local_cluster(2) as agents, trio.open_nursery() as nursery:
         changes = Changes(agents)
         await changes.until(lambda: all_alive(agents, ["n0", "n1"]), WAIT)
+        from daemon.prometheus import answer
+
         server = await MetricsServer.open(("127.0.0.1", 0))
-        await nursery.start(server.serve, agents[0].prometheus)
+        await nursery.start(server.serve, functools.partial(answer, agents[0].prometheus_registry))
         host, port = server.address
         stream = await trio.open_tcp_stream(host, port)
         await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")

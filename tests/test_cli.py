@@ -75,61 +75,12 @@ def test_control_from_the_environment(
     assert code == 2 and "127.0.0.1:2" in err
 
 
-def test_agent_help_documents_every_protocol_parameter(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, out, _ = run_cli(["agent", "--help"], capsys)
-    assert code == 0
-    for flag in (
-        "--swim.probe-period",
-        "--hyparview.active-size",
-        "--plumtree.ihave-flush",
-        "--max-frame",
-        "--join",
-        "--key-file",
-        "--metrics",
-        "--log-json",
-    ):
-        assert flag in out
-    # The reasons in overlay/config.py's comments are the help text.
-    assert "the paper uses 5" in out
-
-
 def _agent_parser() -> argparse.ArgumentParser:
     # The help texts are read (from the settings' source) only when help is asked.
     parser = build_parser(["agent", "--help"])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     agent: argparse.ArgumentParser = sub.choices["agent"]
     return agent
-
-
-def test_every_parameter_has_a_documented_flag() -> None:
-    """Every protocol parameter, transport setting and [agent] key is a flag
-    with a real explanation, not just its default."""
-    from daemon.settings import AGENT_KEYS, protocol_fields, transport_fields
-
-    helps = {
-        opt: action.help or ""
-        for action in _agent_parser()._actions
-        for opt in action.option_strings
-    }
-    wanted = ["--" + key.replace("_", "-") for key, _, _ in protocol_fields() if "." not in key]
-    wanted += [
-        "--" + key.partition(".")[0] + "." + key.partition(".")[2].replace("_", "-")
-        for key, _, _ in protocol_fields()
-        if "." in key
-    ]
-    wanted += [f"--transport.{name.replace('_', '-')}" for name, _ in transport_fields()]
-    wanted += [
-        "--" + key.replace("_", "-")
-        for key in AGENT_KEYS
-        if key not in ("tags", "key_file", "event_handlers")
-    ]
-    wanted += ["--tag", "--key-file", "--event-handler"]
-    for flag in wanted:
-        assert flag in helps, flag
-        text = helps[flag]
-        assert text != argparse.SUPPRESS and len(text.split("(default")[0].strip()) > 10, flag
 
 
 def test_transport_and_agent_flags_override_the_file(tmp_path: Path) -> None:

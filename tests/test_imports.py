@@ -109,6 +109,8 @@ AGENT_MUST_NOT_LOAD = (
     "pandas",
     "hypothesis",
     "rich",
+    "dns",  # dnspython: only for a seed that needs DNS (daemon.dns)
+    "prometheus_client",  # only with --metrics (daemon.prometheus)
     "pytest",
     "sim",
     "importlib.metadata",  # entry points: only `overlay sim` (or the help) needs them
@@ -188,3 +190,39 @@ def test_the_sim_command_still_finds_its_plugin() -> None:
         "print('\\n'.join(sys.modules))"
     )
     assert "sim.cli" in _loaded_by(script)
+
+
+def test_an_agent_joining_by_name_does_not_load_dnspython(tmp_path: Path) -> None:
+    """A name seed goes to the system resolver; dnspython (`daemon.dns`) is
+    for SRV seeds and configured name servers only."""
+    modules = _loaded_by(
+        _AGENT_MODULES,
+        "agent",
+        "--bind",
+        "127.0.0.1:0",
+        "--join",
+        "localhost:1",
+        "--control",
+        f"unix:{tmp_path / 'ctl.sock'}",
+        "--log-json",
+    )
+    assert "daemon.discovery" in modules
+    assert "daemon.dns" not in modules and "dns" not in modules
+
+
+def test_prometheus_client_is_loaded_with_metrics_only(tmp_path: Path) -> None:
+    """The metrics endpoint loads it (the test above: nothing without)."""
+    modules = _loaded_by(
+        _AGENT_MODULES,
+        "agent",
+        "--bind",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--control",
+        f"unix:{tmp_path / 'ctl.sock'}",
+        "--log-json",
+    )
+    assert "prometheus_client" in modules and "daemon.prometheus" in modules
+    # Nothing else heavy comes with it.
+    assert {m.partition(".")[0] for m in _heavy(modules)} == {"prometheus_client"}

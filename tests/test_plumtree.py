@@ -102,6 +102,10 @@ def test_ihave_announcements_are_batched_per_flush() -> None:
     assert fire(pt, FLUSH, 1.2) == [Send(B, batch), Send(C, batch)]
     assert fire(pt, FLUSH, 1.4) == []  # nothing queued any more
     assert pt.stats()["ihave_sent"] == 4
+    # The receiving end counts announcements, not IHAVE messages.
+    other = with_peers(make(), A, B, lazy=(B,))
+    rx(other, B, batch, 1.3)
+    assert other.stats()["ihave_received"] == 2
 
 
 def test_ihave_queue_is_bounded_and_counts_drops() -> None:

@@ -261,6 +261,8 @@ def test_ping_req_path_ack_relayed() -> None:
     assert fire(s, SwimTimer.PROBE_END, 11.0, 1) == []
     assert status(s, target) == (ALIVE, 0)
     assert s.awareness.score == 0
+    # The direct stage failed, the probe did not.
+    assert (s.stats()["probes_direct_failed"], s.stats().get("probes_failed", 0)) == (1, 0)
 
 
 def test_ping_req_nack_spares_our_health() -> None:
@@ -275,6 +277,8 @@ def test_ping_req_nack_spares_our_health() -> None:
     out = fire(s, SwimTimer.PROBE_END, 11.0, 1)
     assert out[0] == MemberChanged(target, SUSPECT, 0, {})
     assert s.awareness.score == 0  # the one relay we asked answered
+    assert (s.stats()["probes_direct_failed"], s.stats()["probes_failed"]) == (1, 1)
+    assert s.stats()["suspicions"] == 1
 
 
 def test_missing_nacks_raise_our_health_score() -> None:
