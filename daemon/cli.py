@@ -76,9 +76,8 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
             "%(prog)s --bind HOST:PORT [--advertise HOST:PORT] [--name NAME]\n"
             "       [--join HOST:PORT|DNSNAME ...] [--control ADDR] [--config FILE.toml]\n"
             "       [--key-file FILE] [--tag K=V ...] [--metrics HOST:PORT] [--log-json]\n"
-            "       [--log-level LEVEL] [--leave-grace SECONDS] [--leave-timeout SECONDS]\n"
-            "       [--input-queue N] [--subscriber-queue N] [--SECTION.PARAMETER VALUE ...]\n"
-            "       [--event-handler [TYPE=]SCRIPT ...] [--snapshot FILE]"
+            "       [--log-level LEVEL] [--snapshot FILE] [--event-handler [TYPE=]SCRIPT ...]\n"
+            "       [--leave-grace S] [--input-queue N] ... [--SECTION.PARAMETER VALUE ...]"
         ),
         description=(
             "Run an overlay agent: join a cluster, serve the control API.\n"
@@ -123,19 +122,17 @@ def _add_agent(sub: Any, help_texts: bool = True) -> None:
         "--event-handler",
         metavar="[TYPE=]SCRIPT",
         action="append",
-        help="run SCRIPT on events (repeatable); TYPE: member-join, member-leave, "
-        "member-failed, member-update, member, user, user:TOPIC, * (comma-separated; "
-        "default all): see docs/operations.md",
+        help="run SCRIPT on member/user events (repeatable): docs/operations.md",
     )
     a.add_argument(
         "--event-handler-timeout",
         metavar="SECONDS",
-        help="kill an event handler running longer (default 60)",
+        help="kill a handler after (default 60)",
     )
     a.add_argument(
         "--snapshot",
         metavar="FILE",
-        help="keep the members seen in FILE and rejoin through them on restart",
+        help="keep the members seen; rejoin through them on restart",
     )
     defaults = AgentSettings()
     short = {

@@ -220,7 +220,7 @@ class MemberList:
         del self._members[node]
         if self._names.get(node.name) is member:
             del self._names[node.name]
-        self._counts[member.status] -= 1
+        self._counts[member.status._value_] -= 1
         return True
 
     # ------------------------------------------------------------ picking

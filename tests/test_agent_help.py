@@ -73,7 +73,8 @@ def test_every_flag_is_explained_in_docs_agent_md() -> None:
         assert max(len(t) for t in texts) > 10, flag
     # And every [agent] key of the file is a flag.
     for key in AGENT_KEYS:
-        flag = "--tag" if key == "tags" else "--" + key.replace("_", "-")
+        singular = {"tags": "--tag", "event_handlers": "--event-handler"}
+        flag = singular.get(key, "--" + key.replace("_", "-"))
         assert flag in flags, key
 
 
