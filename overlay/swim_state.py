@@ -28,6 +28,7 @@ from overlay.awareness import Awareness
 from overlay.backoff import Backoff
 from overlay.codec import NODE_SIZES, int_size, node_size, shared_alive_state, state_size
 from overlay.config import SwimConfig
+from overlay.coordinates import PeerCoordinates
 from overlay.ids import NodeId
 from overlay.io import MemberStatus, Timer
 from overlay.member_rules import WIRE_OF_STATUS, check_tags
@@ -158,6 +159,9 @@ class SwimBase:
         self._reconnect: dict[NodeId, float] = {}  # failed member -> when, oldest first
         self.seeds: list[NodeId] = []
         self._seed_index = 0
+        # Network coordinates (`overlay.coordinates`): ours, from the probes'
+        # round trips, and the members' last ones, from their acks.
+        self.coords = PeerCoordinates(me, config.coordinates)
         self._join_backoff = Backoff(config.join_retry_initial, config.join_retry_max)
         self._next_meeting = 0.0  # see Exchanges._meet
         self._elders: list[NodeId] = []  # our seed's members, for the follow-up
