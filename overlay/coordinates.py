@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
 DIMENSIONS = 8
@@ -114,31 +114,31 @@ def distance(a: Coordinate, b: Coordinate) -> float:
 
 
 def _apply_force(
-    c: Coordinate, force: float, other: Coordinate, rng: random.Random
+    c: Coordinate, force: float, other: Coordinate, rng: Callable[[], random.Random]
 ) -> tuple[tuple[float, ...], float]:
     """(vec, height) of `c` pushed by `force` seconds away from `other`
     (toward it when negative)."""
     diff = [x - y for x, y in zip(c.vec, other.vec, strict=True)]
-    mag = math.sqrt(sum(d * d for d in diff))
+    mag = math.sqrt(sum([d * d for d in diff]))
     if mag > ZERO:
-        unit = [d / mag for d in diff]
-        height = max((c.height + other.height) * force / mag + c.height, HEIGHT_MIN)
-    else:
-        # Same point: push in a random direction (so two new nodes part).
-        unit = [rng.random() - 0.5 for _ in diff]
-        norm = math.sqrt(sum(u * u for u in unit)) or 1.0
-        unit = [u / norm for u in unit]
-        height = c.height
-    vec = tuple([x + u * force for x, u in zip(c.vec, unit, strict=True)])
-    return vec, height
+        step = force / mag
+        height = max((c.height + other.height) * step + c.height, HEIGHT_MIN)
+        return tuple([x + d * step for x, d in zip(c.vec, diff, strict=True)]), height
+    # Same point: push in a random direction (so two new nodes part).
+    draw = rng()
+    unit = [draw.random() - 0.5 for _ in diff]
+    norm = math.sqrt(sum(u * u for u in unit)) or 1.0
+    step = force / norm
+    return tuple([x + u * step for x, u in zip(c.vec, unit, strict=True)]), c.height
 
 
 class Vivaldi:
     """One node's Vivaldi client: its coordinate, updated from measured
     round trips to peers and their coordinates."""
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
+    def __init__(self, seed: int = 0) -> None:
+        self._seed = seed
+        self._rng: random.Random | None = None  # made when first needed (rarely)
         self.coord = ORIGIN
         self._samples: dict[Hashable, list[float]] = {}  # peer -> last rtts
         self._residuals = [0.0] * ADJUSTMENT_WINDOW
@@ -146,6 +146,11 @@ class Vivaldi:
         self.updates = 0
         self.refused = 0  # invalid coordinates or implausible round trips
         self.resets = 0  # our coordinate went bad and started over
+
+    def rng(self) -> random.Random:
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
 
     def update(self, peer: Hashable, other: object, rtt: float) -> bool:
         """A round trip of `rtt` seconds to `peer`, whose coordinate is
@@ -222,7 +227,7 @@ class PeerCoordinates:
         self.enabled = enabled
         # A generator of its own, seeded by the name: the protocol's random
         # choices stay what they were without coordinates.
-        self.vivaldi = Vivaldi(random.Random(zlib.crc32(repr(me).encode())))
+        self.vivaldi = Vivaldi(zlib.crc32(repr(me).encode()))
         self.peers: dict[Hashable, Coordinate] = {}
 
     def own(self) -> Coordinate | None:

@@ -67,7 +67,7 @@ def _learn(n: int, rounds: int, seed: int) -> tuple[float, float]:
         (x1, y1, h1), (x2, y2, h2) = points[i], points[j]
         return math.hypot(x1 - x2, y1 - y2) + h1 + h2
 
-    nodes = [Vivaldi(random.Random(i)) for i in range(n)]
+    nodes = [Vivaldi(i) for i in range(n)]
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
 
     def median_error() -> float:
@@ -92,7 +92,7 @@ def test_vivaldi_learns_a_planar_metric() -> None:
 
 
 def test_the_latency_filter_takes_the_median_of_the_last_three() -> None:
-    v = Vivaldi(random.Random(1))
+    v = Vivaldi(1)
     assert v._filter(B, 0.010) == 0.010
     assert v._filter(B, 0.500) == 0.500  # two samples: the larger of the middle two
     assert v._filter(B, 0.012) == 0.012  # the 0.5 s outlier is filtered out
@@ -103,7 +103,7 @@ def test_the_latency_filter_takes_the_median_of_the_last_three() -> None:
 
 
 def test_the_latency_filter_is_bounded() -> None:
-    v = Vivaldi(random.Random(1))
+    v = Vivaldi(1)
     for i in range(MAX_FILTERED_PEERS + 10):
         v.update(i, ORIGIN, 0.01)
     assert v.filtered_peers() == MAX_FILTERED_PEERS
@@ -133,7 +133,7 @@ BAD_COORDS = [
 
 
 def test_invalid_coordinates_and_implausible_round_trips_are_refused() -> None:
-    v = Vivaldi(random.Random(1))
+    v = Vivaldi(1)
     good = coord(0.01)
     for bad in BAD_COORDS:
         assert not valid(bad)
@@ -166,7 +166,7 @@ def test_a_hostile_peer_cannot_poison_our_coordinate(
 ) -> None:
     """Whatever arrives, our coordinate stays valid (finite, bounded), and
     the estimate to any valid coordinate is a finite non-negative number."""
-    v = Vivaldi(random.Random(7))
+    v = Vivaldi(7)
     for peer, c, rtt in steps:
         v.update(peer, c, rtt)
         assert valid(v.coord)
