@@ -79,20 +79,24 @@ def _finite(x: object, lo: float, hi: float) -> bool:
 
 def valid(c: object) -> bool:
     """Whether `c` is a coordinate we may use: the right shape and
-    dimension, every number finite and within its bounds."""
+    dimension, every number a finite float within its bounds."""
     if type(c) is not Coordinate:
         return False
-    vec = c.vec
-    if type(vec) is not tuple or len(vec) != DIMENSIONS:
+    vec, height, error, adjustment = c
+    if type(vec) is not tuple or len(vec) != DIMENSIONS or set(map(type, vec)) != _FLOAT:
         return False
-    for x in vec:
-        if not _finite(x, -MAX_COORD, MAX_COORD):
-            return False
+    # A NaN or an infinity makes the sum non-finite (so does an overflow,
+    # of values refused anyway); then min and max can be trusted.
+    if not math.isfinite(sum(vec)) or min(vec) < -MAX_COORD or max(vec) > MAX_COORD:
+        return False
     return (
-        _finite(c.height, 0.0, MAX_COORD)
-        and _finite(c.error, 0.0, ERROR_MAX)
-        and _finite(c.adjustment, -MAX_ADJUSTMENT, MAX_ADJUSTMENT)
+        _finite(height, 0.0, MAX_COORD)
+        and _finite(error, 0.0, ERROR_MAX)
+        and _finite(adjustment, -MAX_ADJUSTMENT, MAX_ADJUSTMENT)
     )
+
+
+_FLOAT = {float}
 
 
 def raw_distance(a: Coordinate, b: Coordinate) -> float:

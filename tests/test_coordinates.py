@@ -116,6 +116,8 @@ BAD_COORDS = [
     coord(math.inf),
     coord(-math.inf),
     coord(1e300),
+    coord(1e308, 1e308),  # their sum overflows
+    coord(math.inf, -math.inf),
     coord(height=math.nan),
     coord(height=-0.001),
     coord(height=1e9),
