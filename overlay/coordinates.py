@@ -158,32 +158,69 @@ class Vivaldi:
 
     def update(self, peer: Hashable, other: object, rtt: float) -> bool:
         """A round trip of `rtt` seconds to `peer`, whose coordinate is
-        `other`. False, and nothing changed, when either is not plausible."""
+        `other`. False, and nothing changed, when either is not plausible.
+
+        One probe, one call: the arithmetic is inlined on plain floats
+        (tests/test_coordinates.py checks it against a step-by-step
+        reference written with `raw_distance`, `distance` and the force)."""
         if not valid(other) or not _finite(rtt, 0.0, MAX_RTT) or rtt <= 0.0:
             self.refused += 1
             return False
         assert isinstance(other, Coordinate)
         rtt = self._filter(peer, rtt)
-        c = self.coord
-        # Vivaldi with the adaptive timestep.
-        dist = raw_distance(c, other)
-        rtt = max(rtt, ZERO)
-        wrongness = abs(dist - rtt) / rtt
-        total = max(c.error + other.error, ZERO)
-        weight = c.error / total
-        error = min(CE * weight * wrongness + c.error * (1.0 - CE * weight), ERROR_MAX)
-        vec, height = _apply_force(c, CC * weight * (rtt - dist), other, self.rng)
-        c = Coordinate(vec, height, error, c.adjustment)
+        if rtt < ZERO:
+            rtt = ZERO
+        vec, height, error, adjustment = self.coord
+        ovec, oheight, oerror, _ = other
+        # Vivaldi with the adaptive timestep: a spring toward (or away
+        # from) the peer, the step weighted by our error against theirs.
+        diff = [x - y for x, y in zip(vec, ovec, strict=True)]
+        mag = math.sqrt(sum([d * d for d in diff]))
+        dist = mag + height + oheight
+        total = error + oerror
+        weight = error / (total if total > ZERO else ZERO)
+        cew = CE * weight
+        error = cew * abs(dist - rtt) / rtt + error * (1.0 - cew)
+        if error > ERROR_MAX:
+            error = ERROR_MAX
+        force = CC * weight * (rtt - dist)
+        if mag > ZERO:
+            step = force / mag
+            moved = [x + d * step for x, d in zip(vec, diff, strict=True)]
+            height = (height + oheight) * step + height
+            if height < HEIGHT_MIN:
+                height = HEIGHT_MIN
+        else:
+            pushed, height = _apply_force(self.coord, force, other, self.rng)
+            moved = list(pushed)
         # Adjustment: the residuals' windowed mean, halved (each end adds its own).
-        self._residuals[self._residual_at] = rtt - raw_distance(c, other)
-        self._residual_at = (self._residual_at + 1) % ADJUSTMENT_WINDOW
+        residual = rtt - (
+            math.sqrt(sum([(x - y) * (x - y) for x, y in zip(moved, ovec, strict=True)]))
+            + height
+            + oheight
+        )
+        at = self._residual_at
+        self._residuals[at] = residual
+        self._residual_at = (at + 1) % ADJUSTMENT_WINDOW
         adjustment = sum(self._residuals) / (2.0 * ADJUSTMENT_WINDOW)
-        adjustment = min(max(adjustment, -MAX_ADJUSTMENT), MAX_ADJUSTMENT)
-        c = Coordinate(c.vec, c.height, c.error, adjustment)
+        if not -MAX_ADJUSTMENT <= adjustment <= MAX_ADJUSTMENT:
+            adjustment = MAX_ADJUSTMENT if adjustment > 0 else -MAX_ADJUSTMENT
         # Gravity toward the origin.
-        pull = distance(ORIGIN, c) / GRAVITY_RHO
-        vec, height = _apply_force(c, -pull * pull, ORIGIN, self.rng)
-        c = Coordinate(vec, height, c.error, c.adjustment)
+        mag = math.sqrt(sum([x * x for x in moved]))
+        to_origin = mag + height + HEIGHT_MIN
+        if to_origin + adjustment > 0.0:
+            to_origin += adjustment
+        pull = to_origin / GRAVITY_RHO
+        if mag > ZERO:
+            step = -pull * pull / mag
+            final = tuple([x + x * step for x in moved])
+            height = (height + HEIGHT_MIN) * step + height
+            if height < HEIGHT_MIN:
+                height = HEIGHT_MIN
+        else:
+            here = Coordinate(tuple(moved), height, error, adjustment)
+            final, height = _apply_force(here, -pull * pull, ORIGIN, self.rng)
+        c = Coordinate(final, height, error, adjustment)
         self.updates += 1
         if valid(c):
             self.coord = c

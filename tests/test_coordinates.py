@@ -244,3 +244,63 @@ def test_swim_without_coordinates_sends_none() -> None:
     assert isinstance(ack, Send) and isinstance(ack.msg, Ack) and ack.msg.coord is None
     _probe_and_ack(s, 10.0, 0.03, coord(0.02))
     assert s.coords.vivaldi.updates == 0 and s.coords.get(B) is None
+
+
+# ------------------------------------------------ the inlined arithmetic
+
+
+def _reference(v: Vivaldi, residuals: list[float], other: Coordinate, rtt: float) -> Coordinate:
+    """One update written step by step, as Serf's client does it."""
+    from overlay.coordinates import ADJUSTMENT_WINDOW, CC, CE, ZERO, _apply_force
+
+    c = v.coord
+    dist = raw_distance(c, other)
+    rtt = max(rtt, ZERO)
+    total = max(c.error + other.error, ZERO)
+    weight = c.error / total
+    error = min(CE * weight * abs(dist - rtt) / rtt + c.error * (1.0 - CE * weight), ERROR_MAX)
+    vec, height = _apply_force(c, CC * weight * (rtt - dist), other, v.rng)
+    c = Coordinate(vec, height, error, c.adjustment)
+    residuals.append(rtt - raw_distance(c, other))
+    window = residuals[-ADJUSTMENT_WINDOW:]
+    c = Coordinate(c.vec, c.height, c.error, sum(window) / (2.0 * ADJUSTMENT_WINDOW))
+    pull = distance(ORIGIN, c) / 150.0
+    vec, height = _apply_force(c, -pull * pull, ORIGIN, v.rng)
+    return Coordinate(vec, height, c.error, c.adjustment)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.tuples(*[st.floats(-0.2, 0.2)] * DIMENSIONS),
+            st.floats(0.0, 0.05),
+            st.floats(0.0, ERROR_MAX),
+            st.floats(-0.05, 0.05),
+            st.floats(0.0001, 1.0),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_the_inlined_update_is_the_reference_arithmetic(
+    steps: list[tuple[tuple[float, ...], float, float, float, float]],
+) -> None:
+    v = Vivaldi(3)
+    v.update(B, coord(0.001), 0.01)  # off the origin: no random push below
+    residuals = [v._residuals[0]]  # the first update's
+    for vec, height, error, adj, rtt in steps:
+        other = Coordinate(vec, height, error, adj)
+        expected = _reference(v, residuals, other, rtt)
+        v.forget(B)  # one sample: the filter passes the rtt as it is
+        assert v.update(B, other, rtt)
+        got = v.coord
+        if not valid(expected):
+            assert got == ORIGIN  # reset
+            return
+        for a, b in zip(
+            (*got.vec, got.height, got.error, got.adjustment),
+            (*expected.vec, expected.height, expected.error, expected.adjustment),
+            strict=True,
+        ):
+            assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (got, expected)
