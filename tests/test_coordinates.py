@@ -304,3 +304,14 @@ def test_the_inlined_update_is_the_reference_arithmetic(
             strict=True,
         ):
             assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (got, expected)
+
+
+def test_a_reaped_member_is_forgotten() -> None:
+    s = _swim(SwimConfig(gossip_nodes=0, reap_after=20.0))
+    _probe_and_ack(s, 10.0, 0.03, coord(0.02))
+    assert s.coords.get(B) is not None and B in s.coords.vivaldi._samples
+    left = MemberState(B, 1, WireStatus.LEFT, {}, None)
+    s.handle(Received(B, MemberUpdates((left,))), 11.0)
+    s.handle(TimerFired(Timer(SwimTimer.PROBE)), 40.0)
+    assert B not in s.members.by_id
+    assert s.coords.get(B) is None and B not in s.coords.vivaldi._samples
