@@ -904,6 +904,13 @@ class Agent:
             for m in self.node.members()
         ]
 
+    def coordinate(self, name: str | None = None) -> dict[str, Any]:
+        """This agent's network coordinate, or the last one member `name`
+        sent (`daemon.coordinates.describe`; ValueError if none)."""
+        from daemon.coordinates import describe
+
+        return describe(self.node, name)
+
     @property
     def tags(self) -> dict[str, str]:
         """This member's tags."""

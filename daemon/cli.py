@@ -328,6 +328,10 @@ def _add_clients(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print {left: true}")
     p.set_defaults(func=_client(_leave))
 
+    from daemon.cli_rtt import add_rtt
+
+    add_rtt(sub, _control_flag, _client)
+
     p = sub.add_parser("keygen", help="print a new cluster key (base64, AES-256)")
     p.add_argument("--json", action="store_true", help="print {key}")
     p.set_defaults(func=_keygen)

@@ -195,6 +195,8 @@ class ControlledAgent(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def coordinate(self, name: str | None = None) -> dict[str, Any]: ...
+
     def subscribe(self, topic: str) -> Subscription[Delivery]: ...
 
     def watch_members(self) -> Subscription[Member]: ...
@@ -517,6 +519,16 @@ async def _members(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
 @_op("stats")
 async def _stats(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     return conn.agent.stats()
+
+
+@_op("coordinate")
+async def _coordinate(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
+    """This agent's network coordinate, or with `node` the last one that
+    member sent (docs/control-api.md, "Network coordinates")."""
+    name = args.get("node")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError("node must be a non-empty string")
+    return conn.agent.coordinate(name)
 
 
 @_op("join")

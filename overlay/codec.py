@@ -508,6 +508,11 @@ class _Compiler:
                     f"{ind}{each} = {path}",
                     f"{ind}{x} = [enc_{item.__name__}(i, {each}) for i in {x}]",
                 ]
+            if item is float:  # an int item must become a float: a new list
+                return [
+                    *lines,
+                    f"{ind}{x} = [i if type(i) is float else _enc_float(i, {path}) for i in {x}]",
+                ]
             if not _passes(item):
                 raise TypeError(f"tuple items must go as they are, not {item!r}")
             return [*lines, f"{ind}for i in {x}:", *self._enc("i", item, {}, path, ind + "    ")]

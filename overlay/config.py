@@ -334,6 +334,9 @@ class SwimConfig:
     # Lifeguard refinements (local health, nacks, suspicion confirmations,
     # buddy system) can be turned off to measure what they buy.
     lifeguard: bool = True
+    # Network coordinates (Vivaldi, `overlay.coordinates`): acks carry the
+    # sender's (100 bytes), the probes' round trips update our own.
+    coordinates: bool = True
     # A crashed process on a live host leaves evidence a timeout never
     # gives: its host answers that nothing listens (ICMP port unreachable,
     # TCP reset). With our own such evidence and one other accuser, a

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from overlay.coordinates import DIMENSIONS, Coordinate
 from overlay.ids import NodeId
 
 # Default caps, per field, for what arrives from the network.
@@ -299,10 +300,15 @@ class PingReq(Message):
 
 @dataclass(frozen=True, slots=True)
 class Ack(Message):
-    """Answer to PING, or relayed answer to PING-REQ, with the same `seq`."""
+    """Answer to PING, or relayed answer to PING-REQ, with the same `seq`.
+    `coord`: the sender's network coordinate (`overlay.coordinates`), or
+    None; the prober measures the round trip and updates its own. It is
+    not part of the ack's identity (compare=False): two acks that say the
+    same to SWIM are equal whatever coordinate rides on them."""
 
     seq: int
     updates: tuple[MemberState, ...] = field(metadata=limit(SWIM_MAX_UPDATES))
+    coord: Coordinate | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +355,7 @@ RECORD_LIMITS: dict[type, dict[str, dict[str, Any]]] = {
         "ranges": limit(2 * DIGEST_MAX_RANGES),
     },
     MemberState: {"tags": limit(64)},
+    Coordinate: {"vec": limit(DIMENSIONS)},
 }
 
 

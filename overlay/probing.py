@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 
+from overlay.coordinates import Coordinate
 from overlay.ids import NodeId
 from overlay.io import CancelTimer, MemberChanged, MemberStatus, Output, Send, SetTimer, Timer
 from overlay.members import LIVE, MemberEntry
@@ -79,6 +80,7 @@ class Probing(Exchanges):
             return
         for node in self.members.reap(now, self.cfg.reap_after):
             self.queue.drop(node)
+            self.coords.forget(node)
             self.counters["reaped"] += 1
         target = self.members.next_probe_target()
         if target is not None and target.node not in self._probing:
@@ -155,7 +157,8 @@ class Probing(Exchanges):
         first = None
         if member is not None and member.status in (MemberStatus.SUSPECT, MemberStatus.FAILED):
             first = self._state_of(member)
-        out.append(Send(sender, Ack(seq, self._piggyback(first)), reliable=False))
+        ack = Ack(seq, self._piggyback(first), self.coords.own())
+        out.append(Send(sender, ack, reliable=False))
 
     def on_ping_req(
         self, sender: NodeId, seq: int, target: NodeId, nack: bool, out: list[Output]
@@ -171,11 +174,19 @@ class Probing(Exchanges):
         out.append(Send(target, Ping(ours, target, self._piggyback()), reliable=False))
         out.append(SetTimer(Timer(SwimTimer.RELAY, ours), self.cfg.probe_timeout * NACK_FRACTION))
 
-    def on_ack(self, sender: NodeId, seq: int, out: list[Output]) -> None:
+    def on_ack(
+        self,
+        sender: NodeId,
+        seq: int,
+        out: list[Output],
+        now: float | None = None,
+        coord: Coordinate | None = None,
+    ) -> None:
         """ACK: relay it if it answers a ping we sent for someone else;
         otherwise it ends our probe, if it comes from the target or from one
         of the members we asked. A direct ack in time lowers our health
-        score (Lifeguard)."""
+        score (Lifeguard). The target's own ack, with its coordinate, gives
+        a round trip for our network coordinate (`overlay.coordinates`)."""
         relay = self._relays.get(seq)
         if relay is not None:
             if sender == relay.target:
@@ -189,6 +200,13 @@ class Probing(Exchanges):
             return
         del self._probes[seq]
         self._probing.pop(probe.target, None)
+        if (
+            coord is not None
+            and now is not None
+            and sender == probe.target
+            and not self.coords.observe(sender, coord, now - probe.started)
+        ):
+            self.counters["coordinates_refused"] += 1
         if not probe.asked:
             out.append(CancelTimer(Timer(SwimTimer.PROBE_TIMEOUT, seq)))
             if sender == probe.target:

@@ -216,9 +216,9 @@ class Swim(Probing):
             case PingReq(seq, target, nack, updates):
                 self._merge_all(updates, sender, now, out)
                 self.on_ping_req(sender, seq, target, nack, out)
-            case Ack(seq, updates):
+            case Ack(seq, updates, coord):
                 self._merge_all(updates, sender, now, out)
-                self.on_ack(sender, seq, out)
+                self.on_ack(sender, seq, out, now, coord)
             case Nack(seq):
                 self.on_nack(sender, seq)
             case PushPull(reply, part, parts, states):

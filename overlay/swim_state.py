@@ -28,6 +28,7 @@ from overlay.awareness import Awareness
 from overlay.backoff import Backoff
 from overlay.codec import NODE_SIZES, int_size, node_size, shared_alive_state, state_size
 from overlay.config import SwimConfig
+from overlay.coordinates import PeerCoordinates
 from overlay.ids import NodeId
 from overlay.io import MemberStatus, Timer
 from overlay.member_rules import INCARNATION_MAX, WIRE_OF_STATUS, check_tags
@@ -162,6 +163,9 @@ class SwimBase:
         self._pruning: list[NodeId] = []  # forced out with prune: forgotten once spread
         self.seeds: list[NodeId] = []
         self._seed_index = 0
+        # Network coordinates (`overlay.coordinates`): ours, from the probes'
+        # round trips, and the members' last ones, from their acks.
+        self.coords = PeerCoordinates(me, config.coordinates)
         self._join_backoff = Backoff(config.join_retry_initial, config.join_retry_max)
         self._next_meeting = 0.0  # see Exchanges._meet
         self._elders: list[NodeId] = []  # our seed's members, for the follow-up

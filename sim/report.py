@@ -236,4 +236,18 @@ def _membership_line(m: dict[str, Any]) -> str:
             else ""
         )
         + f", {_fmt(m['false_positives'], _int)} false positive(s){detection}"
+        + _coordinates(m)
+    )
+
+
+def _coordinates(m: dict[str, Any]) -> str:
+    """The coordinates' round-trip estimates against the model
+    (sim/coordinate_metrics.py), when measured."""
+    p50 = m.get("coord_error_p50")
+    if p50 is None:
+        return ""
+    return (
+        f"; rtt from coordinates: error p50 {_fmt(p50, _pct)}, p90"
+        f" {_fmt(m['coord_error_p90'], _pct)} over {_fmt(m['coord_pairs'], _int)} pairs"
+        f" (a constant guess: p50 {_fmt(m['coord_baseline_error_p50'], _pct)})"
     )

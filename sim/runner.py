@@ -37,6 +37,7 @@ from typing import Any, assert_never
 from overlay.ids import NodeId
 from sim import analysis, scenario, underlay
 from sim.broadcast_metrics import BroadcastTracker
+from sim.coordinate_metrics import coordinate_errors
 from sim.engine import NetworkModel, Simulation
 from sim.membership_metrics import MembershipTracker
 from sim.scenario import (
@@ -455,6 +456,7 @@ class Runner:
             "enabled": True,
             **self.membership.summary(max_judges=MAX_JUDGES),
             "complete_after_s": self._watched("members_complete"),
+            **coordinate_errors(self.sim, self.sim.live(), self.seed),
         }
 
     def _by_step(self, live: list[NodeId]) -> list[dict[str, Any]]:

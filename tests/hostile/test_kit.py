@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from overlay import codec
+from overlay.coordinates import Coordinate
 from overlay.ids import NodeId
 from overlay.messages import (
     TAGS,
@@ -41,6 +42,8 @@ def _sample(tp: object, name: str) -> object:
         return (DigestEntry("n1", 12345, (1, 4)),)
     if "TreeBit" in text:
         return (TreeBit("n1", True),)
+    if "Coordinate" in text:
+        return Coordinate((0.5, -0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 1e-3), 1e-4, 0.4, -0.002)
     if "MsgId" in text and "tuple" in text:
         return (MID,)
     if "MsgId" in text:
