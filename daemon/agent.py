@@ -55,6 +55,7 @@ from daemon.framing import FrameCodec, PlainFrames
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, prometheus_text, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
+from daemon.queries import Handler, QueryHandle, QueryRequest, QueryResult, QueryService
 
 # Re-exported: the embedded API's types, long imported from here.
 from daemon.subscriptions import Delivery as Delivery
@@ -87,6 +88,9 @@ from overlay.io import (
     PeerRefused,
     Publish,
     PublishRejected,
+    QueryAnswer,
+    QueryAsked,
+    QueryDone,
     Received,
     Send,
     SetTimer,
@@ -120,6 +124,9 @@ class AgentSettings:
     config: Config = field(default_factory=Config)
     # Cluster keys for frame encryption, the primary first (none: plain).
     keys: tuple[bytes, ...] = ()
+    # Where `keys` came from: cluster-wide key changes (`overlay keys`) are
+    # written back there, so a restart keeps them. None: memory only.
+    key_file: str | None = None
     transport: TransportSettings = field(default_factory=TransportSettings)
     # Items waiting for the driver, at most (guess: a burst of a few
     # thousand frames; producers then wait, UDP drops).
@@ -262,6 +269,12 @@ class Agent:
         # Called with (now, output) for every output the node produces, after
         # it is executed: for tests and instrumentation. Must not block.
         self.observers: list[Callable[[float, Output], None]] = []
+        # Queries (daemon.queries), and the cluster-wide keyring on top.
+        self.queries = QueryService(self)
+        if settings.keys:
+            from daemon.keys import KeyService
+
+            KeyService(self, self._frames).install_handlers()  # type: ignore[arg-type]
 
     # ------------------------------------------------------------- identity
 
@@ -543,6 +556,8 @@ class Agent:
                     self._name_conflict(name, holder, claimant)
                 case LeaveComplete():
                     self._leave_complete.set()
+                case QueryAsked() | QueryAnswer() | QueryDone():
+                    self.queries.output(out, now)
                 case Isolated(isolated):
                     if not isolated:
                         self._alone = trio.Event()
@@ -769,6 +784,24 @@ class Agent:
             new.pop(key, None)
         await self._call(lambda now: self.node.set_tags(new, now))
         return self.tags
+
+    async def query(self, name: str, payload: bytes = b"", **kw: Any) -> QueryResult:
+        """Send a query (keywords: nodes, tags {K: REGEX}, timeout, ack) and
+        collect its acks and responses until its timeout (`daemon.queries`)."""
+        return await self.queries.query(name, payload, **kw)
+
+    async def open_query(self, name: str, payload: bytes = b"", **kw: Any) -> QueryHandle:
+        """Send a query; iterate the handle for each answer as it comes."""
+        return await self.queries.open(name, payload, **kw)
+
+    def on_query(self, name: str, handler: Handler | None) -> None:
+        """Answer queries called `name`: `await handler(QueryRequest)`
+        returns the response (bytes), or None for none."""
+        self.queries.on_query(name, handler)
+
+    async def respond(self, request: QueryRequest, payload: bytes) -> None:
+        """Answer a query delivered to this member (`watch_queries`)."""
+        await self.queries.respond(request.origin, request.id, payload)
 
     async def _call(self, fn: Callable[[float], list[Output]]) -> None:
         """Run `fn(now)` in the driver, between two inputs; re-raise its error."""

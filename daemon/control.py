@@ -667,3 +667,7 @@ async def _leave(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     await conn.out_send.send((pack({"seq": seq, "ok": True, "result": {"left": True}}), written))
     await written.wait()
     return _STREAMING
+
+
+# Queries and cluster-wide keys register their operations (issue 15).
+import daemon.control_query  # noqa: E402, F401
