@@ -556,4 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the `daemon.cli` module, not this `__main__` copy of it: commands
+    # in other modules raise `daemon.cli.CliError`, which must be the class
+    # `main` catches.
+    from daemon.cli import main as _main
+
+    raise SystemExit(_main())

@@ -332,7 +332,7 @@ class ControlClient:
 
     async def keys(self, op: str, key: str | None = None, timeout: float | None = None) -> Any:
         """A cluster-wide key operation: list, install, use, remove."""
-        args: dict[str, Any] = {"op": op}
+        args: dict[str, Any] = {"action": op}
         if key is not None:
             args["key"] = key
         if timeout is not None:

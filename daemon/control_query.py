@@ -5,7 +5,7 @@ into `daemon.control`'s table on import; documented in docs/control-api.md).
   payload, elapsed}`, then `{type: done, id, acks, responses}`, then `end`.
 - `queries` (stream): the queries delivered to this member, `{id, origin,
   addr, name, payload}`; answer one with `respond {id, payload}`.
-- `keys {op, key?, timeout?}`: a cluster-wide key operation (`daemon.keys`).
+- `keys {action, key?, timeout?}`: a cluster-wide key operation (`daemon.keys`).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ async def _respond(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
 async def _keys(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     from daemon.keys import cluster_keys  # the crypto library: only when used
 
-    op = _str_arg(args, "op")
+    op = _str_arg(args, "action")
     key = args.get("key")
     if key is not None and not isinstance(key, str):
         raise ValueError("key must be a base64 string")
