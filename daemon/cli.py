@@ -494,7 +494,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_clients(sub)
     from daemon.cli_query import add_commands  # query, keys (issue 15)
 
-    add_commands(sub)
+    add_commands(sub, _client, _control_flag, CliError)
     if command is not None and command in sub.choices:
         # A command of ours: the plugins are not needed, and looking them up
         # (`importlib.metadata`, with email, zipfile, csv, ...) costs an idle
@@ -556,9 +556,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the `daemon.cli` module, not this `__main__` copy of it: commands
-    # in other modules raise `daemon.cli.CliError`, which must be the class
-    # `main` catches.
-    from daemon.cli import main as _main
-
-    raise SystemExit(_main())
+    raise SystemExit(main())

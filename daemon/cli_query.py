@@ -5,18 +5,44 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from daemon.cli import RUNTIME_ERROR, CliError, _client, _control_flag, _print_json
 from daemon.control import ControlError
 from overlay.queries import QueryError, QueryLimits, safe_regex
 
 _LIMITS = QueryLimits()
+USAGE_ERROR, RUNTIME_ERROR = 2, 1  # as daemon.cli's
 
 
-def add_commands(sub: Any) -> None:
+def CliError(message: str, code: int = USAGE_ERROR) -> Exception:
+    """`daemon.cli.CliError` (given by `add_commands`: the CLI imports this
+    module, not the other way round)."""
+    return _error_class(message, code)
+
+
+_error_class: Callable[[str, int], Exception] = ValueError
+_client: Callable[[Any], Callable[[argparse.Namespace], int]]
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=None, sort_keys=False, default=str))
+
+
+def add_commands(
+    sub: Any,
+    client: Callable[[Any], Callable[[argparse.Namespace], int]],
+    control_flag: Callable[[argparse.ArgumentParser], None],
+    error: Callable[[str, int], Exception],
+) -> None:
+    """Add `query` and `keys` to the CLI's subcommands; `client` wraps a
+    command body in a control-API connection, `error` is the CLI's usage
+    error class."""
+    global _client, _error_class
+    _client, _error_class = client, error
+    _control_flag = control_flag
     p = sub.add_parser(
         "query",
         help="ask the matching members; print their acks and responses",

@@ -669,5 +669,7 @@ async def _leave(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     return _STREAMING
 
 
-# Queries and cluster-wide keys register their operations (issue 15).
-import daemon.control_query  # noqa: E402, F401
+# Queries and cluster-wide keys: their operations (issue 15).
+from daemon.control_query import register as _register_queries  # noqa: E402
+
+_register_queries(_OPS, _STREAMING)

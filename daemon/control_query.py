@@ -1,5 +1,5 @@
-"""Control-API operations for queries and cluster-wide keys (registered
-into `daemon.control`'s table on import; documented in docs/control-api.md).
+"""Control-API operations for queries and cluster-wide keys (`register`
+puts them into `daemon.control`'s table; documented in docs/control-api.md).
 
 - `query` (stream): send a query; events `{type: ack|response, from, addr,
   payload, elapsed}`, then `{type: done, id, acks, responses}`, then `end`.
@@ -11,14 +11,44 @@ into `daemon.control`'s table on import; documented in docs/control-api.md).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daemon.control import _STREAMING, _Connection, _op, _str_arg
 from daemon.queries import QueryRequest
 
 # Queries handed to control-API clients and not answered yet, by id (the
 # newest this many: an answer to an older one is refused).
 _ANSWERABLE = 1024
+
+
+# A `daemon.control._Connection` (typed loosely: control imports this module).
+_Connection = Any
+# The marker of a streaming answer, given by `register`.
+_STREAMING: object = None
+Op = Callable[[_Connection, int, dict[str, Any]], Awaitable[Any]]
+_MINE: dict[str, Op] = {}
+
+
+def _op(name: str) -> Callable[[Op], Op]:
+    def add(fn: Op) -> Op:
+        _MINE[name] = fn
+        return fn
+
+    return add
+
+
+def register(table: dict[str, Any], streaming: object) -> None:
+    """Add this module's operations to the control API's `table`."""
+    global _STREAMING
+    _STREAMING = streaming
+    table.update(_MINE)
+
+
+def _str_arg(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
 
 
 def _agent(conn: _Connection) -> Any:

@@ -21,15 +21,16 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from daemon.queries import QueryRequest
 from daemon.security import KeyFileError, Keyring, decode_key
 
-if TYPE_CHECKING:
-    from daemon.agent import Agent
+# The agent (`daemon.agent.Agent`) is typed loosely here: it imports this
+# module. What is used of it: settings, queries, members(), open_query().
+Agent = Any
 
 log = logging.getLogger("overlay.keys")
 

@@ -24,16 +24,29 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
 from overlay.ids import NodeId
 from overlay.io import Output, QueryAnswer, QueryAsked, QueryDone
+from overlay.node import Node
 from overlay.queries import INTERNAL_PREFIX, QueryError
 
-if TYPE_CHECKING:
-    from daemon.agent import Agent
+
+class Driver(Protocol):
+    """What the service asks of the agent (`daemon.agent.Agent` is one;
+    typed here, as the agent imports this module)."""
+
+    _nursery: trio.Nursery | None
+
+    @property
+    def node(self) -> Node: ...
+
+    def _check_running(self) -> None: ...
+
+    async def _call(self, fn: Callable[[float], list[Output]]) -> None: ...
+
 
 log = logging.getLogger("overlay.queries")
 
@@ -116,7 +129,7 @@ class QueryHandle:
 
 
 class QueryService:
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Driver) -> None:
         self.agent = agent
         self._open: dict[int, tuple[trio.MemorySendChannel[Answer | None], float]] = {}
         self._handlers: dict[str, Handler] = {}
