@@ -47,6 +47,7 @@ from overlay.io import (
     JoinCluster,
     Leave,
     LeaveComplete,
+    MemberStatus,
     NeighborDown,
     NeighborUp,
     Output,
@@ -302,6 +303,14 @@ class Node:
         if origin.name != o.origin or not isinstance(msg, Query):
             self.refused["query_forged"] += 1
             return []
+        if self.swim_enabled:
+            # Answers go to the origin's address: only to a live member's,
+            # so a forged query cannot aim the cluster's answers at a
+            # stranger (a reflection).
+            entry = self.swim.members.get(origin)
+            if entry is None or entry.status not in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
+                self.refused["query_origin_not_member"] += 1
+                return []
         return self.queries.received(origin, msg, self.swim.own_tags(), now)
 
     def handle(self, inp: Input, now: float) -> list[Output]:

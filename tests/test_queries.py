@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from overlay import codec
 from overlay.ids import NodeId
 from overlay.io import Output, Received, Send, SetTimer
-from overlay.messages import Query, QueryAck, QueryResponse
+from overlay.messages import Gossip, MsgId, Query, QueryAck, QueryResponse
 from overlay.queries import (
     MAX_REGEX,
+    QUERY_TOPIC,
     Queries,
     QueryAnswer,
     QueryAsked,
@@ -247,3 +248,32 @@ def test_an_answer_from_a_stranger_for_another_query_is_refused() -> None:
     first = node.handle(Received(stranger, QueryResponse(qid, b"x"), True), sim.now)
     assert first == [QueryAnswer(qid, stranger, False, b"x")]
     assert node.handle(Received(stranger, QueryResponse(qid, b"y"), True), sim.now) == []
+
+
+def test_a_query_from_a_stranger_or_under_another_name_is_not_answered() -> None:
+    """Answers go to the origin's address: a query whose origin is no live
+    member (it would aim the cluster's answers at a stranger), or whose
+    inner sender is not the broadcast's origin, is relayed but not
+    delivered."""
+    sim, ids, _seen = cluster(3)
+    node = sim.node(ids[1])
+    neighbour = node.views().active[0]
+    evil = NodeId("evil", "127.0.0.9", 9)
+    member = ids[2]
+    cases = [
+        (evil, "evil", "query_origin_not_member"),  # not a member
+        (member, "evil", "query_forged"),  # another's frame under our name
+    ]
+    for seq, (inner, origin, counter) in enumerate(cases, start=1):
+        frame = codec.encode(inner, Query(seq, "ping", b"", (), {}, 1000, True))
+        gossip = Gossip(MsgId(origin, 1, seq), QUERY_TOPIC, 2, 0.0, frame)
+        outs = node.handle(Received(neighbour, gossip), sim.now)
+        assert not [o for o in outs if isinstance(o, QueryAsked)]
+        assert not [o for o in outs if isinstance(o, Send) and isinstance(o.msg, QueryAck)]
+        assert node.refused[counter] == 1
+    # The same from a live member is answered.
+    frame = codec.encode(member, Query(9, "ping", b"", (), {}, 1000, True))
+    gossip = Gossip(MsgId(member.name, 1, 9), QUERY_TOPIC, 2, 0.0, frame)
+    outs = node.handle(Received(neighbour, gossip), sim.now)
+    assert [o for o in outs if isinstance(o, QueryAsked)]
+    assert Send(member, QueryAck(9), reliable=False) in outs
