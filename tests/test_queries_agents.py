@@ -74,6 +74,9 @@ async def test_every_member_acks_and_answers_once_embedded() -> None:
         assert sorted(result.acks) == names
         assert result.responses == {n: n.encode() + b":x" for n in names}
         assert all(0 <= a.elapsed < 1.0 for a in result.answers)
+        # The largest payloads go both ways (a response is one datagram).
+        big = await agents[1].query("ping", b"y" * 1000, timeout=1.0)
+        assert big.responses == {n: n.encode() + b":" + b"y" * 1000 for n in names}
 
 
 @bounded(TEST_MAX)
