@@ -825,6 +825,7 @@ class Agent:
         now = trio.current_time()
         views = node.views()
         layers = node.stats()
+        layers["queries"].update(self.queries.counters)  # the agent's side of them
         members = self.members()
         counts: dict[str, int] = {"alive": 0, "suspect": 0, "failed": 0, "left": 0}
         for m in members:

@@ -113,6 +113,7 @@ async def test_a_handler_that_fails_or_hangs_does_not_hurt_the_agent() -> None:
         result = await agents[0].query("ping", b"", timeout=0.6)
         assert set(result.responses) == {"n0"} and len(result.acks) == 3
         assert agents[1].queries.counters["handler_errors"] == 1
+        assert agents[1].stats()["queries"]["handler_errors"] == 1
         await trio.sleep(0.1)  # the slow handler was cut at the deadline
         assert agents[2].queries._running == 0
         assert all(a.running for a in agents)
