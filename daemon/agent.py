@@ -376,6 +376,7 @@ class Agent:
                     sub._end()
             for watcher in list(self._watchers.values()):
                 watcher._end()
+            self.queries.close()
             self._stopped.set()
 
     async def __aenter__(self) -> Agent:

@@ -215,6 +215,15 @@ class QueryService:
         if entry is not None:
             entry[1].close()
 
+    def close(self) -> None:
+        """The agent stopped: end every open query's answers (early: its
+        handle's `done` stays False) and every query stream."""
+        for send, _sent in self._open.values():
+            send.close()
+        self._open.clear()
+        for key in list(self._watchers):
+            self.unwatch(key)
+
     # ------------------------------------------------ the node's outputs
 
     def output(self, out: QueryAsked | QueryAnswer | QueryDone, now: float) -> None:

@@ -268,3 +268,17 @@ def test_cli_usage_errors_need_no_agent() -> None:
         )
         assert done.returncode == 2, (args, done.stderr)
         assert message in done.stderr and done.stderr.count("\n") == 1
+
+
+@bounded(TEST_MAX)
+async def test_open_queries_and_query_streams_end_when_the_agent_stops() -> None:
+    async with cluster(2) as agents:
+        handle = await agents[0].open_query("ping", b"", timeout=60)
+        _key, asked = agents[0].queries.watch()
+        agents[0].stop()
+        with trio.fail_after(5):
+            got = [a async for a in handle]
+            queued = [q async for q in asked]
+        assert handle.done is False  # ended by the stop, not by the timeout
+        assert [a.responder for a in got] == ["n0"]  # its own ack came at once
+        assert queued == []
