@@ -85,7 +85,10 @@ def test_open_queries_are_bounded() -> None:
         ({"tags": {"role": "(a+)+$"}}, "nested"),
         ({"tags": {"role": "(a|aa)*b"}}, "alternation"),
         ({"tags": {"role": r"(a)\1"}}, "back-references"),
-        ({"tags": {"role": "a*b*c*d*"}}, "unbounded"),
+        ({"tags": {"role": "^a*b*c*"}}, "variable length"),
+        ({"tags": {"role": "a*b*"}}, "unless it starts with"),
+        ({"tags": {"role": ".{0,255}" * 3 + "x"}}, "variable length"),
+        ({"tags": {"role": "(aa|b)(aa|b)(aa|b)(aa|b)(aa|b)"}}, "alternatives"),
         ({"tags": {"role": "x" * (MAX_REGEX + 1)}}, "at most"),
         ({"tags": {"role": "("}}, "bad regex"),
         ({"tags": {f"k{i}": "." for i in range(9)}}, "tag filters"),
@@ -143,7 +146,16 @@ def test_the_tables_of_a_responder_are_bounded() -> None:
 
 def test_a_hostile_regex_is_refused_quickly() -> None:
     start = time.perf_counter()
-    for pattern in ("(a+)+$", "(a*)*b", "(a|a)*c", "(?:a{1,300})+", "a*a*a*a*a*"):
+    for pattern in (
+        "(a+)+$",
+        "(a*)*b",
+        "(a|a)*c",
+        "(?:a{1,300})+",
+        "a*a*a*a*a*",
+        ".{0,255}" * 15 + "x",
+        "a?" * 20 + "a" * 20,
+        "(a|aa)" * 20 + "b",
+    ):
         with pytest.raises(QueryError):
             safe_regex(pattern)
     assert time.perf_counter() - start < 0.5
@@ -159,6 +171,31 @@ def test_any_pattern_is_refused_or_matches_quickly(pattern: str, value: str) -> 
     start = time.perf_counter()
     compiled.search(value * 2)
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [".*.*x", "^.*.*.*x", "(a|a)(a|a)(a|a)(a|a)(a|a).*x", "^" + ".{0,255}" * 3 + "x"],
+)
+def test_the_worst_allowed_shapes_are_refused_or_fast(pattern: str) -> None:
+    value = "a" * 512  # the tags' limit
+    try:
+        compiled = safe_regex(pattern)
+    except QueryError:
+        return
+    start = time.perf_counter()
+    compiled.search(value)
+    assert time.perf_counter() - start < 0.1
+
+
+def test_ordinary_filters_are_allowed() -> None:
+    for pattern, value in (
+        ("^web", "web-1"),
+        ("db.*primary", "db-eu-primary"),
+        (r"^web-\d+-[a-z]+$", "web-12-eu"),
+        ("^(eu|us)-(west|east)-[0-9]$", "us-east-1"),
+    ):
+        assert safe_regex(pattern).search(value), pattern
 
 
 @settings(max_examples=100, deadline=None)
