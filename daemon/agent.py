@@ -62,6 +62,7 @@ from daemon.handlers import build as build_handlers
 from daemon.logs import Throttle, event
 from daemon.metrics import Metrics, sample_forever
 from daemon.notices import SeedWatch, warn_no_key
+from daemon.queries import Handler, QueryHandle, QueryRequest, QueryResult, QueryService
 from daemon.snapshot import Snapshot
 from daemon.snapshot import State as SnapshotState
 
@@ -96,6 +97,9 @@ from overlay.io import (
     PeerRefused,
     Publish,
     PublishRejected,
+    QueryAnswer,
+    QueryAsked,
+    QueryDone,
     Received,
     Send,
     SetTimer,
@@ -132,6 +136,9 @@ class AgentSettings:
     config: Config = field(default_factory=Config)
     # Cluster keys for frame encryption, the primary first (none: plain).
     keys: tuple[bytes, ...] = ()
+    # Where `keys` came from: cluster-wide key changes (`overlay keys`) are
+    # written back there, so a restart keeps them. None: memory only.
+    key_file: str | None = None
     transport: TransportSettings = field(default_factory=TransportSettings)
     # Items waiting for the driver, at most (guess: a burst of a few
     # thousand frames; producers then wait, UDP drops).
@@ -301,6 +308,12 @@ class Agent:
         self._join_news = trio.Event()  # joined, or stopped
         self._early: deque[tuple[str, bytes]] = deque()
         self._early_room = trio.Event()
+        # Queries (daemon.queries), and the cluster-wide keyring on top.
+        self.queries = QueryService(self)
+        if settings.keys:
+            from daemon.keys import KeyService
+
+            KeyService(self, self._frames).install_handlers()  # type: ignore[arg-type]
 
     # ------------------------------------------------------------- identity
 
@@ -419,6 +432,7 @@ class Agent:
                     sub._end()
             for watcher in list(self._watchers.values()):
                 watcher._end()
+            self.queries.close()
             self._stopped.set()
 
     async def __aenter__(self) -> Agent:
@@ -620,6 +634,8 @@ class Agent:
                     self._name_conflict(name, holder, claimant)
                 case LeaveComplete():
                     self._leave_complete.set()
+                case QueryAsked() | QueryAnswer() | QueryDone():
+                    self.queries.output(out, now)
                 case Isolated(isolated):
                     if not isolated:
                         self._alone = trio.Event()
@@ -941,6 +957,24 @@ class Agent:
 
         return agent_info(self, trio.current_time() - self._started_at)
 
+    async def query(self, name: str, payload: bytes = b"", **kw: Any) -> QueryResult:
+        """Send a query (keywords: nodes, tags {K: REGEX}, timeout, ack) and
+        collect its acks and responses until its timeout (`daemon.queries`)."""
+        return await self.queries.query(name, payload, **kw)
+
+    async def open_query(self, name: str, payload: bytes = b"", **kw: Any) -> QueryHandle:
+        """Send a query; iterate the handle for each answer as it comes."""
+        return await self.queries.open(name, payload, **kw)
+
+    def on_query(self, name: str, handler: Handler | None) -> None:
+        """Answer queries called `name`: `await handler(QueryRequest)`
+        returns the response (bytes), or None for none."""
+        self.queries.on_query(name, handler)
+
+    async def respond(self, request: QueryRequest, payload: bytes) -> None:
+        """Answer a query delivered to this member (`watch_queries`)."""
+        await self.queries.respond(request.origin, request.id, payload)
+
     async def _call(self, fn: Callable[[float], list[Output]]) -> None:
         """Run `fn(now)` in the driver, between two inputs; re-raise its error."""
         call = _Call(fn)
@@ -963,6 +997,7 @@ class Agent:
         now = trio.current_time()
         views = node.views()
         layers = node.stats()
+        layers["queries"].update(self.queries.counters)  # the agent's side of them
         members = self.members()
         counts: dict[str, int] = {"alive": 0, "suspect": 0, "failed": 0, "left": 0}
         for m in members:

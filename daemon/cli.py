@@ -567,6 +567,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     else:
         sub.add_parser("agent", help="run an agent: join a cluster, serve the control API")
     _add_clients(sub)
+    from daemon.cli_query import add_commands  # query, keys (issue 15)
+
+    add_commands(sub, _client, _control_flag, CliError)
     if command is not None and command in sub.choices:
         # A command of ours: the plugins are not needed, and looking them up
         # (`importlib.metadata`, with email, zipfile, csv, ...) costs an idle

@@ -338,6 +338,30 @@ class ControlClient:
         """Member changes: {name, addr, status, incarnation, tags}."""
         return self._open_stream("monitor")
 
+    def query(
+        self, name: str, payload: bytes = b"", **args: Any
+    ) -> contextlib.AbstractAsyncContextManager[Stream]:
+        """Send a query (args: nodes, tags, timeout, ack); events {type:
+        ack|response, from, addr, payload, elapsed}, then {type: done}."""
+        return self._open_stream("query", name=name, payload=payload, **args)
+
+    def queries(self, names: Sequence[str] = ()) -> contextlib.AbstractAsyncContextManager[Stream]:
+        """Queries delivered to this member: {id, origin, addr, name, payload}."""
+        return self._open_stream("queries", names=list(names))
+
+    async def respond(self, qid: int, payload: bytes) -> None:
+        """Answer a query received on a `queries` stream."""
+        await self.request("respond", id=qid, payload=payload)
+
+    async def keys(self, op: str, key: str | None = None, timeout: float | None = None) -> Any:
+        """A cluster-wide key operation: list, install, use, remove."""
+        args: dict[str, Any] = {"action": op}
+        if key is not None:
+            args["key"] = key
+        if timeout is not None:
+            args["timeout"] = timeout
+        return await self.request("keys", **args)
+
 
 @dataclass(frozen=True, slots=True)
 class Refused:

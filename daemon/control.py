@@ -679,3 +679,9 @@ async def _leave(conn: _Connection, seq: int, args: dict[str, Any]) -> Any:
     await conn.out_send.send((pack({"seq": seq, "ok": True, "result": {"left": True}}), written))
     await written.wait()
     return _STREAMING
+
+
+# Queries and cluster-wide keys: their operations (issue 15).
+from daemon.control_query import register as _register_queries  # noqa: E402
+
+_register_queries(_OPS, _STREAMING)

@@ -122,11 +122,50 @@ class Keyring:
         for key in keys:
             if len(key) not in KEY_SIZES:
                 raise KeyFileError(f"key is {len(key)} bytes; AES needs 16, 24 or 32")
+        self._keys = [bytes(k) for k in keys]
         self._ciphers = [AESGCM(bytes(k)) for k in keys]
         self._stamp = 0  # of the last datagram sealed
 
     def stream(self, dialer: bool) -> StreamSeal:
         return SealedStream(self, dialer)
+
+    # Rotation in place (cluster-wide through `daemon.keys`): the primary
+    # seals from the next frame on; streams already open keep working, as
+    # opening tries every key.
+
+    def key_list(self) -> list[bytes]:
+        """The keys, the primary first."""
+        return list(self._keys)
+
+    def install(self, key: bytes) -> bool:
+        """Add `key` (not primary); False if it was there already."""
+        if len(key) not in KEY_SIZES:
+            raise KeyFileError(f"key is {len(key)} bytes; AES needs 16, 24 or 32")
+        if key in self._keys:
+            return False
+        self._keys.append(bytes(key))
+        self._ciphers.append(AESGCM(bytes(key)))
+        return True
+
+    def use(self, key: bytes) -> bool:
+        """Make an installed `key` the primary; False if it was already."""
+        if key not in self._keys:
+            raise KeyFileError("the key is not installed: install it first")
+        i = self._keys.index(key)
+        self._keys.insert(0, self._keys.pop(i))
+        self._ciphers.insert(0, self._ciphers.pop(i))
+        return i != 0
+
+    def remove(self, key: bytes) -> bool:
+        """Remove a key that is not the primary; False if it was not there."""
+        if key not in self._keys:
+            return False
+        if key == self._keys[0]:
+            raise KeyFileError("the primary key cannot be removed: use another key first")
+        i = self._keys.index(key)
+        del self._keys[i]
+        del self._ciphers[i]
+        return True
 
     def seal_datagram(self, frame: bytes) -> bytes:
         # The wall clock (peers compare it with theirs), never going back

@@ -357,6 +357,7 @@ def build(
 
         try:
             kw["keys"] = tuple(load_key_file(str(merged["key_file"])))
+            kw["key_file"] = str(merged["key_file"])
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
     for key, kind in _NUMBERS.items():

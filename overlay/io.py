@@ -278,6 +278,40 @@ class Isolated:
     isolated: bool
 
 
+# Outputs of the query layer (overlay/queries.py), to the driver.
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAsked:
+    """A query for this member's application: answer with
+    `Node.respond(origin, id, payload)` before `deadline` (driver time)."""
+
+    origin: NodeId
+    id: int
+    name: str
+    payload: bytes
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """At the origin: `responder` acked (`ack`) or answered query `id`."""
+
+    id: int
+    responder: NodeId
+    ack: bool
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDone:
+    """At the origin: query `id`'s time is up; nothing more is taken."""
+
+    id: int
+    acks: int
+    responses: int
+
+
 Output = (
     Send
     | CloseConnection
@@ -293,6 +327,9 @@ Output = (
     | Reappeared
     | LeaveComplete
     | Isolated
+    | QueryAsked
+    | QueryAnswer
+    | QueryDone
 )
 
 

@@ -342,6 +342,49 @@ class MemberUpdates(Message):
 SWIM_MESSAGES: tuple[type[Message], ...] = (Ping, PingReq, Ack, Nack, PushPull, MemberUpdates)
 
 # --------------------------------------------------------------------------
+# Queries (Serf's, over Plumtree; see overlay/queries.py): tags 48-55
+
+QUERY_MAX_NAME = 128  # characters in a query's name
+QUERY_MAX_PAYLOAD = 4096  # bytes in a query or a response (config caps it lower)
+QUERY_MAX_NODES = 64  # node names one query may be filtered to
+QUERY_MAX_TAG_FILTERS = 8  # tag=regex filters in one query
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Message):
+    """A request for the members that match its filters: broadcast over the
+    tree inside a frame whose sender is the origin (who collects answers).
+    `nodes`: only these names answer (empty: any); `tags`: a member answers
+    only if, for each key, it has the tag and its value matches the regex;
+    `timeout_ms`: how long the origin waits; `ack`: ask for acks."""
+
+    id: int
+    name: str = field(metadata=limit(QUERY_MAX_NAME))
+    payload: bytes = field(metadata=limit(QUERY_MAX_PAYLOAD))
+    nodes: tuple[str, ...] = field(metadata=limit(QUERY_MAX_NODES))
+    tags: dict[str, str] = field(metadata=limit(QUERY_MAX_TAG_FILTERS))
+    timeout_ms: int = field(metadata=bounds(1, 600_000))
+    ack: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAck(Message):
+    """The sender got query `id` (sent straight to the origin)."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResponse(Message):
+    """The sender's answer to query `id` (sent straight to the origin)."""
+
+    id: int
+    payload: bytes = field(metadata=limit(QUERY_MAX_PAYLOAD))
+
+
+QUERY_MESSAGES: tuple[type[Message], ...] = (QueryAck, QueryResponse)
+
+# --------------------------------------------------------------------------
 # The tag table: append only.
 
 # Field limits of the records (named tuples carry no field metadata).
@@ -392,4 +435,7 @@ TAGS: dict[int, type[Message]] = {
     35: Nack,
     36: PushPull,
     37: MemberUpdates,
+    48: Query,
+    49: QueryAck,
+    50: QueryResponse,
 }

@@ -47,6 +47,7 @@ from overlay.io import (
     JoinCluster,
     Leave,
     LeaveComplete,
+    MemberStatus,
     NeighborDown,
     NeighborUp,
     Output,
@@ -64,12 +65,15 @@ from overlay.members import MemberSnapshot
 from overlay.messages import (
     HYPARVIEW_MESSAGES,
     PLUMTREE_MESSAGES,
+    QUERY_MESSAGES,
     SWIM_MESSAGES,
     MemberUpdates,
     PushPull,
+    Query,
     ShuffleReply,
 )
 from overlay.plumtree import Plumtree, PtTimer, PublishError
+from overlay.queries import QUERY_TOPIC, QTimer, Queries, QueryError, QueryLimits
 from overlay.swim import Swim
 from overlay.swim_state import SwimTimer
 
@@ -118,7 +122,7 @@ class Node:
             me,
             config.plumtree,
             random.Random(rng.getrandbits(64)),
-            tree_only=frozenset({MEMBERS_TOPIC}),
+            tree_only=frozenset({MEMBERS_TOPIC, QUERY_TOPIC}),
         )
         self.swim = Swim(
             me,
@@ -128,6 +132,9 @@ class Node:
             announce=True,
             incarnation=incarnation,
         )
+        # Queries (overlay.queries): broadcast on QUERY_TOPIC, answered
+        # straight to their origin.
+        self.queries = Queries(me, QueryLimits(), random.Random(rng.getrandbits(64)))
         self.coupling = SwimHyParView(self.swim, self.hyparview, config.hyparview.passive_size)
         # Without SWIM (`swim.enabled = false`) the node is HyParView and
         # Plumtree alone, as in the papers: connection loss is the only
@@ -157,6 +164,7 @@ class Node:
             "hyparview": self.hyparview.stats(),
             "plumtree": self.plumtree.stats(),
             "swim": self.swim.stats(),
+            "queries": self.queries.stats(),
             "refused": dict(self.refused),
         }
 
@@ -188,6 +196,39 @@ class Node:
         if _reserved(topic):
             raise PublishError(f"topic {topic!r} is reserved: {_RESERVED}")
         return self.plumtree.publish(topic, payload, now)
+
+    def query(
+        self,
+        name: str,
+        payload: bytes,
+        now: float,
+        nodes: tuple[str, ...] = (),
+        tags: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        ack: bool = False,
+        internal: bool = False,
+    ) -> tuple[int, list[Output]]:
+        """Send a query (`overlay.queries`): its id, and the outputs that
+        broadcast it; we answer it too if we match. `QueryError`, nothing
+        sent, if a field is out of bounds or too many queries are open."""
+        if self._left:
+            raise QueryError("the node has left")
+        q = self.queries.make(name, payload, nodes, tags, timeout, ack, internal)
+        frame = codec.encode(self.me, q, self.config.max_frame)
+        try:
+            outs = self.plumtree.publish(QUERY_TOPIC, frame, now)
+        except PublishError as exc:
+            self.queries.open.pop(q.id, None)
+            raise QueryError(str(exc)) from None
+        outs = self._internal(outs, now)  # drops our own delivery (hops 0)
+        outs += self.queries.started(q)
+        outs += self.queries.received(self.me, q, self.swim.own_tags(), now)
+        return q.id, outs
+
+    def respond(self, origin: NodeId, qid: int, payload: bytes, now: float) -> list[Output]:
+        """Answer a query delivered to us (`QueryAsked`); `QueryError` if
+        it is not awaiting an answer."""
+        return self.queries.respond(origin, qid, payload, now)
 
     def _neighbors(self, outs: list[Output], now: float) -> list[Output]:
         """Feed HyParView's neighbour changes to Plumtree, so that its eager
@@ -250,6 +291,9 @@ class Node:
         for o in outs:
             if not isinstance(o, Deliver) or not o.topic.startswith(RESERVED_PREFIX):
                 kept.append(o)
+            elif o.topic == QUERY_TOPIC:
+                if o.hops > 0:
+                    more += self._query_delivered(o, now)
             elif o.topic != MEMBERS_TOPIC:
                 self.refused["reserved_topic"] += 1
             elif o.hops > 0:
@@ -266,6 +310,25 @@ class Node:
                     more += self._after_swim(self.swim.handle(announced, now), now)
         # What SWIM answers may hold our own announcement's local delivery.
         return kept + self._internal(more, now)
+
+    def _query_delivered(self, o: Deliver, now: float) -> list[Output]:
+        try:
+            origin, msg = codec.decode(o.payload, self.config.max_frame)
+        except codec.DecodeError:
+            self.refused["query_undecodable"] += 1
+            return []
+        if origin.name != o.origin or not isinstance(msg, Query):
+            self.refused["query_forged"] += 1
+            return []
+        if self.swim_enabled:
+            # Answers go to the origin's address: only to a live member's,
+            # so a forged query cannot aim the cluster's answers at a
+            # stranger (a reflection).
+            entry = self.swim.members.get(origin)
+            if entry is None or entry.status not in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
+                self.refused["query_origin_not_member"] += 1
+                return []
+        return self.queries.received(origin, msg, self.swim.own_tags(), now)
 
     def handle(self, inp: Input, now: float) -> list[Output]:
         return self._internal(self._route(inp, now), now)
@@ -300,6 +363,8 @@ class Node:
                     self.refused["hyparview_datagram"] += 1
                     return []
                 return self._neighbors(self.hyparview.handle(inp, now), now)
+            if isinstance(msg, QUERY_MESSAGES):
+                return self.queries.answered(inp.sender, msg)  # type: ignore[arg-type]
             return []
         if isinstance(inp, TimerFired):
             kind = inp.timer.kind
@@ -312,6 +377,8 @@ class Node:
                 if kind is SwimTimer.PROBE:
                     outs += self.coupling.on_probe_period(now)
                 return outs
+            if isinstance(kind, QTimer):
+                return self.queries.done(inp.timer.key)  # type: ignore[arg-type]
             return []
         match inp:
             case Leave():

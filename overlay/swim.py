@@ -171,6 +171,10 @@ class Swim(Probing):
 
     # ------------------------------------------------------------ queries
 
+    def own_tags(self) -> Mapping[str, str]:
+        """This member's own tags (read only)."""
+        return self._self.tags
+
     def members_snapshot(self) -> tuple[MemberSnapshot, ...]:
         """Every member, this node included, sorted by id: an immutable snapshot."""
         return self.members.snapshot()

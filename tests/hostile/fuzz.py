@@ -63,7 +63,7 @@ MAX_DATAGRAM = 65507
 # junk meant to be over it.
 MAX_FRAME = 64 * 1024
 FAKE_NET = ipaddress.ip_network("127.99.0.0/16")
-TOPICS = ("news", "t", "$overlay.members", "a" * 256, "")
+TOPICS = ("news", "t", "$overlay.members", "a" * 256, "", "$overlay.query")
 # Control API operations the junk may name: none that changes the agent
 # (leave, join, tags, keys...), whatever arguments it is given.
 CONTROL_OPS = (
@@ -155,7 +155,7 @@ class Frames:
                 )
             if self.members and rng.random() < 0.5:
                 return rng.choice(self.members)[0][:cap]
-            return rng.choice(TOPICS[:3])[:cap]
+            return rng.choice((*TOPICS[:3], TOPICS[-1]))[:cap]
         if tp is bytes:
             if extreme:
                 n = rng.choice([0, 1, 1024, 16 * 1024, 60 * 1024])
@@ -164,6 +164,19 @@ class Frames:
             if cap is not None:
                 n = min(n, cap)
             if not extreme and rng.random() < 0.1:
+                if rng.random() < 0.3:
+                    # A query, as $overlay.query carries.
+                    return frame(
+                        self.node(),
+                        messages.Query,
+                        id=rng.getrandbits(63),
+                        name=rng.choice(TOPICS)[:128],
+                        payload=rng.randbytes(rng.choice([0, 8, 1024])),
+                        nodes=[],
+                        tags=rng.choice([{}, {"role": "^w"}, {"role": "(a+)+$"}]),
+                        timeout_ms=rng.choice([1, 1000, 600_000]),
+                        ack=True,
+                    )
                 # Sometimes a frame inside (what $overlay.members carries).
                 return frame(
                     self.node(),

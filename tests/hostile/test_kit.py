@@ -46,6 +46,10 @@ def _sample(tp: object, name: str) -> object:
         return Coordinate((0.5, -0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 1e-3), 1e-4, 0.4, -0.002)
     if "MsgId" in text and "tuple" in text:
         return (MID,)
+    if "dict[str, str]" in text:
+        return {"role": "^web"}
+    if "tuple[str" in text:
+        return ("n1",)
     if "MsgId" in text:
         return MID
     if "bytes" in text:
@@ -57,7 +61,7 @@ def _sample(tp: object, name: str) -> object:
     if "str" in text:
         return "topic"
     if "int" in text:
-        return 1 if name in ("hops", "parts", "ttl", "seq") else 0
+        return 1 if name in ("hops", "parts", "ttl", "seq", "timeout_ms") else 0
     raise AssertionError(f"no sample for {name}: {text}")
 
 
