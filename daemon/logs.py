@@ -44,16 +44,23 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def record_map(record: logging.LogRecord) -> dict[str, Any]:
+    """A record as a map: the `--log-json` line's fields, and the `logs`
+    stream's records (`daemon.monitor`)."""
+    obj: dict[str, Any] = {
+        "ts": round(record.created, 6),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    for key, value in _fields(record).items():
+        obj.setdefault(key, _plain(value))
+    return obj
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        obj: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in _fields(record).items():
-            obj.setdefault(key, _plain(value))
+        obj = record_map(record)
         if record.exc_info:
             obj["exc"] = self.formatException(record.exc_info)
         return json.dumps(obj, separators=(",", ":"))

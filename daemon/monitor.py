@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from daemon.logs import _fields, _plain
+from daemon.logs import record_map
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -42,19 +42,6 @@ def parse_level(text: object) -> int:
     if not isinstance(text, str) or text.lower() not in LEVELS:
         raise ValueError("level must be one of debug, info, warning, error")
     return LEVELS[text.lower()]
-
-
-def record_map(record: logging.LogRecord) -> dict[str, Any]:
-    """A record as the `logs` stream sends it (the `--log-json` fields)."""
-    obj: dict[str, Any] = {
-        "ts": round(record.created, 6),
-        "level": record.levelname.lower(),
-        "logger": record.name,
-        "msg": record.getMessage(),
-    }
-    for key, value in _fields(record).items():
-        obj.setdefault(key, _plain(value))
-    return obj
 
 
 class LogMonitor:

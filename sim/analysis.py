@@ -48,8 +48,12 @@ def overlay_whole(sim: Simulation) -> bool:
     """Every live node reaches every other over live active links (either
     direction): the cheap check run while watching a recovery."""
     live = sim.live()
-    if len(live) <= 1:
-        return True
+    return len(live) <= 1 or component_count(sim, live) == 1
+
+
+def component_count(sim: Simulation, live: list[NodeId]) -> int:
+    """Connected components of the live overlay (active links, either way),
+    without building a graph: run every simulated second by the timeline."""
     alive = set(live)
     adj: dict[NodeId, list[NodeId]] = {n: [] for n in live}
     for n in live:
@@ -57,14 +61,20 @@ def overlay_whole(sim: Simulation) -> bool:
             if p in alive:
                 adj[n].append(p)
                 adj[p].append(n)
-    seen = {live[0]}
-    todo = [live[0]]
-    while todo:
-        for p in adj[todo.pop()]:
-            if p not in seen:
-                seen.add(p)
-                todo.append(p)
-    return len(seen) == len(live)
+    seen: set[NodeId] = set()
+    count = 0
+    for start in live:
+        if start in seen:
+            continue
+        count += 1
+        seen.add(start)
+        todo = [start]
+        while todo:
+            for p in adj[todo.pop()]:
+                if p not in seen:
+                    seen.add(p)
+                    todo.append(p)
+    return count
 
 
 def members_merged(sim: Simulation) -> bool:

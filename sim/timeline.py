@@ -21,6 +21,7 @@ from typing import Any
 
 from overlay.ids import NodeId
 from overlay.io import MemberStatus
+from sim.analysis import component_count
 from sim.broadcast_metrics import BroadcastTracker
 from sim.engine import Simulation
 
@@ -73,7 +74,7 @@ class Timeline:
         s = self.series
         s["t"].append(sim.now)
         s["live"].append(len(live))
-        s["components"].append(components(sim, live))
+        s["components"].append(component_count(sim, live))
         healthy = [
             sn
             for sn in sim.nodes.values()
@@ -102,31 +103,6 @@ class Timeline:
                 e = members.get(m)
                 total += e is not None and e.status is MemberStatus.ALIVE
         return total / len(self.cut_off)
-
-
-def components(sim: Simulation, live: list[NodeId]) -> int:
-    """Connected components of the live overlay (active links, either way)."""
-    alive = set(live)
-    adj: dict[NodeId, list[NodeId]] = {n: [] for n in live}
-    for n in live:
-        for p in sim.node(n).hyparview.views().active:
-            if p in alive:
-                adj[n].append(p)
-                adj[p].append(n)
-    seen: set[NodeId] = set()
-    count = 0
-    for start in live:
-        if start in seen:
-            continue
-        count += 1
-        seen.add(start)
-        todo = [start]
-        while todo:
-            for p in adj[todo.pop()]:
-                if p not in seen:
-                    seen.add(p)
-                    todo.append(p)
-    return count
 
 
 def broadcast_series(tracker: BroadcastTracker, live_nodes: list[NodeId]) -> dict[str, list[float]]:
