@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +25,7 @@ import trio
 
 from daemon.queries import QueryRequest
 from daemon.security import KeyFileError, Keyring, decode_key
+from daemon.snapshot import write_atomically
 
 # The agent (`daemon.agent.Agent`) is typed loosely here: it imports this
 # module. What is used of it: settings, queries, members(), open_query().
@@ -115,16 +114,9 @@ class KeyService:
         path = self.agent.settings.key_file
         if not path:
             return
-        folder = os.path.dirname(os.path.abspath(path))
         text = "".join(_b64(k) + "\n" for k in self.ring.key_list())
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".keyring-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write("# the primary key first; written by overlay keys\n" + text)
-            os.replace(tmp, path)
-        except OSError:
-            os.unlink(tmp)
-            raise
+        header = "# the primary key first; written by overlay keys\n"
+        write_atomically(path, (header + text).encode("ascii"), prefix=".keyring-")
 
 
 async def cluster_keys(

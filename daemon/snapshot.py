@@ -139,11 +139,11 @@ def encode(name: str, addr: str, incarnation: int, members: Sequence[Member]) ->
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """`data` in `path`, all or nothing: a temporary file next to it,
-    flushed to disk, renamed over it."""
+def write_atomically(path: str, data: bytes, prefix: str = ".overlay-snapshot-") -> None:
+    """`data` in `path`, all or nothing, owner-only: a temporary file next
+    to it (named `prefix`...), flushed to disk, renamed over it."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".overlay-snapshot-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -47,7 +47,6 @@ from overlay.io import (
     JoinCluster,
     Leave,
     LeaveComplete,
-    MemberStatus,
     NeighborDown,
     NeighborUp,
     Output,
@@ -61,7 +60,7 @@ from overlay.io import (
     TimerFired,
 )
 from overlay.member_rules import check_tags
-from overlay.members import MemberSnapshot
+from overlay.members import LIVE, MemberSnapshot
 from overlay.messages import (
     HYPARVIEW_MESSAGES,
     PLUMTREE_MESSAGES,
@@ -325,7 +324,7 @@ class Node:
             # so a forged query cannot aim the cluster's answers at a
             # stranger (a reflection).
             entry = self.swim.members.get(origin)
-            if entry is None or entry.status not in (MemberStatus.ALIVE, MemberStatus.SUSPECT):
+            if entry is None or entry.status not in LIVE:
                 self.refused["query_origin_not_member"] += 1
                 return []
         return self.queries.received(origin, msg, self.swim.own_tags(), now)
